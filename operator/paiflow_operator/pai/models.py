@@ -1,0 +1,153 @@
+"""Pydantic models of PAI Flow responses (PascalCase on the wire, snake_case in Python)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+
+class RunStatus(StrEnum):
+    """The nine documented PAI run states, plus UNRECOGNIZED for anything PAI adds later."""
+
+    INITIALIZED = "Initialized"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+    TERMINATED = "Terminated"
+    UNKNOWN = "Unknown"
+    SKIPPED = "Skipped"
+    TERMINATING = "Terminating"
+    UNRECOGNIZED = "Unrecognized"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TERMINATED, RunStatus.SKIPPED})
+
+
+def _strip(value: Any) -> Any:
+    # The vendor's own sample response carries stray trailing newlines in many string fields.
+    return value.strip() if isinstance(value, str) else value
+
+
+def _utc_or_none(value: Any) -> Any:
+    value = _strip(value)
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return value
+
+
+Text = Annotated[str | None, BeforeValidator(_strip)]
+Timestamp = Annotated[datetime | None, BeforeValidator(_utc_or_none)]
+
+
+class _PaiModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+
+def _status(value: Any) -> RunStatus:
+    value = _strip(value)
+    try:
+        return RunStatus(value)
+    except ValueError:
+        return RunStatus.UNRECOGNIZED
+
+
+class PipelineRun(_PaiModel):
+    """GetPipelineRun's answer (and one row of ListPipelineRuns)."""
+
+    request_id: Text = Field(default=None, alias="RequestId")
+    pipeline_run_id: str = Field(alias="PipelineRunId")
+    name: Text = Field(default=None, alias="Name")
+    status: RunStatus = Field(alias="Status")
+    # The status exactly as PAI sent it, so an unrecognised value is still shown to the user.
+    raw_status: str = Field(default="", alias="RawStatus")
+    message: Text = Field(default=None, alias="Message")
+    duration: int | None = Field(default=None, alias="Duration")
+    started_at: Timestamp = Field(default=None, alias="StartedAt")
+    finished_at: Timestamp = Field(default=None, alias="FinishedAt")
+    gmt_create_time: Timestamp = Field(default=None, alias="GmtCreateTime")
+    gmt_modified_time: Timestamp = Field(default=None, alias="GmtModifiedTime")
+    pipeline_id: Text = Field(default=None, alias="PipelineId")
+    workspace_id: Text = Field(default=None, alias="WorkspaceId")
+    node_id: Text = Field(default=None, alias="NodeId")
+    source_type: Text = Field(default=None, alias="SourceType")
+    source_id: Text = Field(default=None, alias="SourceId")
+    user_id: Text = Field(default=None, alias="UserId")
+    parent_user_id: Text = Field(default=None, alias="ParentUserId")
+    accessibility: Text = Field(default=None, alias="Accessibility")
+    pipeline_run_uri: Text = Field(default=None, alias="PipelineRunUri")
+    manifest: Text = Field(default=None, alias="Manifest")
+    arguments: Text = Field(default=None, alias="Arguments")
+    options: Text = Field(default=None, alias="Options")
+
+    @field_validator("pipeline_run_id", mode="before")
+    @classmethod
+    def _strip_id(cls, value: Any) -> Any:
+        return _strip(value)
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _parse_status(cls, value: Any) -> RunStatus:
+        return _status(value)
+
+    @field_validator("duration", mode="before")
+    @classmethod
+    def _parse_duration(cls, value: Any) -> Any:
+        value = _strip(value)
+        if value in (None, ""):
+            return None
+        return int(float(value))
+
+    @classmethod
+    def from_wire(cls, body: dict[str, Any]) -> PipelineRun:
+        data = dict(body)
+        data["RawStatus"] = _strip(body.get("Status")) or ""
+        return cls.model_validate(data)
+
+
+class RunStatusSummary(_PaiModel):
+    """One row of ListPipelineRunsStatus: the status only, no duration, message or timestamps."""
+
+    pipeline_run_id: str = Field(alias="PipelineRunId")
+    status: RunStatus = Field(alias="Status")
+    raw_status: str = Field(default="", alias="RawStatus")
+    name: Text = Field(default=None, alias="Name")
+    node_id: Text = Field(default=None, alias="NodeId")
+    is_deleted: bool | None = Field(default=None, alias="IsDeleted")
+
+    @field_validator("pipeline_run_id", mode="before")
+    @classmethod
+    def _strip_id(cls, value: Any) -> Any:
+        return _strip(value)
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _parse_status(cls, value: Any) -> RunStatus:
+        return _status(value)
+
+    @classmethod
+    def from_wire(cls, body: dict[str, Any]) -> RunStatusSummary:
+        data = dict(body)
+        data["RawStatus"] = _strip(body.get("Status")) or ""
+        return cls.model_validate(data)
+
+
+class RunStatusList(_PaiModel):
+    request_id: Text = Field(default=None, alias="RequestId")
+    pipeline_runs: list[RunStatusSummary] = Field(default_factory=list, alias="PipelineRuns")
+
+
+class RunList(_PaiModel):
+    request_id: Text = Field(default=None, alias="RequestId")
+    total_count: int = Field(default=0, alias="TotalCount")
+    pipeline_runs: list[PipelineRun] = Field(default_factory=list, alias="PipelineRuns")
