@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 
 class RunStatus(StrEnum):
@@ -28,7 +28,9 @@ class RunStatus(StrEnum):
         return self in TERMINAL_STATUSES
 
 
-TERMINAL_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TERMINATED, RunStatus.SKIPPED})
+TERMINAL_STATUSES = frozenset(
+    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TERMINATED, RunStatus.SKIPPED}
+)
 
 
 def _strip(value: Any) -> Any:
@@ -52,6 +54,14 @@ Timestamp = Annotated[datetime | None, BeforeValidator(_utc_or_none)]
 
 class _PaiModel(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+
+def _with_raw_status(data: Any) -> Any:
+    # Keep PAI's status text as sent, also for rows nested in list responses (which never pass
+    # through from_wire), so an UNRECOGNIZED status can still be shown to the user.
+    if isinstance(data, dict) and "RawStatus" not in data and "raw_status" not in data:
+        data = {**data, "RawStatus": _strip(data.get("Status")) or ""}
+    return data
 
 
 def _status(value: Any) -> RunStatus:
@@ -108,11 +118,14 @@ class PipelineRun(_PaiModel):
             return None
         return int(float(value))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_raw_status(cls, data: Any) -> Any:
+        return _with_raw_status(data)
+
     @classmethod
     def from_wire(cls, body: dict[str, Any]) -> PipelineRun:
-        data = dict(body)
-        data["RawStatus"] = _strip(body.get("Status")) or ""
-        return cls.model_validate(data)
+        return cls.model_validate(body)
 
 
 class RunStatusSummary(_PaiModel):
@@ -135,11 +148,14 @@ class RunStatusSummary(_PaiModel):
     def _parse_status(cls, value: Any) -> RunStatus:
         return _status(value)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_raw_status(cls, data: Any) -> Any:
+        return _with_raw_status(data)
+
     @classmethod
     def from_wire(cls, body: dict[str, Any]) -> RunStatusSummary:
-        data = dict(body)
-        data["RawStatus"] = _strip(body.get("Status")) or ""
-        return cls.model_validate(data)
+        return cls.model_validate(body)
 
 
 class RunStatusList(_PaiModel):

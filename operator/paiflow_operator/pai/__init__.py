@@ -1,0 +1,47 @@
+"""PAI Flow API client: signing, credentials, typed errors and response models."""
+
+from .client import API_VERSION, DEFAULT_USER_AGENT, PaiClient, classify_error, default_endpoint
+from .credentials import Credentials, CredentialSource, DefaultChainSource, StaticCredentialSource
+from .errors import (
+    RETRYABLE_KINDS,
+    AuthError,
+    BadRequestError,
+    CredentialsError,
+    ErrorKind,
+    MalformedResponseError,
+    NotFoundError,
+    PaiError,
+    ServerError,
+    ThrottledError,
+    TransportError,
+)
+from .models import TERMINAL_STATUSES, PipelineRun, RunList, RunStatus, RunStatusList, RunStatusSummary
+
+__all__ = [
+    "API_VERSION",
+    "DEFAULT_USER_AGENT",
+    "RETRYABLE_KINDS",
+    "TERMINAL_STATUSES",
+    "AuthError",
+    "BadRequestError",
+    "CredentialSource",
+    "Credentials",
+    "CredentialsError",
+    "DefaultChainSource",
+    "ErrorKind",
+    "MalformedResponseError",
+    "NotFoundError",
+    "PaiClient",
+    "PaiError",
+    "PipelineRun",
+    "RunList",
+    "RunStatus",
+    "RunStatusList",
+    "RunStatusSummary",
+    "ServerError",
+    "StaticCredentialSource",
+    "ThrottledError",
+    "TransportError",
+    "classify_error",
+    "default_endpoint",
+]

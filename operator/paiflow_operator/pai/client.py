@@ -1,0 +1,507 @@
+"""Async PAI Flow (PAIFlow 2021-02-02) client: ROA calls signed with ACS3-HMAC-SHA256 over one httpx pool.
+
+The wire format mirrors the vendor SDK (``alibabacloud_paiflow20210202`` on ``alibabacloud_tea_openapi``'s
+V3 path): same path encoding, query values, JSON body bytes and signed header set.
+
+Secrets (access key secret, STS token, TokenId share token, the Authorization header) never appear in
+an exception, a repr or a log line: errors are built from PAI's Code/Message with those values redacted,
+and neither request headers nor the query string are ever logged or quoted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import platform
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import ValidationError
+
+from . import signing
+from .credentials import Credentials, CredentialSource
+from .errors import (
+    AuthError,
+    BadRequestError,
+    CredentialsError,
+    MalformedResponseError,
+    NotFoundError,
+    PaiError,
+    ServerError,
+    ThrottledError,
+    TransportError,
+)
+from .models import PipelineRun, RunList, RunStatusList
+
+__all__ = ["API_VERSION", "DEFAULT_USER_AGENT", "PaiClient", "classify_error", "default_endpoint"]
+
+log = logging.getLogger(__name__)
+
+API_VERSION: Final = "2021-02-02"
+DEFAULT_USER_AGENT: Final = (
+    f"paiflow-operator/0.1.0 ({platform.system()}; {platform.machine()}) "
+    f"Python/{platform.python_version()} httpx/{httpx.__version__}"
+)
+JSON_CONTENT_TYPE: Final = "application/json; charset=utf-8"  # what the SDK sends for JSON bodies
+_PIPELINERUNS_PATH: Final = "/api/v1/pipelineruns"
+
+# Region ids go into a host name and come from user resources: allow only the shape Alibaba uses
+# ("cn-hangzhou", "ap-southeast-1", "cn-shanghai-finance-1") so a crafted value cannot redirect the
+# signed request to another host.
+_REGION_RE = re.compile(r"^[a-z]{2,}(-[a-z0-9]+){1,4}$")
+_MAX_ERROR_TEXT = 400
+
+Observer = Callable[[str, str, float], None]
+T = TypeVar("T")
+
+
+def default_endpoint(region: str) -> str:
+    _check_region(region)
+    return f"https://paiflow.{region}.aliyuncs.com"
+
+
+def _check_region(region: str) -> None:
+    if not isinstance(region, str) or not _REGION_RE.match(region):
+        raise BadRequestError(f"invalid region id {str(region)[:64]!r}", code="InvalidRegionId")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _parse_endpoint_override(value: str) -> tuple[str, str]:
+    """Returns (base URL, host header). Raises ValueError for anything but https or loopback http."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("https", "http"):
+        raise ValueError("endpoint_override must be an https:// URL (or http:// on a loopback host)")
+    if not parts.hostname or parts.username or parts.password:
+        raise ValueError("endpoint_override must be https://host[:port] without credentials")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("endpoint_override must not carry a path, query or fragment")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"endpoint_override has an invalid port: {exc}") from None
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        # Plain http would expose signed requests and STS tokens on the network: emulator use only.
+        raise ValueError("plain http endpoint_override is only allowed for loopback hosts")
+    host = parts.hostname
+    host_for_url = f"[{host}]" if ":" in host else host
+    netloc = f"{host_for_url}:{port}" if port is not None else host_for_url
+    return f"{parts.scheme}://{netloc}", netloc
+
+
+def _query_value(value: object) -> str:
+    # OpenApiUtilClient.query stringifies with str(): ints as "50", booleans as "True"/"False".
+    return str(value)
+
+
+def _redact(text: str, secrets: Sequence[str]) -> str:
+    """Removes every secret (raw and percent-encoded) from text PAI or a library produced, then truncates.
+
+    PAI's SignatureDoesNotMatch message can quote the server's string-to-sign, which contains the query
+    (with TokenId) and the x-acs-security-token header.
+    """
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        for form in {secret, signing.percent_encode(secret), secret.replace(" ", "+")}:
+            text = text.replace(form, "<redacted>")
+    if len(text) > _MAX_ERROR_TEXT:
+        text = text[:_MAX_ERROR_TEXT] + "..."
+    return text
+
+
+_AUTH_CODE_PREFIXES: Final = (
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "IncompleteSignature",
+    "InvalidSecurityToken",
+    "Forbidden",
+    "NoPermission",
+)
+# Codes saying the *API call* does not exist (wrong endpoint, version or region), not the run. They can
+# come with HTTP 404 but must never make the operator believe a run was deleted.
+_API_NOT_FOUND_PREFIXES: Final = ("InvalidAction", "InvalidApi", "InvalidVersion", "InvalidRegion")
+
+
+def classify_error(http_status: int, code: str | None, *, has_error_body: bool = True) -> type[PaiError]:
+    """Maps an HTTP error status plus PAI's error Code to an error class. Order matters."""
+    code = code or ""
+    if code.startswith("Throttling") or http_status == 429:
+        return ThrottledError
+    # Before NotFound: "InvalidAccessKeyId.NotFound" arrives as HTTP 404 and is an auth problem.
+    if code.startswith(_AUTH_CODE_PREFIXES) or http_status in (401, 403):
+        return AuthError
+    if code.startswith(_API_NOT_FOUND_PREFIXES):
+        return BadRequestError
+    if "NotFound" in code or "NotExist" in code:
+        return NotFoundError
+    if http_status == 404:
+        # A 404 without PAI's JSON error body came from something in front of PAI (proxy, wrong
+        # endpoint_override), so it says nothing about the run.
+        return NotFoundError if has_error_body else BadRequestError
+    if 400 <= http_status < 500:
+        return BadRequestError
+    return ServerError
+
+
+class PaiClient:
+    """One shared connection pool for every PAI call the operator makes, whatever the region or keys."""
+
+    def __init__(
+        self,
+        *,
+        endpoint_override: str | None = None,
+        connect_timeout: float = 5,
+        read_timeout: float = 15,
+        max_connections: int = 100,
+        observer: Observer | None = None,
+        user_agent: str = DEFAULT_USER_AGENT,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """``endpoint_override`` is an operator setting (the emulator, a VPC endpoint), never user input.
+        ``transport`` exists for tests (httpx.MockTransport); production uses a pooled HTTP transport."""
+        self._override: tuple[str, str] | None = (
+            _parse_endpoint_override(endpoint_override) if endpoint_override else None
+        )
+        if connect_timeout <= 0 or read_timeout <= 0:
+            raise ValueError("timeouts must be positive")
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        self._observer = observer
+        self._user_agent = user_agent
+        # write and pool waits are bounded too, so no call can hang forever on a stuck pool.
+        timeout = httpx.Timeout(
+            connect=connect_timeout, read=read_timeout, write=read_timeout, pool=read_timeout
+        )
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._http = httpx.AsyncClient(
+            timeout=timeout,
+            limits=limits,
+            transport=transport or httpx.AsyncHTTPTransport(limits=limits, retries=0),
+            follow_redirects=False,
+        )
+
+    @property
+    def timeout(self) -> httpx.Timeout:
+        return self._http.timeout
+
+    def endpoint_for(self, region: str) -> tuple[str, str]:
+        """Returns (base URL, host header) for a region."""
+        _check_region(region)
+        if self._override is not None:
+            return self._override
+        host = f"paiflow.{region}.aliyuncs.com"
+        return f"https://{host}", host
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> PaiClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        target = self._override[0] if self._override else "https://paiflow.<region>.aliyuncs.com"
+        return f"PaiClient(endpoint={target!r})"
+
+    # ------------------------------------------------------------------ calls
+
+    async def get_pipeline_run(
+        self,
+        run_id: str,
+        *,
+        region: str,
+        credentials: CredentialSource,
+        verbose: bool = False,
+        manifest_type: str | None = None,
+        token_id: str | None = None,
+    ) -> PipelineRun:
+        if not run_id:
+            raise BadRequestError("pipeline run id is empty", code="MissingPipelineRunId")
+        # Like the SDK: the id is one path segment, so "/" and everything but unreserved is encoded.
+        path = f"{_PIPELINERUNS_PATH}/{signing.percent_encode(run_id)}"
+        query: dict[str, str | None] = {
+            "ManifestType": manifest_type,
+            "TokenId": token_id,
+            "Verbose": _query_value(verbose),
+        }
+        body = await self._call(
+            "GetPipelineRun",
+            "GET",
+            path,
+            query=query,
+            region=region,
+            credentials=credentials,
+            extra_secrets=(token_id,) if token_id else (),
+            parse=PipelineRun.from_wire,
+        )
+        return body
+
+    async def list_pipeline_runs_status(
+        self,
+        workspace_id: str,
+        run_ids: Sequence[str],
+        *,
+        region: str,
+        credentials: CredentialSource,
+    ) -> RunStatusList:
+        if isinstance(run_ids, str):
+            raise TypeError("run_ids must be a sequence of ids, not a str")
+        # Key order and compact separators match DaraCore.to_json_string on the SDK's body dict.
+        payload: dict[str, Any] = {"PipelineRuns": list(run_ids), "WorkspaceId": workspace_id}
+        return await self._call(
+            "ListPipelineRunsStatus",
+            "PUT",
+            _PIPELINERUNS_PATH,
+            query={},
+            body=payload,
+            region=region,
+            credentials=credentials,
+            parse=RunStatusList.model_validate,
+        )
+
+    async def list_pipeline_runs(
+        self,
+        *,
+        region: str,
+        credentials: CredentialSource,
+        workspace_id: str | None = None,
+        page_number: int = 1,
+        page_size: int = 50,
+        status: str | None = None,
+        name: str | None = None,
+        pipeline_run_id: str | None = None,
+        pipeline_ids: str | None = None,
+        source_type: str | None = None,
+        source_id: str | None = None,
+        user_id: str | None = None,
+        sort_by: str | None = None,
+        order: str | None = None,
+    ) -> RunList:
+        query: dict[str, str | None] = {
+            "Name": name,
+            "Order": order,
+            "PageNumber": _query_value(page_number),
+            "PageSize": _query_value(page_size),
+            "PipelineIds": pipeline_ids,
+            "PipelineRunId": pipeline_run_id,
+            "SortBy": sort_by,
+            "SourceId": source_id,
+            "SourceType": source_type,
+            "Status": status,
+            "UserId": user_id,
+            "WorkspaceId": workspace_id,
+        }
+        return await self._call(
+            "ListPipelineRuns",
+            "GET",
+            _PIPELINERUNS_PATH,
+            query=query,
+            region=region,
+            credentials=credentials,
+            parse=RunList.model_validate,
+        )
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _call(
+        self,
+        action: str,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str | None],
+        region: str,
+        credentials: CredentialSource,
+        parse: Callable[[dict[str, Any]], T],
+        body: Mapping[str, Any] | None = None,
+        extra_secrets: Sequence[str] = (),
+    ) -> T:
+        started = time.perf_counter()
+        outcome = "internal"
+        try:
+            result = await self._send(
+                action, method, path, query, region, credentials, parse, body, extra_secrets
+            )
+            outcome = "ok"
+            return result
+        except PaiError as exc:
+            outcome = exc.kind.value
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            self._observe(action, outcome, time.perf_counter() - started)
+
+    def _observe(self, action: str, outcome: str, seconds: float) -> None:
+        if self._observer is None:
+            return
+        try:
+            self._observer(action, outcome, seconds)
+        except Exception:
+            # Metrics must never break a reconcile.
+            log.exception("PAI call observer failed for %s", action)
+
+    async def _credentials(self, source: CredentialSource) -> Credentials:
+        try:
+            return await source.get()
+        except PaiError:
+            raise
+        except Exception as exc:
+            # Only the type: a third-party source's message could quote what it read.
+            raise CredentialsError(f"credential source failed: {type(exc).__name__}") from None
+
+    async def _send(
+        self,
+        action: str,
+        method: str,
+        path: str,
+        query: Mapping[str, str | None],
+        region: str,
+        source: CredentialSource,
+        parse: Callable[[dict[str, Any]], T],
+        body: Mapping[str, Any] | None,
+        extra_secrets: Sequence[str],
+    ) -> T:
+        base_url, host = self.endpoint_for(region)
+        creds = await self._credentials(source)
+
+        content: bytes | None = None
+        if body is not None:
+            content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        payload_hash = signing.sha256_hex(content or b"")
+
+        headers: dict[str, str] = {
+            "host": host,
+            "x-acs-version": API_VERSION,
+            "x-acs-action": action,
+            "user-agent": self._user_agent,
+            "x-acs-date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "x-acs-signature-nonce": uuid.uuid4().hex,
+            "accept": "application/json",
+        }
+        if content is not None:
+            headers["content-type"] = JSON_CONTENT_TYPE
+        headers["x-acs-content-sha256"] = payload_hash
+        if creds.security_token:
+            # The SDK sends (and signs) the key id next to the token for STS credentials.
+            headers["x-acs-accesskey-id"] = creds.access_key_id
+            headers["x-acs-security-token"] = creds.security_token
+        authorization = signing.authorization(
+            method, path, query, headers, payload_hash, creds.access_key_id, creds.access_key_secret
+        )
+        secrets = (
+            creds.access_key_secret,
+            creds.security_token or "",
+            authorization,
+            *extra_secrets,
+        )
+        # Query on the wire is encoded exactly like the canonical query (RFC 3986), so what we signed is
+        # what the server decodes.
+        query_string = signing.canonical_query(query)
+        url = f"{base_url}{path}" + (f"?{query_string}" if query_string else "")
+        request = self._http.build_request(
+            method, url, headers={**headers, "Authorization": authorization}, content=content
+        )
+
+        try:
+            response = await self._http.send(request)
+        except httpx.TimeoutException as exc:
+            raise TransportError(f"{action}: timed out ({type(exc).__name__})") from None
+        except (httpx.TransportError, OSError) as exc:
+            detail = _redact(str(exc), secrets)
+            raise TransportError(f"{action}: transport error {type(exc).__name__}: {detail}") from None
+
+        header_request_id = response.headers.get("x-acs-request-id")
+        raw = response.content
+        try:
+            data: Any = json.loads(raw) if raw else None
+        except (ValueError, UnicodeDecodeError):
+            data = None
+        body_map = data if isinstance(data, dict) else None
+        request_id = _text(body_map.get("RequestId")) if body_map else None
+        request_id = request_id or header_request_id
+
+        if response.status_code >= 300:
+            raise self._error(action, response.status_code, body_map, request_id, secrets)
+
+        if body_map is None:
+            raise MalformedResponseError(
+                f"{action}: response is not a JSON object",
+                http_status=response.status_code,
+                request_id=request_id,
+            )
+        try:
+            result = parse(body_map)
+        except (ValidationError, ValueError, TypeError) as exc:
+            raise MalformedResponseError(
+                f"{action}: response is missing or has invalid fields: {_field_errors(exc)}",
+                http_status=response.status_code,
+                request_id=request_id,
+            ) from None
+        log.debug("PAI %s %s -> %s requestId=%s", action, path, response.status_code, request_id)
+        return result
+
+    def _error(
+        self,
+        action: str,
+        status: int,
+        body: dict[str, Any] | None,
+        request_id: str | None,
+        secrets: Sequence[str],
+    ) -> PaiError:
+        if status < 400:
+            # We never follow redirects; PAI does not send them.
+            return MalformedResponseError(
+                f"{action}: unexpected HTTP {status}", http_status=status, request_id=request_id
+            )
+        code = _text(body.get("Code") or body.get("code")) if body else None
+        message = _text(body.get("Message") or body.get("message")) if body else None
+        cls = classify_error(status, code, has_error_body=body is not None)
+        text = f"{action} failed: {message}" if message else f"{action} failed"
+        if body is None:
+            text += " (response body is not PAI's JSON error)"
+        return cls(
+            _redact(text, secrets),
+            code=_redact(code, secrets) if code else None,
+            http_status=status,
+            request_id=request_id,
+        )
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _field_errors(exc: Exception) -> str:
+    # Field locations and error types only: pydantic's default text echoes the input values.
+    if isinstance(exc, ValidationError):
+        return ", ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['type']}" for err in exc.errors()
+        )[:_MAX_ERROR_TEXT]
+    return type(exc).__name__
