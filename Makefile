@@ -25,7 +25,7 @@ $(BIN)/python: pyproject.toml uv.lock
 .PHONY: install
 install: $(BIN)/python ## Create .venv with the operator and the dev tools (locked versions)
 
-$(K8S_BIN)/kube-apiserver $(K8S_BIN)/kubectl $(K8S_BIN)/etcd &: tests/k8s/go.mod tests/k8s/go.sum
+$(K8S_BIN)/kube-apiserver $(K8S_BIN)/kubectl $(K8S_BIN)/etcd &: tests/k8s/go.mod tests/k8s/go.sum tests/k8s/tools.go tests/k8s/build.sh
 	tests/k8s/build.sh "$(K8S_BIN)"
 
 .PHONY: k8s-bin

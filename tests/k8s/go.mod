@@ -1,6 +1,6 @@
 // Builds the Kubernetes control plane binaries used by the tests and the demo.
 // Pinned to one release: bump K8S_VERSION in the Makefile and the versions below together.
-module github.com/paiflow-operator/paiflow-operator/tools/k8s
+module github.com/paiflow-operator/paiflow-operator/tests/k8s
 
 go 1.26.0
 
