@@ -1,0 +1,81 @@
+"""The thin kopf layer: kopf watches PaiPipelineRuns and feeds the scheduler, which does the rest.
+
+Only `kopf.on.event` is used: it needs no finalizer and no annotations, so the operator's only writes are
+status patches and Events, and deleting a resource never waits for the operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+import prometheus_client
+
+from paiflow_operator import metrics, resource
+from paiflow_operator.kube import KubeApi, load_client_configuration
+from paiflow_operator.pai.client import PaiClient
+from paiflow_operator.pai.credentials import DefaultChainSource
+from paiflow_operator.scheduler import Scheduler
+from paiflow_operator.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config = get_settings()
+    settings.peering.standalone = True
+    # kopf would otherwise turn its own log lines into Kubernetes Events: writes nobody asked for.
+    settings.posting.enabled = False
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+
+    pai = PaiClient(
+        endpoint_override=config.endpoint_override,
+        connect_timeout=config.connect_timeout,
+        read_timeout=config.read_timeout,
+        max_connections=config.concurrency,
+        observer=metrics.observe_pai_call,
+    )
+    kube = KubeApi(load_client_configuration(), concurrency=config.kube_concurrency)
+    scheduler = Scheduler(config, pai, kube, DefaultChainSource())
+    memo.pai, memo.kube, memo.scheduler = pai, kube, scheduler
+    memo.scheduler_task = asyncio.get_running_loop().create_task(scheduler.run(), name="paiflow-scheduler")
+    metrics.register_runs_collector(scheduler.snapshot)
+    if config.metrics_port:
+        prometheus_client.start_http_server(config.metrics_port)
+    log.info(
+        "paiflow-operator started: region=%s namespaces=%s shard=%d/%d qps=%s",
+        config.default_region,
+        ",".join(config.namespaces) or "*",
+        config.shard_index,
+        config.shard_count,
+        config.qps,
+    )
+
+
+@kopf.on.event(resource.GROUP, resource.VERSION, resource.PLURAL)
+def watch(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    memo.scheduler.observe(event["object"], event["type"])
+
+
+@kopf.on.probe(id="trackedRuns")
+def tracked_runs(memo: kopf.Memo, **_: Any) -> int:
+    task: asyncio.Task[None] = memo.scheduler_task
+    if task.done():
+        raise kopf.PermanentError("the poll scheduler has stopped")
+    return len(memo.scheduler.runs)
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    # SIGTERM: stop polling, let in-flight calls go, close connections. PAI runs are left alone.
+    await memo.scheduler.stop()
+    memo.scheduler_task.cancel()
+    await asyncio.gather(memo.scheduler_task, return_exceptions=True)
+    await memo.pai.aclose()
+    memo.kube.close()
+    log.info("paiflow-operator stopped")

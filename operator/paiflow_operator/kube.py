@@ -1,0 +1,138 @@
+"""The few Kubernetes calls the operator makes itself: status patches, Events, Secret reads.
+
+kopf owns the watch; these writes go through the official `kubernetes` client, whose calls block, so they
+run on a small thread pool bounded by settings.kube_concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import socket
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import kubernetes
+
+from paiflow_operator import resource
+from paiflow_operator.reconcile import Event, timestamp
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "paiflow-operator"
+MAX_EVENT_MESSAGE = 1024
+
+
+class KubeError(Exception):
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str | None = None
+
+
+def load_client_configuration() -> kubernetes.client.Configuration:
+    """In a pod: the ServiceAccount; elsewhere: the current kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    config = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=config)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(client_configuration=config)
+    return config
+
+
+class KubeApi:
+    def __init__(self, configuration: kubernetes.client.Configuration, concurrency: int = 8) -> None:
+        configuration.connection_pool_maxsize = max(concurrency, 4)
+        self._client = kubernetes.client.ApiClient(configuration)
+        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kube")
+        self._instance = socket.gethostname()
+        self.writes = 0
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._client.close()
+
+    def _request(self, method: str, path: str, body: Any = None, content_type: str | None = None) -> Any:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        _, url, header_params, serialized, _ = self._client.param_serialize(
+            method=method, resource_path=path, header_params=headers, body=body, auth_settings=["BearerToken"]
+        )
+        try:
+            response = self._client.call_api(
+                method, url, header_params=header_params, body=serialized, _request_timeout=(5, 30)
+            )
+            data = response.read()
+        except kubernetes.client.exceptions.ApiException as exc:
+            raise self._error(exc.status or 0, exc.body) from None
+        if response.status >= 400:
+            raise self._error(response.status, data)
+        return json.loads(data) if data else None
+
+    @staticmethod
+    def _error(status: int, body: Any) -> KubeError:
+        try:
+            detail = json.loads(body)
+            return KubeError(status, str(detail.get("reason", "")), str(detail.get("message", "")))
+        except (TypeError, ValueError):
+            return KubeError(status, "", str(body)[:200])
+
+    async def _call(self, method: str, path: str, body: Any = None, content_type: str | None = None) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._request, method, path, body, content_type)
+
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """JSON merge patch of the status subresource: the operator never writes spec or metadata."""
+        path = f"/apis/{resource.GROUP}/{resource.VERSION}/namespaces/{namespace}/{resource.PLURAL}/{name}/status"
+        self.writes += 1
+        result: dict[str, Any] = await self._call(
+            "PATCH", path, {"status": patch}, content_type="application/merge-patch+json"
+        )
+        return result
+
+    async def create_event(self, ref: ObjectRef, event: Event, now: datetime | None = None) -> None:
+        now = now or datetime.now(UTC)
+        message = event.message if len(event.message) <= MAX_EVENT_MESSAGE else event.message[:1021] + "..."
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{ref.name}.{uuid.uuid4().hex[:16]}", "namespace": ref.namespace},
+            "involvedObject": {
+                "apiVersion": resource.API_VERSION,
+                "kind": resource.KIND,
+                "name": ref.name,
+                "namespace": ref.namespace,
+                "uid": ref.uid,
+                "resourceVersion": ref.resource_version,
+            },
+            "reason": event.reason,
+            "message": message,
+            "type": event.type,
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self._instance,
+            "firstTimestamp": timestamp(now),
+            "lastTimestamp": timestamp(now),
+            "count": 1,
+        }
+        self.writes += 1
+        await self._call("POST", f"/api/v1/namespaces/{ref.namespace}/events", body)
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, bytes]:
+        data = await self._call("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        return {k: base64.b64decode(v) for k, v in (data.get("data") or {}).items()}

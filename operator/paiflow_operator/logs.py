@@ -1,0 +1,40 @@
+"""Log setup: JSON or text, one level for the operator and kopf alike."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+
+import kopf
+
+from paiflow_operator.settings import Settings
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(settings: Settings) -> None:
+    kopf.configure(
+        verbose=settings.log_level == "DEBUG",
+        quiet=settings.log_level in ("WARNING", "ERROR"),
+        log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    root = logging.getLogger()
+    root.setLevel(settings.log_level)
+    if settings.log_format == "json":
+        for handler in root.handlers:
+            handler.setFormatter(JsonFormatter())
+    # Per-request lines from the HTTP libraries add nothing at INFO and would drown the operator's own.
+    for noisy in ("httpx", "httpcore", "urllib3", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

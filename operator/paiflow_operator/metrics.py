@@ -1,0 +1,74 @@
+"""Prometheus metrics. Gauges over all tracked runs are computed at scrape time, not kept up to date."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter as TallyCounter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+PAI_CALLS = Counter(
+    "paiflow_pai_calls_total",
+    "PAI API calls by action and outcome (ok or the error kind).",
+    ["action", "outcome"],
+)
+PAI_LATENCY = Histogram(
+    "paiflow_pai_call_duration_seconds",
+    "PAI API call latency.",
+    ["action"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+SYNC_ERRORS = Counter("paiflow_sync_errors_total", "Failed syncs by reason.", ["reason"])
+KUBE_WRITES = Counter("paiflow_kube_writes_total", "Kubernetes writes by kind.", ["kind"])
+
+
+def observe_pai_call(action: str, outcome: str, seconds: float) -> None:
+    PAI_CALLS.labels(action, outcome).inc()
+    PAI_LATENCY.labels(action).observe(seconds)
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    run_status: str | None
+    active: bool
+    last_ok_monotonic: float | None
+    tracked_since_monotonic: float
+
+
+class RunsCollector(Collector):
+    def __init__(self, snapshot: Callable[[], Iterable[RunSnapshot]]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        now = time.monotonic()
+        by_status: TallyCounter[str] = TallyCounter()
+        oldest = 0.0
+        tracked = 0
+        for run in self._snapshot():
+            tracked += 1
+            by_status[run.run_status or "Pending"] += 1
+            if run.active:
+                since = run.last_ok_monotonic if run.last_ok_monotonic is not None else run.tracked_since_monotonic
+                oldest = max(oldest, now - since)
+        runs = GaugeMetricFamily("paiflow_runs", "Tracked PaiPipelineRuns by PAI status.", labels=["status"])
+        for status, count in sorted(by_status.items()):
+            runs.add_metric([status], count)
+        yield runs
+        yield GaugeMetricFamily("paiflow_tracked_resources", "PaiPipelineRuns this replica owns.", value=tracked)
+        yield GaugeMetricFamily(
+            "paiflow_oldest_status_age_seconds",
+            "Seconds since the least recently confirmed active run was last read from PAI.",
+            value=oldest,
+        )
+
+
+def register_runs_collector(
+    snapshot: Callable[[], Iterable[RunSnapshot]], registry: CollectorRegistry = REGISTRY
+) -> RunsCollector:
+    collector = RunsCollector(snapshot)
+    registry.register(collector)
+    return collector

@@ -1,0 +1,313 @@
+"""The pure reconcile core: (spec, PAI answer or error, current status, now) -> status patch, events, retry.
+
+No I/O happens here, so every PAI status and every error class can be table-tested.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Literal
+
+from paiflow_operator.pai.errors import ErrorKind, PaiError
+from paiflow_operator.pai.models import PipelineRun, RunStatus, RunStatusSummary
+from paiflow_operator.resource import PaiPipelineRunSpec
+
+READY = "Ready"
+SUCCEEDED = "Succeeded"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+
+REASON_SYNCED = "Synced"
+REASON_SUSPENDED = "Suspended"
+REASON_PENDING = "Pending"
+
+IN_PROGRESS = frozenset({RunStatus.INITIALIZED, RunStatus.RUNNING, RunStatus.TERMINATING, RunStatus.UNKNOWN})
+UNSUCCESSFUL = frozenset({RunStatus.FAILED, RunStatus.TERMINATED, RunStatus.SKIPPED})
+# Errors that need a human (fix the run id, the keys, the Secret): retried slowly, reported as Stalled.
+NEEDS_HUMAN = frozenset({ErrorKind.NOT_FOUND, ErrorKind.AUTH, ErrorKind.CREDENTIALS, ErrorKind.BAD_REQUEST})
+# Fields that move on every poll of a running run: written only along with a real change or a heartbeat.
+VOLATILE_FIELDS = frozenset({"duration", "requestId", "lastSyncTime"})
+TEXT_FIELDS = ("manifest", "arguments", "options")
+
+
+class Retry(StrEnum):
+    INTERVAL = "interval"  # poll again after the poll interval
+    BACKOFF = "backoff"  # a transient failure: capped exponential backoff
+    SLOW = "slow"  # needs a human: try again rarely
+    STOP = "stop"  # terminal or suspended: no more PAI calls until the spec changes
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    patch: dict[str, Any] | None
+    events: list[Event] = field(default_factory=list)
+    retry: Retry = Retry.INTERVAL
+    error_reason: str | None = None  # set when this sync failed: the Ready=False reason
+
+
+@dataclass(frozen=True)
+class Policy:
+    heartbeat_interval: timedelta = timedelta(minutes=10)
+    max_text_field_bytes: int = 64 * 1024
+
+
+Observation = PipelineRun | RunStatusSummary | PaiError
+
+
+def timestamp(value: datetime | None) -> str | None:
+    """metav1.Time's wire format: RFC 3339 in UTC, whole seconds."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_timestamp(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def truncate_utf8(text: str, limit: int) -> tuple[str, bool]:
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text, False
+    return data[:limit].decode("utf-8", errors="ignore"), True
+
+
+def run_status_of(status: Mapping[str, Any]) -> RunStatus | None:
+    raw = status.get("runStatus")
+    if raw is None:
+        return None
+    try:
+        return RunStatus(raw)
+    except ValueError:
+        return RunStatus.UNRECOGNIZED
+
+
+def is_finished(status: Mapping[str, Any], generation: int | None) -> bool:
+    """Terminal and already synced for this generation: nothing left to ask PAI."""
+    current = run_status_of(status)
+    return current is not None and current.is_terminal and status.get("observedGeneration") == generation
+
+
+def _find(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any] | None:
+    return next((c for c in conditions if c.get("type") == type_), None)
+
+
+def _set_condition(
+    conditions: list[dict[str, Any]],
+    type_: str,
+    status: str,
+    reason: str,
+    message: str,
+    generation: int,
+    now: datetime,
+) -> None:
+    """Upserts a condition; lastTransitionTime moves only when the status itself flips."""
+    existing = _find(conditions, type_)
+    transition = timestamp(now)
+    if existing is not None and existing.get("status") == status:
+        transition = existing.get("lastTransitionTime") or transition
+    new = {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": transition,
+        "observedGeneration": generation,
+    }
+    if existing is None:
+        conditions.append(new)
+    else:
+        conditions[conditions.index(existing)] = new
+
+
+def _run_conditions(
+    conditions: list[dict[str, Any]],
+    run_status: RunStatus,
+    raw: str,
+    message: str,
+    generation: int,
+    now: datetime,
+) -> None:
+    detail = f"PAI run is {raw}" + (f": {message}" if message else "")
+    if run_status is RunStatus.SUCCEEDED:
+        _set_condition(conditions, SUCCEEDED, "True", "Succeeded", detail, generation, now)
+    elif run_status in UNSUCCESSFUL:
+        _set_condition(conditions, SUCCEEDED, "False", run_status.value, detail, generation, now)
+    else:
+        reason = run_status.value if run_status is not RunStatus.UNRECOGNIZED else "Unrecognized"
+        _set_condition(conditions, SUCCEEDED, "Unknown", reason, detail, generation, now)
+    if run_status in IN_PROGRESS:
+        _set_condition(conditions, RECONCILING, "True", run_status.value, detail, generation, now)
+    else:
+        _set_condition(conditions, RECONCILING, "False", run_status.value, detail, generation, now)
+    if run_status in UNSUCCESSFUL:
+        _set_condition(conditions, STALLED, "True", run_status.value, detail, generation, now)
+    else:
+        _set_condition(conditions, STALLED, "False", run_status.value, detail, generation, now)
+
+
+def _fields_from_run(run: PipelineRun, spec: PaiPipelineRunSpec, policy: Policy) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "runStatus": run.raw_status or run.status.value,
+        "message": run.message or None,
+        "duration": run.duration,
+        "startedAt": timestamp(run.started_at),
+        "finishedAt": timestamp(run.finished_at),
+        "createdAt": timestamp(run.gmt_create_time),
+        "modifiedAt": timestamp(run.gmt_modified_time),
+        "name": run.name,
+        "pipelineId": run.pipeline_id,
+        "workspaceId": run.workspace_id,
+        "nodeId": run.node_id,
+        "sourceType": run.source_type,
+        "sourceId": run.source_id,
+        "userId": run.user_id,
+        "accessibility": run.accessibility,
+        "pipelineRunUri": run.pipeline_run_uri,
+        "requestId": run.request_id,
+    }
+    truncated: list[str] = []
+    for name in TEXT_FIELDS:
+        value = getattr(run, name) if spec.verbose else None
+        if value is not None:
+            value, cut = truncate_utf8(value, policy.max_text_field_bytes)
+            if cut:
+                truncated.append(name)
+        fields[name] = value
+    fields["truncatedFields"] = truncated or None
+    return fields
+
+
+def _differs(current: Mapping[str, Any], desired: Mapping[str, Any], keys: set[str]) -> bool:
+    return any(current.get(k) != desired.get(k) for k in keys)
+
+
+def _heartbeat_due(current: Mapping[str, Any], now: datetime, policy: Policy) -> bool:
+    last = parse_timestamp(current.get("lastSyncTime"))
+    return last is None or now - last >= policy.heartbeat_interval
+
+
+def reconcile(
+    spec: PaiPipelineRunSpec,
+    generation: int,
+    current: Mapping[str, Any],
+    observation: Observation,
+    now: datetime,
+    policy: Policy = Policy(),
+) -> SyncResult:
+    """Computes what to write after one look at PAI. ``current`` is the resource's status as stored."""
+    conditions = [dict(c) for c in current.get("conditions") or []]
+    events: list[Event] = []
+    previous_run_status = current.get("runStatus")
+    previous_ready = _find(conditions, READY)
+
+    if isinstance(observation, PaiError):
+        return _on_error(spec, generation, current, conditions, observation, now, policy)
+
+    desired: dict[str, Any]
+    if isinstance(observation, PipelineRun):
+        desired = _fields_from_run(observation, spec, policy)
+        run_status, raw = observation.status, desired["runStatus"]
+        message = observation.message or ""
+    else:
+        # A batched answer carries the status only; the rest of the status stays as it was.
+        desired = {"runStatus": observation.raw_status or observation.status.value}
+        run_status, raw = observation.status, desired["runStatus"]
+        message = current.get("message") or ""
+
+    _set_condition(conditions, READY, "True", REASON_SYNCED, "Status is in sync with PAI", generation, now)
+    _run_conditions(conditions, run_status, raw, message, generation, now)
+
+    if raw != previous_run_status:
+        events.append(
+            Event(
+                type="Warning" if run_status in UNSUCCESSFUL else "Normal",
+                reason=run_status.value if run_status is not RunStatus.UNRECOGNIZED else "Unrecognized",
+                message=f"PAI run {spec.pipelineRunId} is {raw}" + (f": {message}" if message else ""),
+            )
+        )
+    if previous_ready is not None and previous_ready.get("status") != "True":
+        events.append(Event("Normal", "Recovered", f"In sync with PAI again after {previous_ready.get('reason')}"))
+
+    significant = set(desired) - VOLATILE_FIELDS
+    changed = (
+        _differs(current, desired, significant)
+        or conditions != (current.get("conditions") or [])
+        or current.get("observedGeneration") != generation
+    )
+    retry = Retry.STOP if run_status.is_terminal else Retry.INTERVAL
+    if not changed and not _heartbeat_due(current, now, policy):
+        return SyncResult(patch=None, events=events, retry=retry)
+    patch = {**desired, "observedGeneration": generation, "conditions": conditions}
+    patch["lastSyncTime"] = timestamp(now)
+    return SyncResult(patch=_only_changes(current, patch), events=events, retry=retry)
+
+
+def _on_error(
+    spec: PaiPipelineRunSpec,
+    generation: int,
+    current: Mapping[str, Any],
+    conditions: list[dict[str, Any]],
+    error: PaiError,
+    now: datetime,
+    policy: Policy,
+) -> SyncResult:
+    # The last good status is kept: only conditions (and observedGeneration) change.
+    reason = error.code if error.kind is ErrorKind.CREDENTIALS and error.code else error.kind.value
+    reason = "".join(ch for ch in reason if ch.isalnum() or ch == "_") or "Error"
+    message = str(error)
+    previous_ready = _find(conditions, READY)
+    _set_condition(conditions, READY, "False", reason, message, generation, now)
+    needs_human = error.kind in NEEDS_HUMAN
+    if needs_human:
+        _set_condition(conditions, STALLED, "True", reason, message, generation, now)
+        _set_condition(conditions, RECONCILING, "False", reason, message, generation, now)
+    events: list[Event] = []
+    if previous_ready is None or previous_ready.get("reason") != reason:
+        events.append(Event("Warning", reason, message))
+    if _find(conditions, SUCCEEDED) is None:
+        _set_condition(conditions, SUCCEEDED, "Unknown", REASON_PENDING, "Not yet read from PAI", generation, now)
+    patch = {"observedGeneration": generation, "conditions": conditions}
+    retry = Retry.SLOW if needs_human else Retry.BACKOFF
+    return SyncResult(patch=_only_changes(current, patch), events=events, retry=retry, error_reason=reason)
+
+
+def suspended(spec: PaiPipelineRunSpec, generation: int, current: Mapping[str, Any], now: datetime) -> SyncResult:
+    """spec.suspend: no PAI calls, and the resource reads as suspended rather than progressing."""
+    conditions = [dict(c) for c in current.get("conditions") or []]
+    message = "Polling is suspended by spec.suspend; the last known status is kept"
+    _set_condition(conditions, READY, "False", REASON_SUSPENDED, message, generation, now)
+    _set_condition(conditions, RECONCILING, "False", REASON_SUSPENDED, message, generation, now)
+    if _find(conditions, STALLED) is None:
+        _set_condition(conditions, STALLED, "False", REASON_SUSPENDED, message, generation, now)
+    events = []
+    previous_ready = _find(list(current.get("conditions") or []), READY)
+    if previous_ready is None or previous_ready.get("reason") != REASON_SUSPENDED:
+        events.append(Event("Normal", REASON_SUSPENDED, message))
+    patch = {"observedGeneration": generation, "conditions": conditions}
+    return SyncResult(patch=_only_changes(current, patch), events=events, retry=Retry.STOP)
+
+
+def _only_changes(current: Mapping[str, Any], patch: dict[str, Any]) -> dict[str, Any] | None:
+    """A JSON merge patch holding just what differs (None deletes a field that is now absent)."""
+    out = {k: v for k, v in patch.items() if current.get(k) != v}
+    out = {k: v for k, v in out.items() if not (v is None and current.get(k) is None)}
+    return out or None
+
+
+def backoff_delay(attempt: int, base: timedelta, cap: timedelta) -> timedelta:
+    """Capped exponential backoff before jitter: base, 2*base, 4*base, ... up to cap."""
+    delay: timedelta = base * (2 ** max(attempt - 1, 0))
+    return min(delay, cap)

@@ -1,0 +1,506 @@
+"""One poll scheduler for all resources, fed by kopf's watch.
+
+Why not a kopf timer per resource: at 10,000 objects kopf's timers alone cost a third of a core, and each
+timer adds a finalizer (one write per object, and deletes hang while the operator is down). Here a single
+heap orders the due polls; runs of one workspace that fall due together are answered by one
+ListPipelineRunsStatus; a global token bucket caps the PAI call rate; finished runs leave the heap for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import random
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from paiflow_operator import metrics
+from paiflow_operator.kube import KubeError, ObjectRef
+from paiflow_operator.pai.credentials import CredentialSource, StaticCredentialSource
+from paiflow_operator.pai.errors import CredentialsError, PaiError
+from paiflow_operator.pai.models import PipelineRun, RunStatus, RunStatusList
+from paiflow_operator.reconcile import (
+    Event,
+    Observation,
+    Policy,
+    Retry,
+    SyncResult,
+    backoff_delay,
+    is_finished,
+    reconcile,
+    suspended,
+)
+from paiflow_operator.resource import PaiPipelineRunSpec
+from paiflow_operator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+class PaiApi(Protocol):
+    async def get_pipeline_run(
+        self,
+        run_id: str,
+        *,
+        region: str,
+        credentials: CredentialSource,
+        verbose: bool = False,
+        manifest_type: str | None = None,
+        token_id: str | None = None,
+    ) -> PipelineRun: ...
+
+    async def list_pipeline_runs_status(
+        self, workspace_id: str, run_ids: Sequence[str], *, region: str, credentials: CredentialSource
+    ) -> RunStatusList: ...
+
+
+class KubeWriter(Protocol):
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def create_event(self, ref: ObjectRef, event: Event, now: datetime | None = None) -> None: ...
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, bytes]: ...
+
+
+class TokenBucket:
+    """Global PAI rate limit: at most `rate` calls per second on average, `burst` at once."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._clock = clock
+        self._updated = clock()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        # The lock makes waiters queue in order, so the limit holds however many tasks wait.
+        async with self._lock:
+            while True:
+                now = self._clock()
+                self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
+                self._updated = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return
+                await asyncio.sleep((1 - self._tokens) / self._rate)
+
+
+@dataclass
+class Tracked:
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    spec: PaiPipelineRunSpec
+    status: dict[str, Any]
+    resource_version: str | None = None
+    due: float | None = None
+    heap_version: int = 0
+    attempt: int = 0
+    last_detail: float | None = None
+    last_ok: float | None = None
+    since: float = field(default_factory=time.monotonic)
+    busy: bool = False
+    # The spec changed while a poll was in flight: look again as soon as that poll ends.
+    rerun: bool = False
+
+    @property
+    def key(self) -> Key:
+        return (self.namespace, self.name)
+
+
+@dataclass(frozen=True)
+class SecretProblem:
+    code: str
+    message: str
+
+
+class Scheduler:
+    def __init__(
+        self,
+        settings: Settings,
+        pai: PaiApi,
+        kube: KubeWriter,
+        default_credentials: CredentialSource,
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.pai = pai
+        self.kube = kube
+        self.default_credentials = default_credentials
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self.wallclock = wallclock
+        self.policy = Policy(settings.heartbeat_interval, settings.max_text_field_bytes)
+        self.bucket = TokenBucket(settings.qps, settings.burst, clock)
+        self.in_flight = asyncio.Semaphore(settings.concurrency)
+        self.runs: dict[Key, Tracked] = {}
+        self._heap: list[tuple[float, int, Key]] = []
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._secrets: dict[tuple[str, str], tuple[float, dict[str, bytes] | SecretProblem]] = {}
+        self._stopping = False
+
+    # ---- fed by the watch -------------------------------------------------------------------------
+
+    def observe(self, body: Mapping[str, Any], event_type: str | None) -> None:
+        """Called for every watch event (kopf.on.event): keeps the registry and the heap current."""
+        meta = body.get("metadata", {})
+        key: Key = (meta.get("namespace", ""), meta.get("name", ""))
+        if event_type == "DELETED" or meta.get("deletionTimestamp") or not self.owns(meta.get("uid", "")):
+            self.forget(key)
+            return
+        try:
+            spec = PaiPipelineRunSpec.model_validate(body.get("spec") or {})
+        except ValueError as exc:
+            # The CRD's schema makes this unreachable short of a schema change; never crash the watch.
+            log.warning("ignoring %s/%s with an invalid spec: %s", key[0], key[1], exc)
+            self.forget(key)
+            return
+        generation = int(meta.get("generation") or 0)
+        status = dict(body.get("status") or {})
+        tracked = self.runs.get(key)
+        if tracked is None or tracked.uid != meta.get("uid"):
+            tracked = Tracked(key[0], key[1], meta.get("uid", ""), generation, spec, status, since=self.clock())
+            tracked.resource_version = meta.get("resourceVersion")
+            self.runs[key] = tracked
+            if not is_finished(status, generation) or spec.suspend:
+                jitter = self.rng.uniform(0, self.settings.initial_jitter.total_seconds())
+                self._schedule(tracked, self.clock() + jitter)
+            return
+        spec_changed = generation != tracked.generation
+        tracked.generation, tracked.spec, tracked.status = generation, spec, status
+        tracked.resource_version = meta.get("resourceVersion")
+        if spec_changed:
+            # A changed spec earns one fresh look, even at a finished run.
+            tracked.attempt = 0
+            tracked.last_detail = None
+            if tracked.busy:
+                tracked.rerun = True
+            else:
+                self._schedule(tracked, self.clock())
+
+    def owns(self, uid: str) -> bool:
+        """Hash sharding: each replica owns the uids that hash to its index, so each run has one poller."""
+        count = self.settings.shard_count
+        return count == 1 or zlib.crc32(uid.encode()) % count == self.settings.shard_index
+
+    def forget(self, key: Key) -> None:
+        # Dropping the entry is enough: heap entries and in-flight results for it are ignored.
+        self.runs.pop(key, None)
+
+    def snapshot(self) -> Iterable[metrics.RunSnapshot]:
+        for run in list(self.runs.values()):
+            yield metrics.RunSnapshot(run.status.get("runStatus"), run.due is not None, run.last_ok, run.since)
+
+    # ---- the loop ---------------------------------------------------------------------------------
+
+    def _schedule(self, tracked: Tracked, due: float | None) -> None:
+        tracked.heap_version += 1
+        tracked.due = due
+        if due is not None:
+            heapq.heappush(self._heap, (due, tracked.heap_version, tracked.key))
+            if self._heap[0][2] == tracked.key:
+                self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            now = self.clock()
+            horizon = now + self.settings.batch_window.total_seconds()
+            due: list[Tracked] = []
+            while self._heap and self._heap[0][0] <= now:
+                _, version, key = heapq.heappop(self._heap)
+                tracked = self.runs.get(key)
+                if tracked is None or tracked.heap_version != version or tracked.busy:
+                    continue
+                due.append(tracked)
+            if due:
+                # Pull in what falls due shortly, so that runs of one workspace share a status query.
+                due.extend(self._pop_batchable(horizon, {self._batch_key(t) for t in due}))
+                self._dispatch(due)
+                continue
+            self._wake.clear()
+            timeout = self._heap[0][0] - now if self._heap else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _pop_batchable(self, horizon: float, keys: set[tuple[Any, ...] | None]) -> list[Tracked]:
+        keys.discard(None)
+        if not keys:
+            return []
+        early: list[Tracked] = []
+        keep: list[tuple[float, int, Key]] = []
+        while self._heap and self._heap[0][0] <= horizon:
+            entry = heapq.heappop(self._heap)
+            tracked = self.runs.get(entry[2])
+            if tracked is None or tracked.heap_version != entry[1] or tracked.busy:
+                continue
+            if self._batch_key(tracked) in keys:
+                early.append(tracked)
+            else:
+                keep.append(entry)
+        for entry in keep:
+            heapq.heappush(self._heap, entry)
+        return early
+
+    def _dispatch(self, due: list[Tracked]) -> None:
+        groups: dict[tuple[Any, ...], list[Tracked]] = defaultdict(list)
+        for tracked in due:
+            tracked.busy = True
+            tracked.due = None
+            key = self._batch_key(tracked)
+            if key is None:
+                self._spawn(self._sync_one(tracked))
+            else:
+                groups[key].append(tracked)
+        for key, members in groups.items():
+            for start in range(0, len(members), self.settings.batch_size):
+                chunk = members[start : start + self.settings.batch_size]
+                if len(chunk) == 1:
+                    self._spawn(self._sync_one(chunk[0]))
+                else:
+                    self._spawn(self._sync_batch(key, chunk))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ---- one run, one batch -----------------------------------------------------------------------
+
+    def _region(self, spec: PaiPipelineRunSpec) -> str:
+        return spec.regionId or self.settings.default_region
+
+    def _batch_key(self, tracked: Tracked) -> tuple[Any, ...] | None:
+        """Runs that one ListPipelineRunsStatus may answer together, or None to poll alone."""
+        spec = tracked.spec
+        workspace = spec.workspaceId or tracked.status.get("workspaceId")
+        if (
+            not self.settings.batch_status
+            or spec.suspend
+            or spec.tokenSecretRef is not None
+            or not workspace
+            or tracked.status.get("runStatus") is None
+            or tracked.generation != tracked.status.get("observedGeneration")
+        ):
+            return None
+        creds = (tracked.namespace, spec.credentialsSecretRef.name) if spec.credentialsSecretRef else None
+        return (self._region(spec), workspace, creds)
+
+    def _detail_due(self, tracked: Tracked) -> bool:
+        return (
+            tracked.last_detail is None
+            or self.clock() - tracked.last_detail >= self.settings.detail_refresh_interval.total_seconds()
+        )
+
+    async def _sync_one(self, tracked: Tracked) -> None:
+        try:
+            if tracked.spec.suspend:
+                await self._apply(
+                    tracked, suspended(tracked.spec, tracked.generation, tracked.status, self.wallclock())
+                )
+                return
+            observation = await self._fetch(tracked)
+            result = reconcile(
+                tracked.spec, tracked.generation, tracked.status, observation, self.wallclock(), self.policy
+            )
+            await self._apply(tracked, result)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug must not stop this run's polling for good nor reach kopf's retries.
+            log.exception("sync of %s/%s failed unexpectedly", tracked.namespace, tracked.name)
+            self._reschedule(tracked, Retry.BACKOFF)
+
+    async def _fetch(self, tracked: Tracked) -> Observation:
+        spec = tracked.spec
+        try:
+            credentials = await self._credentials(tracked)
+            token_id = await self._token_id(tracked)
+            await self.bucket.acquire()
+            async with self.in_flight:
+                run = await self.pai.get_pipeline_run(
+                    spec.pipelineRunId,
+                    region=self._region(spec),
+                    credentials=credentials,
+                    verbose=spec.verbose,
+                    manifest_type=spec.manifestType,
+                    token_id=token_id,
+                )
+            tracked.last_detail = self.clock()
+            return run
+        except PaiError as exc:
+            return exc
+
+    async def _sync_batch(self, key: tuple[Any, ...], members: list[Tracked]) -> None:
+        region, workspace, _ = key
+        try:
+            try:
+                credentials = await self._credentials(members[0])
+                await self.bucket.acquire()
+                async with self.in_flight:
+                    answer = await self.pai.list_pipeline_runs_status(
+                        workspace,
+                        [m.spec.pipelineRunId for m in members],
+                        region=region,
+                        credentials=credentials,
+                    )
+            except PaiError as exc:
+                await asyncio.gather(*(self._finish(m, exc) for m in members))
+                return
+            by_id = {row.pipeline_run_id: row for row in answer.pipeline_runs}
+            work = []
+            for member in members:
+                row = by_id.get(member.spec.pipelineRunId)
+                unchanged = (
+                    row is not None
+                    and not row.is_deleted
+                    and (row.raw_status or row.status.value) == member.status.get("runStatus")
+                    and row.status is not RunStatus.UNRECOGNIZED
+                )
+                if unchanged and not self._detail_due(member):
+                    assert row is not None
+                    work.append(self._finish(member, row))
+                else:
+                    # Changed, missing or due a refresh of message and duration: ask for the details.
+                    work.append(self._sync_one(member))
+            await asyncio.gather(*work)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("batched sync of %d runs failed unexpectedly", len(members))
+            for member in members:
+                self._reschedule(member, Retry.BACKOFF)
+
+    async def _finish(self, tracked: Tracked, observation: Observation) -> None:
+        result = reconcile(tracked.spec, tracked.generation, tracked.status, observation, self.wallclock(), self.policy)
+        await self._apply(tracked, result)
+
+    async def _apply(self, tracked: Tracked, result: SyncResult) -> None:
+        if self.runs.get(tracked.key) is not tracked:
+            return  # deleted (or replaced) while we were asking PAI: write nothing
+        if result.error_reason:
+            metrics.SYNC_ERRORS.labels(result.error_reason).inc()
+        if result.retry in (Retry.INTERVAL, Retry.STOP):
+            tracked.last_ok = self.clock()
+        if result.patch:
+            try:
+                written = await self.kube.patch_status(tracked.namespace, tracked.name, result.patch)
+                metrics.KUBE_WRITES.labels("status").inc()
+                tracked.status = dict(written.get("status") or tracked.status)
+                tracked.resource_version = (written.get("metadata") or {}).get("resourceVersion")
+            except Exception as exc:
+                log.warning("status write for %s/%s failed: %s", tracked.namespace, tracked.name, exc)
+                self._reschedule(tracked, Retry.BACKOFF)
+                return
+        for event in result.events:
+            try:
+                ref = ObjectRef(tracked.namespace, tracked.name, tracked.uid, tracked.resource_version)
+                await self.kube.create_event(ref, event, self.wallclock())
+                metrics.KUBE_WRITES.labels("event").inc()
+            except Exception as exc:
+                log.warning("event for %s/%s not posted: %s", tracked.namespace, tracked.name, exc)
+        self._reschedule(tracked, result.retry)
+
+    def _reschedule(self, tracked: Tracked, retry: Retry) -> None:
+        tracked.busy = False
+        if self.runs.get(tracked.key) is not tracked:
+            return
+        now = self.clock()
+        s = self.settings
+        if tracked.rerun:
+            tracked.rerun = False
+            self._schedule(tracked, now)
+            return
+        if retry is Retry.STOP:
+            tracked.attempt = 0
+            self._schedule(tracked, None)
+            return
+        if retry is Retry.INTERVAL:
+            tracked.attempt = 0
+            delay = s.poll_interval_for(tracked.spec.pollInterval).total_seconds()
+        elif retry is Retry.SLOW:
+            tracked.attempt += 1
+            delay = s.slow_retry_interval.total_seconds()
+        else:
+            tracked.attempt += 1
+            delay = backoff_delay(tracked.attempt, s.backoff_base, s.backoff_max).total_seconds()
+        # Full jitter on retries (no synchronised retry storms); +-10% on regular polls keeps batches intact.
+        if retry is Retry.INTERVAL:
+            delay *= self.rng.uniform(0.95, 1.05)
+        else:
+            delay = self.rng.uniform(delay / 2, delay)
+        self._schedule(tracked, now + delay)
+
+    # ---- credentials from the resource's own namespace ---------------------------------------------
+
+    async def _secret(self, namespace: str, name: str) -> dict[str, bytes]:
+        cached = self._secrets.get((namespace, name))
+        now = self.clock()
+        if cached is None or now - cached[0] >= self.settings.secret_cache_ttl.total_seconds():
+            try:
+                value: dict[str, bytes] | SecretProblem = await self.kube.read_secret(namespace, name)
+            except KubeError as exc:
+                if exc.status == 404:
+                    value = SecretProblem("SecretNotFound", f"Secret {namespace}/{name} not found")
+                elif exc.status == 403:
+                    value = SecretProblem(
+                        "SecretForbidden",
+                        f"the operator may not read Secret {namespace}/{name}: bind the ClusterRole "
+                        f"paiflow-operator-secret-reader in namespace {namespace}",
+                    )
+                else:
+                    raise CredentialsError(f"reading Secret {namespace}/{name} failed: {exc.status}") from None
+            cached = (now, value)
+            self._secrets[(namespace, name)] = cached
+        if isinstance(cached[1], SecretProblem):
+            raise CredentialsError(cached[1].message, code=cached[1].code)
+        return cached[1]
+
+    async def _credentials(self, tracked: Tracked) -> CredentialSource:
+        ref = tracked.spec.credentialsSecretRef
+        if ref is None:
+            return self.default_credentials
+        data = await self._secret(tracked.namespace, ref.name)
+        missing = [k for k in (ref.accessKeyIdKey, ref.accessKeySecretKey) if not data.get(k)]
+        if missing:
+            raise CredentialsError(
+                f"Secret {tracked.namespace}/{ref.name} has no key {', '.join(missing)}",
+                code="SecretKeyMissing",
+            )
+        token = data.get(ref.securityTokenKey)
+        return StaticCredentialSource(
+            data[ref.accessKeyIdKey].decode().strip(),
+            data[ref.accessKeySecretKey].decode().strip(),
+            token.decode().strip() if token else None,
+        )
+
+    async def _token_id(self, tracked: Tracked) -> str | None:
+        ref = tracked.spec.tokenSecretRef
+        if ref is None:
+            return None
+        data = await self._secret(tracked.namespace, ref.name)
+        if not data.get(ref.key):
+            raise CredentialsError(
+                f"Secret {tracked.namespace}/{ref.name} has no key {ref.key}", code="SecretKeyMissing"
+            )
+        return data[ref.key].decode().strip()

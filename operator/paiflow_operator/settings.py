@@ -1,0 +1,99 @@
+"""Operator settings, read once from the environment (prefix PAIFLOW_)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from paiflow_operator.resource import REGION_PATTERN, parse_duration
+
+
+def _duration(value: object) -> object:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+def _csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PAIFLOW_", frozen=True, extra="ignore")
+
+    default_region: str = Field(default="cn-hangzhou", pattern=REGION_PATTERN)
+    # Only the operator's administrator may redirect PAI calls (VPC endpoint, emulator): the STS token
+    # travels in a header, so a user-controlled endpoint would leak it.
+    endpoint_override: str | None = None
+    connect_timeout: float = Field(default=5.0, gt=0)
+    read_timeout: float = Field(default=15.0, gt=0)
+
+    default_poll_interval: Duration = timedelta(seconds=30)
+    min_poll_interval: Duration = timedelta(seconds=5)
+    max_poll_interval: Duration = timedelta(hours=1)
+    # How long to wait before retrying what needs a human: run not found, credentials refused.
+    slow_retry_interval: Duration = timedelta(minutes=5)
+    backoff_base: Duration = timedelta(seconds=5)
+    backoff_max: Duration = timedelta(minutes=5)
+    # A status unchanged for this long is confirmed with one write of status.lastSyncTime.
+    heartbeat_interval: Duration = timedelta(minutes=10)
+    # Batched polls only say the status; message and duration are refreshed by GetPipelineRun this often.
+    detail_refresh_interval: Duration = timedelta(minutes=5)
+    # Creation of many resources at once spreads their first polls over this window.
+    initial_jitter: Duration = timedelta(seconds=5)
+
+    qps: float = Field(default=10.0, gt=0, description="Global PAI call rate limit (token bucket).")
+    burst: int = Field(default=20, ge=1)
+    concurrency: int = Field(default=32, ge=1, description="PAI calls in flight at most.")
+    kube_concurrency: int = Field(default=8, ge=1, description="Kubernetes writes in flight at most.")
+    batch_size: int = Field(default=100, ge=1, le=1000, description="Run ids per ListPipelineRunsStatus.")
+    batch_status: bool = True
+    # Runs due within this window are polled together so that their status queries batch.
+    batch_window: Duration = timedelta(seconds=2)
+
+    max_text_field_bytes: int = Field(default=64 * 1024, ge=1024, le=256 * 1024)
+    secret_cache_ttl: Duration = timedelta(seconds=60)
+
+    namespaces: Annotated[list[str], NoDecode, BeforeValidator(_csv)] = Field(
+        default_factory=list, description="Namespaces to watch; empty means all."
+    )
+    shard_count: int = Field(default=1, ge=1)
+    shard_index: int = Field(default=0, ge=0)
+
+    log_format: Literal["json", "text"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    health_port: int = Field(default=8080, ge=0, le=65535)
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if not self.min_poll_interval <= self.default_poll_interval <= self.max_poll_interval:
+            raise ValueError("default_poll_interval must lie between min_poll_interval and max_poll_interval")
+        if self.backoff_base > self.backoff_max:
+            raise ValueError("backoff_base must not exceed backoff_max")
+        if self.shard_index >= self.shard_count:
+            raise ValueError("shard_index must be smaller than shard_count")
+        return self
+
+    def poll_interval_for(self, requested: str | None) -> timedelta:
+        """The spec's interval clamped to the operator's bounds (the CRD enforces wider static ones)."""
+        if requested is None:
+            return self.default_poll_interval
+        return min(max(parse_duration(requested), self.min_poll_interval), self.max_poll_interval)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
