@@ -1,0 +1,72 @@
+"""Call counters: per action, per run id, per outcome ("ok" or the error code). Plain dicts under a lock."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+OK = "ok"
+HANG = "Hang"
+MALFORMED = "MalformedResponse"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    total: int
+    actions: dict[str, int]
+    outcomes: dict[str, int]
+    runs: dict[str, int]
+    by_action: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "actions": self.actions,
+            "outcomes": self.outcomes,
+            "runs": self.runs,
+            "byAction": self.by_action,
+        }
+
+
+class Counters:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._total = 0
+        self._actions: Counter[str] = Counter()
+        self._outcomes: Counter[str] = Counter()
+        self._runs: Counter[str] = Counter()
+        self._by_action: dict[str, Counter[str]] = {}
+
+    def record(self, action: str, outcome: str, run_ids: Iterable[str] = ()) -> None:
+        with self._lock:
+            self._total += 1
+            self._actions[action] += 1
+            self._outcomes[outcome] += 1
+            self._by_action.setdefault(action, Counter())[outcome] += 1
+            for run_id in run_ids:
+                self._runs[run_id] += 1
+
+    def snapshot(self, *, include_runs: bool = True) -> Snapshot:
+        with self._lock:
+            return Snapshot(
+                total=self._total,
+                actions=dict(self._actions),
+                outcomes=dict(self._outcomes),
+                runs=dict(self._runs) if include_runs else {},
+                by_action={a: dict(c) for a, c in self._by_action.items()},
+            )
+
+    def calls_for(self, run_id: str) -> int:
+        with self._lock:
+            return self._runs[run_id]
+
+    def reset(self) -> None:
+        with self._lock:
+            self._total = 0
+            self._actions.clear()
+            self._outcomes.clear()
+            self._runs.clear()
+            self._by_action.clear()

@@ -1,0 +1,89 @@
+"""The vendor's error codes, HTTP statuses and messages the emulator answers with, in one place.
+
+Where a code comes from Alibaba Cloud's public gateway ("POP") error catalogue it is used verbatim with the
+status the public documentation lists. Two answers could not be confirmed from public material and are
+marked as our choice; both are plain data, so the tests and the operator read them from here.
+
+| situation                                   | HTTP | Code                                         |
+|---------------------------------------------|------|----------------------------------------------|
+| AccessKey id unknown (or "bad credentials") | 404  | InvalidAccessKeyId.NotFound                  |
+| signature mismatch / body hash mismatch     | 400  | SignatureDoesNotMatch                        |
+| Authorization missing/unparseable, a        | 400  | IncompleteSignature                          |
+|   required header left out of SignedHeaders |      |                                              |
+| algorithm other than ACS3-HMAC-SHA256       | 400  | InvalidSignatureMethod                       |
+| x-acs-date unparseable                      | 400  | InvalidTimeStamp.Format                      |
+| x-acs-date further than max_skew from now   | 400  | InvalidTimeStamp.Expired                     |
+| x-acs-signature-nonce seen within the window| 400  | SignatureNonceUsed                           |
+| security token unknown                      | 400  | InvalidSecurityToken.Malformed               |
+| security token belongs to another key       | 400  | InvalidSecurityToken.MismatchWithAccessKey   |
+| security token expired                      | 400  | InvalidSecurityToken.Expired                 |
+| STS key used without its token              | 400  | MissingSecurityToken                         |
+| x-acs-version not 2021-02-02                | 400  | InvalidVersion                               |
+| x-acs-action missing                        | 400  | MissingParameter                             |
+| unknown path/verb, x-acs-action mismatch    | 404  | InvalidAction.NotFound                       |
+| bad parameter value (ManifestType, body)    | 400  | InvalidParameter                             |
+| throttling (faults and the QPS limit)       | 400  | Throttling.User                              |
+| server fault "unavailable"                  | 503  | ServiceUnavailable                           |
+| server fault "internal"                     | 500  | InternalError                                |
+| run does not exist (our choice)             | 404  | PipelineRunNotFound                          |
+| run shared by token, TokenId wrong (ours)   | 403  | NoPermission                                 |
+
+Throttling: the gateway's documented answer for per-user flow control is HTTP 400 ``Throttling.User``
+("Request was denied due to user flow control."); a fault may override the status (e.g. 429) and add the
+``x-acs-retry-after`` header, which makes the vendor SDK raise its ThrottlingException.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+API_VERSION = "2021-02-02"
+PRODUCT = "PAIFlow"
+DEFAULT_REGION = "cn-hangzhou"
+
+
+@dataclass(frozen=True, slots=True)
+class VendorError:
+    status: int
+    code: str
+    message: str
+
+
+INVALID_ACCESS_KEY = VendorError(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
+SIGNATURE_MISMATCH = VendorError(
+    400, "SignatureDoesNotMatch", "Specified signature is not matched with our calculation."
+)
+INCOMPLETE_SIGNATURE = VendorError(
+    400, "IncompleteSignature", "The request signature does not conform to Aliyun standards."
+)
+INVALID_SIGNATURE_METHOD = VendorError(400, "InvalidSignatureMethod", "Specified signature method is not valid.")
+TIMESTAMP_FORMAT = VendorError(
+    400, "InvalidTimeStamp.Format", "Specified time stamp or date value is not well formatted."
+)
+TIMESTAMP_EXPIRED = VendorError(400, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired.")
+NONCE_USED = VendorError(400, "SignatureNonceUsed", "Specified signature nonce was used already.")
+TOKEN_MALFORMED = VendorError(400, "InvalidSecurityToken.Malformed", "Specified SecurityToken is malformed.")
+TOKEN_MISMATCH = VendorError(
+    400, "InvalidSecurityToken.MismatchWithAccessKey", "Specified SecurityToken mismatch with the AccessKey."
+)
+TOKEN_EXPIRED = VendorError(400, "InvalidSecurityToken.Expired", "Specified SecurityToken is expired.")
+MISSING_TOKEN = VendorError(400, "MissingSecurityToken", "SecurityToken is mandatory for this action.")
+INVALID_VERSION = VendorError(400, "InvalidVersion", "Specified parameter Version is not valid.")
+MISSING_ACTION = VendorError(
+    400,
+    "MissingParameter",
+    'The input parameter "x-acs-action" that is mandatory for processing this request is not supplied.',
+)
+ACTION_NOT_FOUND = VendorError(
+    404, "InvalidAction.NotFound", "Specified api is not found, please check your url and method."
+)
+INVALID_PARAMETER = VendorError(400, "InvalidParameter", "The specified parameter is not valid.")
+THROTTLED = VendorError(400, "Throttling.User", "Request was denied due to user flow control.")
+UNAVAILABLE = VendorError(503, "ServiceUnavailable", "The request has failed due to a temporary failure of the server.")
+INTERNAL_ERROR = VendorError(
+    500,
+    "InternalError",
+    "The request processing has failed due to some unknown error, exception or failure.",
+)
+RUN_NOT_FOUND = VendorError(404, "PipelineRunNotFound", "The specified pipeline run does not exist.")
+NO_PERMISSION = VendorError(403, "NoPermission", "You are not authorized to access this pipeline run.")
