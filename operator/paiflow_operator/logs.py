@@ -36,5 +36,6 @@ def configure_logging(settings: Settings) -> None:
         for handler in root.handlers:
             handler.setFormatter(JsonFormatter())
     # Per-request lines from the HTTP libraries add nothing at INFO and would drown the operator's own.
-    for noisy in ("httpx", "httpcore", "urllib3", "aiohttp.access"):
+    # kopf.objects logs every handled watch event at INFO: 10,000 lines per relist at scale.
+    for noisy in ("httpx", "httpcore", "urllib3", "aiohttp.access", "apscheduler", "kopf.objects"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
