@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote_plus, urlsplit
 
 import httpx
 from pydantic import ValidationError
@@ -117,7 +117,7 @@ def _redact(text: str, secrets: Sequence[str]) -> str:
     (with TokenId) and the x-acs-security-token header.
     """
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        for form in {secret, signing.percent_encode(secret), secret.replace(" ", "+")}:
+        for form in {secret, signing.percent_encode(secret), quote_plus(secret), secret.replace(" ", "+")}:
             text = text.replace(form, "<redacted>")
     if len(text) > _MAX_ERROR_TEXT:
         text = text[:_MAX_ERROR_TEXT] + "..."
@@ -171,6 +171,7 @@ class PaiClient:
         observer: Observer | None = None,
         user_agent: str = DEFAULT_USER_AGENT,
         transport: httpx.AsyncBaseTransport | None = None,
+        proxy: str | None = None,
     ) -> None:
         """``endpoint_override`` is an operator setting (the emulator, a VPC endpoint), never user input.
         ``transport`` exists for tests (httpx.MockTransport); production uses a pooled HTTP transport."""
@@ -184,15 +185,18 @@ class PaiClient:
         self._observer = observer
         self._user_agent = user_agent
         # write and pool waits are bounded too, so no call can hang forever on a stuck pool.
-        timeout = httpx.Timeout(
-            connect=connect_timeout, read=read_timeout, write=read_timeout, pool=read_timeout
-        )
+        timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=read_timeout)
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._transport: httpx.AsyncBaseTransport = transport or httpx.AsyncHTTPTransport(
+            limits=limits, retries=0, proxy=proxy
+        )
+        # trust_env=False: proxies are an explicit operator setting, not whatever the pod env says.
         self._http = httpx.AsyncClient(
             timeout=timeout,
             limits=limits,
-            transport=transport or httpx.AsyncHTTPTransport(limits=limits, retries=0),
+            transport=self._transport,
             follow_redirects=False,
+            trust_env=False,
         )
 
     @property
@@ -341,9 +345,7 @@ class PaiClient:
         started = time.perf_counter()
         outcome = "internal"
         try:
-            result = await self._send(
-                action, method, path, query, region, credentials, parse, body, extra_secrets
-            )
+            result = await self._send(action, method, path, query, region, credentials, parse, body, extra_secrets)
             outcome = "ok"
             return result
         except PaiError as exc:
@@ -427,10 +429,13 @@ class PaiClient:
         )
 
         try:
-            response = await self._http.send(request)
+            response = await self._roundtrip(request)
         except httpx.TimeoutException as exc:
             raise TransportError(f"{action}: timed out ({type(exc).__name__})") from None
-        except (httpx.TransportError, OSError) as exc:
+        except httpx.DecodingError:
+            # Content-Encoding that does not decode: PAI's answer is unusable, a retry may fare better.
+            raise MalformedResponseError(f"{action}: response body could not be decoded") from None
+        except (httpx.RequestError, OSError) as exc:
             detail = _redact(str(exc), secrets)
             raise TransportError(f"{action}: transport error {type(exc).__name__}: {detail}") from None
 
@@ -463,6 +468,19 @@ class PaiClient:
             ) from None
         log.debug("PAI %s %s -> %s requestId=%s", action, path, response.status_code, request_id)
         return result
+
+    async def _roundtrip(self, request: httpx.Request) -> httpx.Response:
+        # Straight to the client's pooled transport: AsyncClient.send logs every request's full URL at
+        # INFO, and GetPipelineRun's URL can carry the TokenId share token. build_request() has already
+        # applied the client's timeouts; redirects are never followed anyway.
+        if self._http.is_closed:
+            raise RuntimeError("PaiClient is closed")
+        response = await self._transport.handle_async_request(request)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
 
     def _error(
         self,
@@ -501,7 +519,7 @@ def _text(value: Any) -> str | None:
 def _field_errors(exc: Exception) -> str:
     # Field locations and error types only: pydantic's default text echoes the input values.
     if isinstance(exc, ValidationError):
-        return ", ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['type']}" for err in exc.errors()
-        )[:_MAX_ERROR_TEXT]
+        return ", ".join(f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['type']}" for err in exc.errors())[
+            :_MAX_ERROR_TEXT
+        ]
     return type(exc).__name__

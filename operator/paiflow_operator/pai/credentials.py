@@ -148,8 +148,7 @@ class DefaultChainSource:
             # The library's message lists which providers failed and why; scrub it in case one quotes
             # a token, and drop the chained exception so tracebacks cannot show more.
             raise CredentialsError(
-                f"default credential chain found no usable credentials: {type(exc).__name__}: "
-                f"{_scrub(str(exc))}"
+                f"default credential chain found no usable credentials: {type(exc).__name__}: {_scrub(str(exc))}"
             ) from None
         if not key_id or not secret:
             raise CredentialsError("default credential chain returned an empty access key")

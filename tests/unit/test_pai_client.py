@@ -1,0 +1,413 @@
+"""PaiClient: endpoints, the loopback-only http rule, wire format against the vendor SDK, timeouts, observer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+import pytest
+
+from paiflow_operator.pai import (
+    BadRequestError,
+    NotFoundError,
+    PaiClient,
+    RunStatus,
+    StaticCredentialSource,
+    default_endpoint,
+    signing,
+)
+
+AK_ID = "LTAI5tAbCdEfGhIjKlMn"
+AK_SECRET = "s3cr3t-AK-Secret-Value-0123456789"
+STS_TOKEN = "CAIS-sts-token-value"
+OK_RUN = {"RequestId": "REQ-1", "PipelineRunId": "flow-1", "Status": "Running"}
+
+
+class Recorder:
+    def __init__(self, body: Any = None, status: int = 200) -> None:
+        self.requests: list[httpx.Request] = []
+        self.body = OK_RUN if body is None else body
+        self.status = status
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return httpx.Response(self.status, json=self.body)
+
+    @property
+    def only(self) -> httpx.Request:
+        assert len(self.requests) == 1
+        return self.requests[0]
+
+
+def creds(token: str | None = None) -> StaticCredentialSource:
+    return StaticCredentialSource(AK_ID, AK_SECRET, token)
+
+
+def client_with(recorder: Callable[[httpx.Request], httpx.Response], **kwargs: Any) -> PaiClient:
+    return PaiClient(transport=httpx.MockTransport(recorder), **kwargs)
+
+
+def query_of(request: httpx.Request) -> dict[str, str]:
+    return dict(parse_qsl(request.url.query.decode("ascii"), keep_blank_values=True))
+
+
+# ---------------------------------------------------------------- endpoints
+
+
+@pytest.mark.parametrize("region", ["cn-hangzhou", "ap-southeast-1", "cn-shanghai-finance-1", "us-west-1"])
+async def test_default_endpoint_is_regional(region: str) -> None:
+    rec = Recorder()
+    async with client_with(rec) as client:
+        await client.get_pipeline_run("flow-1", region=region, credentials=creds())
+    assert str(rec.only.url).startswith(f"https://paiflow.{region}.aliyuncs.com/api/v1/pipelineruns/flow-1?")
+    assert rec.only.headers["host"] == f"paiflow.{region}.aliyuncs.com"
+    assert default_endpoint(region) == f"https://paiflow.{region}.aliyuncs.com"
+
+
+@pytest.mark.parametrize(
+    "region", ["", "CN-HANGZHOU", "evil.com/#", "cn-hangzhou.evil.com", "a", "cn hangzhou", "cn-hangzhou/"]
+)
+async def test_invalid_region_rejected_before_any_request(region: str) -> None:
+    rec = Recorder()
+    async with client_with(rec) as client:
+        with pytest.raises(BadRequestError):
+            await client.get_pipeline_run("flow-1", region=region, credentials=creds())
+    assert rec.requests == []
+
+
+@pytest.mark.parametrize(
+    ("override", "base", "host"),
+    [
+        ("https://pai.internal.example:8443", "https://pai.internal.example:8443", "pai.internal.example:8443"),
+        ("https://pai.internal.example/", "https://pai.internal.example", "pai.internal.example"),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080", "127.0.0.1:8080"),
+        ("http://127.10.0.3:9", "http://127.10.0.3:9", "127.10.0.3:9"),
+        ("http://localhost:8080", "http://localhost:8080", "localhost:8080"),
+        ("http://[::1]:8080", "http://[::1]:8080", "[::1]:8080"),
+    ],
+)
+async def test_endpoint_override_accepted(override: str, base: str, host: str) -> None:
+    rec = Recorder()
+    async with client_with(rec, endpoint_override=override) as client:
+        assert client.endpoint_for("cn-hangzhou") == (base, host)
+        await client.get_pipeline_run("flow-1", region="cn-beijing", credentials=creds())
+    assert str(rec.only.url).startswith(f"{base}/api/v1/pipelineruns/flow-1")
+    assert rec.only.headers["host"] == host
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "http://paiflow.cn-hangzhou.aliyuncs.com",
+        "http://10.0.0.5:8080",
+        "http://128.0.0.1",
+        "http://localhost.evil.com",
+        "http://[::2]:80",
+        "ftp://127.0.0.1",
+        "127.0.0.1:8080",
+        "https://",
+        "https://user:pw@host.example",
+        "https://host.example/some/path",
+        "https://host.example?x=1",
+        "https://host.example:99999",
+    ],
+)
+def test_endpoint_override_rejected(override: str) -> None:
+    with pytest.raises(ValueError):
+        PaiClient(endpoint_override=override)
+
+
+def test_repr_has_no_secrets_and_names_endpoint() -> None:
+    assert "127.0.0.1:8080" in repr(PaiClient(endpoint_override="http://127.0.0.1:8080"))
+
+
+# ---------------------------------------------------------------- query / body serialisation
+
+
+@pytest.mark.parametrize(("verbose", "expected"), [(True, "True"), (False, "False")])
+async def test_get_pipeline_run_query(verbose: bool, expected: str) -> None:
+    rec = Recorder()
+    async with client_with(rec) as client:
+        await client.get_pipeline_run(
+            "flow a/b ü",
+            region="cn-hangzhou",
+            credentials=creds(),
+            verbose=verbose,
+            manifest_type="Raw",
+            token_id="tok en/ü",
+        )
+    request = rec.only
+    assert request.method == "GET"
+    # The run id is one path segment: "/" and non-ASCII are percent-encoded, as the SDK does.
+    assert request.url.raw_path.startswith(b"/api/v1/pipelineruns/flow%20a%2Fb%20%C3%BC?")
+    assert query_of(request) == {"Verbose": expected, "ManifestType": "Raw", "TokenId": "tok en/ü"}
+    # Wire query uses RFC 3986 encoding (%20, not '+'), identical to the canonical query we signed.
+    assert request.url.query.decode() == "ManifestType=Raw&TokenId=tok%20en%2F%C3%BC&Verbose=" + expected
+    assert request.headers["x-acs-action"] == "GetPipelineRun"
+    assert request.headers["x-acs-content-sha256"] == signing.EMPTY_PAYLOAD_SHA256
+    assert "content-type" not in request.headers
+    assert request.content == b""
+
+
+async def test_get_pipeline_run_omits_unset_optional_query() -> None:
+    rec = Recorder()
+    async with client_with(rec) as client:
+        await client.get_pipeline_run("flow-1", region="cn-hangzhou", credentials=creds())
+    assert query_of(rec.only) == {"Verbose": "False"}
+
+
+async def test_list_status_body_and_headers() -> None:
+    rec = Recorder(body={"RequestId": "R", "PipelineRuns": [{"PipelineRunId": "flow-1", "Status": "Failed"}]})
+    async with client_with(rec) as client:
+        result = await client.list_pipeline_runs_status(
+            "15945", ("flow-1", "flow-ü"), region="cn-hangzhou", credentials=creds()
+        )
+    request = rec.only
+    assert request.method == "PUT"
+    assert request.url.raw_path == b"/api/v1/pipelineruns"
+    assert request.content == '{"PipelineRuns":["flow-1","flow-ü"],"WorkspaceId":"15945"}'.encode()
+    assert request.headers["content-type"] == "application/json; charset=utf-8"
+    assert request.headers["x-acs-content-sha256"] == signing.sha256_hex(request.content)
+    assert request.headers["x-acs-action"] == "ListPipelineRunsStatus"
+    assert result.pipeline_runs[0].status is RunStatus.FAILED
+
+
+async def test_list_status_rejects_a_bare_string() -> None:
+    async with client_with(Recorder()) as client:
+        with pytest.raises(TypeError):
+            await client.list_pipeline_runs_status("1", "flow-1", region="cn-hangzhou", credentials=creds())
+
+
+async def test_list_pipeline_runs_query() -> None:
+    rec = Recorder(body={"RequestId": "R", "TotalCount": 1, "PipelineRuns": [OK_RUN]})
+    async with client_with(rec) as client:
+        result = await client.list_pipeline_runs(
+            region="cn-hangzhou", credentials=creds(), workspace_id="15945", page_size=20, status="Running"
+        )
+    assert query_of(rec.only) == {"PageNumber": "1", "PageSize": "20", "WorkspaceId": "15945", "Status": "Running"}
+    assert rec.only.headers["x-acs-action"] == "ListPipelineRuns"
+    assert result.total_count == 1 and result.pipeline_runs[0].pipeline_run_id == "flow-1"
+
+
+async def test_common_headers() -> None:
+    rec = Recorder()
+    before = datetime.now(UTC).replace(microsecond=0)
+    async with client_with(rec, user_agent="paiflow-operator/test") as client:
+        await client.get_pipeline_run("flow-1", region="cn-hangzhou", credentials=creds())
+        await client.get_pipeline_run("flow-1", region="cn-hangzhou", credentials=creds())
+    first, second = rec.requests
+    h = first.headers
+    assert h["x-acs-version"] == "2021-02-02"
+    assert h["accept"] == "application/json"
+    assert h["user-agent"] == "paiflow-operator/test"
+    date = datetime.strptime(h["x-acs-date"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert before <= date <= datetime.now(UTC) + timedelta(seconds=1)
+    assert len(h["x-acs-signature-nonce"]) == 32
+    int(h["x-acs-signature-nonce"], 16)
+    assert h["x-acs-signature-nonce"] != second.headers["x-acs-signature-nonce"]
+
+
+# ---------------------------------------------------------------- the SDK as oracle
+
+
+@pytest.fixture
+def sdk_capture() -> Iterator[list[Any]]:
+    """Runs the vendor SDK with its HTTP layer replaced, returning the DaraRequests it would send."""
+    from darabonba.core import DaraCore
+    from darabonba.response import DaraResponse
+
+    captured: list[Any] = []
+
+    def fake_do_action(request: Any, runtime_option: Any = None) -> Any:
+        captured.append(request)
+        response = DaraResponse()
+        response.status_code = 200
+        response.headers = {"content-type": "application/json"}
+        response.body = json.dumps(
+            {"PipelineRunId": "flow-1", "Status": "Running", "PipelineRuns": [], "TotalCount": 0}
+        ).encode()
+        return response
+
+    original = DaraCore.__dict__["do_action"]
+    DaraCore.do_action = staticmethod(fake_do_action)
+    try:
+        yield captured
+    finally:
+        DaraCore.do_action = original
+
+
+def sdk_client() -> Any:
+    from alibabacloud_paiflow20210202.client import Client
+    from alibabacloud_tea_openapi import models as open_api_models
+
+    config = open_api_models.Config(
+        access_key_id=AK_ID,
+        access_key_secret=AK_SECRET,
+        security_token=STS_TOKEN,
+        region_id="cn-hangzhou",
+        endpoint="paiflow.cn-hangzhou.aliyuncs.com",
+    )
+    return Client(config)
+
+
+# Headers whose values legitimately differ per request or per client library.
+VOLATILE = {"x-acs-date", "x-acs-signature-nonce", "user-agent", "authorization"}
+# Sent and signed by the SDK only: a telemetry label naming its credential provider ("static_sts").
+SDK_ONLY = {"x-acs-credentials-provider"}
+# Added unsigned by the HTTP library (requests or httpx), not part of the protocol.
+TRANSPORT_ONLY = {"accept-encoding", "connection", "content-length"}
+
+
+def compare_with_sdk(sdk_request: Any, ours: httpx.Request) -> None:
+    sdk_headers = {k.lower(): str(v) for k, v in sdk_request.headers.items()}
+    our_headers = {k.lower(): v for k, v in ours.headers.items()}
+    assert set(sdk_headers) - SDK_ONLY == set(our_headers) - TRANSPORT_ONLY
+    for name in set(sdk_headers) - SDK_ONLY - VOLATILE:
+        assert our_headers[name] == sdk_headers[name], name
+    raw_path, _, _ = ours.url.raw_path.decode("ascii").partition("?")
+    assert ours.method == sdk_request.method
+    assert raw_path == sdk_request.pathname
+    assert query_of(ours) == dict(sdk_request.query)
+    sdk_body = sdk_request.body.encode("utf-8") if isinstance(sdk_request.body, str) else (sdk_request.body or b"")
+    assert ours.content == sdk_body
+    # Both sign the same set of headers.
+    signed = our_headers["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+    sdk_signed = sdk_headers["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+    assert set(signed) == set(sdk_signed) - SDK_ONLY
+
+
+@pytest.mark.parametrize("verbose", [True, False])
+async def test_get_pipeline_run_matches_sdk(sdk_capture: list[Any], verbose: bool) -> None:
+    from alibabacloud_paiflow20210202 import models as m
+
+    sdk_client().get_pipeline_run(
+        "flow a/b ü", m.GetPipelineRunRequest(verbose=verbose, manifest_type="Frozen", token_id="t k/ü")
+    )
+    rec = Recorder()
+    async with client_with(rec) as client:
+        await client.get_pipeline_run(
+            "flow a/b ü",
+            region="cn-hangzhou",
+            credentials=creds(STS_TOKEN),
+            verbose=verbose,
+            manifest_type="Frozen",
+            token_id="t k/ü",
+        )
+    compare_with_sdk(sdk_capture[0], rec.only)
+
+
+async def test_list_pipeline_runs_status_matches_sdk(sdk_capture: list[Any]) -> None:
+    from alibabacloud_paiflow20210202 import models as m
+
+    sdk_client().list_pipeline_runs_status(
+        m.ListPipelineRunsStatusRequest(workspace_id="15945", pipeline_runs=["flow-1", "flow-ü"])
+    )
+    rec = Recorder(body={"RequestId": "R", "PipelineRuns": []})
+    async with client_with(rec) as client:
+        await client.list_pipeline_runs_status(
+            "15945", ["flow-1", "flow-ü"], region="cn-hangzhou", credentials=creds(STS_TOKEN)
+        )
+    compare_with_sdk(sdk_capture[0], rec.only)
+
+
+async def test_list_pipeline_runs_matches_sdk(sdk_capture: list[Any]) -> None:
+    from alibabacloud_paiflow20210202 import models as m
+
+    sdk_client().list_pipeline_runs(
+        m.ListPipelineRunsRequest(workspace_id="15945", page_number=2, page_size=50, status="Running", name="a b")
+    )
+    rec = Recorder(body={"RequestId": "R", "PipelineRuns": [], "TotalCount": 0})
+    async with client_with(rec) as client:
+        await client.list_pipeline_runs(
+            region="cn-hangzhou",
+            credentials=creds(STS_TOKEN),
+            workspace_id="15945",
+            page_number=2,
+            status="Running",
+            name="a b",
+        )
+    compare_with_sdk(sdk_capture[0], rec.only)
+
+
+# ---------------------------------------------------------------- timeouts, pool, observer, lifecycle
+
+
+async def test_timeouts_reach_every_request() -> None:
+    rec = Recorder()
+    async with client_with(rec, connect_timeout=2.5, read_timeout=7) as client:
+        assert client.timeout.connect == 2.5 and client.timeout.read == 7
+        await client.get_pipeline_run("flow-1", region="cn-hangzhou", credentials=creds())
+    timeouts = rec.only.extensions["timeout"]
+    assert timeouts["connect"] == 2.5
+    assert timeouts["read"] == 7
+    assert timeouts["write"] is not None and timeouts["pool"] is not None
+
+
+def test_default_timeouts() -> None:
+    timeout = PaiClient().timeout
+    assert (timeout.connect, timeout.read) == (5, 15)
+
+
+async def test_pool_limit_configured() -> None:
+    client = PaiClient(max_connections=7)
+    try:
+        transport = client._transport
+        assert isinstance(transport, httpx.AsyncHTTPTransport)
+        assert transport._pool._max_connections == 7
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("kwargs", [{"connect_timeout": 0}, {"read_timeout": -1}, {"max_connections": 0}])
+def test_bad_settings_rejected(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        PaiClient(**kwargs)
+
+
+async def test_observer_called_once_per_call_with_outcome() -> None:
+    calls: list[tuple[str, str, float]] = []
+    responses = iter(
+        [
+            httpx.Response(200, json=OK_RUN),
+            httpx.Response(404, json={"Code": "PipelineRunNotExist", "Message": "gone", "RequestId": "R"}),
+        ]
+    )
+    async with client_with(lambda r: next(responses), observer=lambda *a: calls.append(a)) as client:
+        await client.get_pipeline_run("flow-1", region="cn-hangzhou", credentials=creds())
+        with pytest.raises(NotFoundError):
+            await client.get_pipeline_run("flow-2", region="cn-hangzhou", credentials=creds())
+        with pytest.raises(BadRequestError):
+            await client.get_pipeline_run("flow-3", region="bad region", credentials=creds())
+    assert [(a, o) for a, o, _ in calls] == [
+        ("GetPipelineRun", "ok"),
+        ("GetPipelineRun", "RunNotFound"),
+        ("GetPipelineRun", "BadRequest"),
+    ]
+    assert all(seconds >= 0 for _, _, seconds in calls)
+
+
+async def test_failing_observer_does_not_break_the_call() -> None:
+    def observer(action: str, outcome: str, seconds: float) -> None:
+        raise RuntimeError("metrics backend down")
+
+    async with client_with(Recorder(), observer=observer) as client:
+        run = await client.get_pipeline_run("flow-1", region="cn-hangzhou", credentials=creds())
+    assert run.pipeline_run_id == "flow-1"
+
+
+async def test_empty_run_id_rejected() -> None:
+    rec = Recorder()
+    async with client_with(rec) as client:
+        with pytest.raises(BadRequestError):
+            await client.get_pipeline_run("", region="cn-hangzhou", credentials=creds())
+    assert rec.requests == []
+
+
+async def test_aclose_closes_the_pool() -> None:
+    client = client_with(Recorder())
+    await client.aclose()
+    assert client._http.is_closed
