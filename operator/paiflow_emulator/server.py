@@ -175,12 +175,12 @@ class Emulator:
         self._add_control_routes(app)
         app.router.add_route("*", "/{tail:.*}", self._handle_api)
         # Handler cancellation frees a hung handler as soon as its client gives up.
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
         await runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self._host, self._port))
-        site = web.SockSite(runner, sock, backlog=1024, shutdown_timeout=1.0)
+        site = web.SockSite(runner, sock, backlog=1024)
         await site.start()
         self._runner = runner
         port = sock.getsockname()[1]
