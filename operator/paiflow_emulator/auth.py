@@ -110,7 +110,6 @@ class Verifier:
             secret = self.keys.get(access_key_id)
             token_owner = self.sts_tokens.get(token) if token else None
             token_expired = bool(token) and token in self.expired_tokens
-            is_sts_key = access_key_id in self.sts_tokens.values()
         if secret is None:
             raise AuthFailure(vendor.INVALID_ACCESS_KEY)
         if token:
@@ -120,7 +119,8 @@ class Verifier:
                 raise AuthFailure(vendor.TOKEN_MISMATCH)
             if token_expired:
                 raise AuthFailure(vendor.TOKEN_EXPIRED)
-        elif is_sts_key:
+        elif access_key_id.startswith("STS."):
+            # Temporary keys (always "STS."-prefixed at Alibaba) are useless without their token.
             raise AuthFailure(vendor.MISSING_TOKEN)
 
         signed = [name for name in match["sh"].split(";") if name]

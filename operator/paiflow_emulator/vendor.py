@@ -17,7 +17,7 @@ marked as our choice; both are plain data, so the tests and the operator read th
 | security token unknown                      | 400  | InvalidSecurityToken.Malformed               |
 | security token belongs to another key       | 400  | InvalidSecurityToken.MismatchWithAccessKey   |
 | security token expired                      | 400  | InvalidSecurityToken.Expired                 |
-| STS key used without its token              | 400  | MissingSecurityToken                         |
+| "STS." key used without a token             | 400  | MissingSecurityToken                         |
 | x-acs-version not 2021-02-02                | 400  | InvalidVersion                               |
 | x-acs-action missing                        | 400  | MissingParameter                             |
 | unknown path/verb, x-acs-action mismatch    | 404  | InvalidAction.NotFound                       |

@@ -1,0 +1,421 @@
+"""The proof of fidelity: the vendor's official SDK, pointed at the emulator, reads every field and every
+error the way it would read PAI's.
+
+``alibabacloud_paiflow20210202.client.Client`` signs with its own ACS3 implementation, sends with
+``requests`` and parses with its own models, so none of this project's code is on the client side.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+import pytest
+from alibabacloud_paiflow20210202 import models as pai_models
+from alibabacloud_paiflow20210202.client import Client
+from alibabacloud_tea_openapi import models as open_api_models
+from alibabacloud_tea_openapi.exceptions import (
+    AlibabaCloudException,
+    ClientException,
+    ServerException,
+    ThrottlingException,
+)
+from alibabacloud_tea_util import models as util_models
+from darabonba.exceptions import UnretryableException
+from tests.integration.conftest import ACCESS_KEY, RUN_CLOCK_START, STS_KEY, STS_TOKEN
+
+from paiflow_emulator import EmulatorThread, FaultKind, Timeline, iso_utc
+from paiflow_emulator.runs import Run
+
+REQUEST_ID = re.compile(r"^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}$")
+T0 = RUN_CLOCK_START
+
+
+def sdk(
+    thread: EmulatorThread,
+    key: tuple[str, str] = ACCESS_KEY,
+    token: str | None = None,
+    read_timeout_ms: int = 5000,
+) -> Client:
+    # No retry_options: the SDK then makes exactly one attempt, which the counters below verify.
+    config = open_api_models.Config(
+        access_key_id=key[0],
+        access_key_secret=key[1],
+        security_token=token,
+        endpoint=thread.endpoint,
+        protocol="http",
+        region_id="cn-hangzhou",
+        read_timeout=read_timeout_ms,
+        connect_timeout=2000,
+    )
+    return Client(config)
+
+
+FIELDS: dict[str, Any] = {
+    "Name": "train-resnet50",
+    "PipelineId": "pipeline-j94yabcdefghlf7a",
+    "WorkspaceId": "24601",
+    "NodeId": "node-n06dabcdefghfc53",
+    "UserId": "2001234567890",
+    "ParentUserId": "1557702098194904",
+    "SourceType": "DESIGNER",
+    "SourceId": "abcd1234hxfu",
+    "Accessibility": "PUBLIC",
+}
+ARGUMENTS = '{"arguments":{"parameters":[{"name":"execution","value":{"resourceType":"MaxCompute"}}]}}'
+OPTIONS = '{"mlflow":{"experimentId":"exp-1234"}}'
+
+
+def add_documented_run(thread: EmulatorThread, run_id: str, timeline: Timeline, age: float, **extra: Any) -> Run:
+    return thread.emulator.add_run(
+        timeline,
+        age=age,
+        run_id=run_id,
+        name=FIELDS["Name"],
+        pipeline_id=FIELDS["PipelineId"],
+        workspace_id=FIELDS["WorkspaceId"],
+        node_id=FIELDS["NodeId"],
+        user_id=FIELDS["UserId"],
+        parent_user_id=FIELDS["ParentUserId"],
+        source_type=FIELDS["SourceType"],
+        source_id=FIELDS["SourceId"],
+        accessibility=FIELDS["Accessibility"],
+        arguments=ARGUMENTS,
+        options=OPTIONS,
+        **extra,
+    )
+
+
+# (timeline, age, status, message, started, finished, duration, modified): offsets in seconds since creation.
+STATES: dict[str, tuple[Timeline, float, str, str, float | None, float | None, int, float]] = {
+    "initialized": (Timeline.succeeding(queued=10, running=30), 5, "Initialized", "", None, None, 0, 0),
+    "running": (Timeline.succeeding(queued=10, running=30), 25, "Running", "", 10, None, 15, 10),
+    "suspended": (
+        Timeline.of(("Initialized", 2), ("Running", 10), ("Suspended", 100), ("Running", 10), ("Succeeded", None)),
+        50,
+        "Suspended",
+        "",
+        2,
+        None,
+        48,
+        12,
+    ),
+    "terminating": (
+        Timeline.of(("Running", 10), ("Terminating", 60), ("Terminated", None)),
+        20,
+        "Terminating",
+        "",
+        0,
+        None,
+        20,
+        10,
+    ),
+    "succeeded": (Timeline.succeeding(queued=2, running=30), 100, "Succeeded", "", 2, 32, 30, 32),
+    "failed": (Timeline.failing("OOMKilled", queued=2, running=8), 100, "Failed", "OOMKilled", 2, 10, 8, 10),
+    "terminated": (
+        Timeline.of(("Initialized", 1), ("Running", 5), ("Terminating", 2), ("Terminated", None, "by user")),
+        100,
+        "Terminated",
+        "by user",
+        1,
+        8,
+        7,
+        8,
+    ),
+    "skipped": (Timeline.of(("Initialized", 3), ("Skipped", None)), 100, "Skipped", "", None, 3, 0, 3),
+    "unknown": (Timeline.of(("Running", 5), ("Unknown", None)), 100, "Unknown", "", 0, None, 100, 5),
+}
+
+
+def expected_row(run_id: str, case: str) -> dict[str, Any]:
+    _, age, status, message, started, finished, duration, modified = STATES[case]
+    created = T0 - age
+    row: dict[str, Any] = {
+        **FIELDS,
+        "PipelineRunId": run_id,
+        "Status": status,
+        "Message": message,
+        "Duration": duration,
+        "GmtCreateTime": iso_utc(created),
+        "GmtModifiedTime": iso_utc(created + modified),
+        "PipelineRunUri": (
+            f"https://pai.console.aliyun.com/?regionId=cn-hangzhou&workspaceId={FIELDS['WorkspaceId']}"
+            f"#/studio/task/detail/{run_id}"
+        ),
+    }
+    if started is not None:
+        row["StartedAt"] = iso_utc(created + started)
+    if finished is not None:
+        row["FinishedAt"] = iso_utc(created + finished)
+    return row
+
+
+@pytest.mark.parametrize("case", list(STATES))
+def test_sdk_reads_every_field_in_every_state(emulator_thread: EmulatorThread, case: str) -> None:
+    timeline, age = STATES[case][0], STATES[case][1]
+    run_id = f"flow-state{case}"
+    add_documented_run(emulator_thread, run_id, timeline, age)
+    client = sdk(emulator_thread)
+
+    got = client.get_pipeline_run(run_id, pai_models.GetPipelineRunRequest())
+    assert got.status_code == 200
+    body = got.body.to_map()
+    assert REQUEST_ID.match(body.pop("RequestId"))
+    assert body == {**expected_row(run_id, case), "Arguments": ARGUMENTS, "Options": OPTIONS}
+    assert isinstance(got.body.duration, int)
+    assert got.body.manifest is None  # only with Verbose=true
+
+    listed = client.list_pipeline_runs(pai_models.ListPipelineRunsRequest(pipeline_run_id=run_id)).body
+    assert listed.total_count == 1
+    assert listed.pipeline_runs[0].to_map() == expected_row(run_id, case)
+
+    statuses = client.list_pipeline_runs_status(
+        pai_models.ListPipelineRunsStatusRequest(workspace_id=FIELDS["WorkspaceId"], pipeline_runs=[run_id])
+    ).body
+    assert [row.to_map() for row in statuses.pipeline_runs] == [
+        {
+            "PipelineRunId": run_id,
+            "Status": STATES[case][2],
+            "Name": FIELDS["Name"],
+            "NodeId": FIELDS["NodeId"],
+            "IsDeleted": False,
+            "UserId": FIELDS["UserId"],
+            "ParentUserId": FIELDS["ParentUserId"],
+            "SourceId": FIELDS["SourceId"],
+        }
+    ]
+
+
+def test_sdk_follows_a_run_as_the_clock_advances(emulator_thread: EmulatorThread) -> None:
+    emu = emulator_thread.emulator
+    run = emu.add_run(
+        Timeline.of(("Initialized", 2), ("Running", 10), ("Suspended", 5), ("Running", 3), ("Succeeded", None))
+    )
+    client = sdk(emulator_thread)
+    seen = []
+    for step in (1, 2, 10, 5, 3, 100):
+        body = client.get_pipeline_run(run.run_id, pai_models.GetPipelineRunRequest()).body
+        seen.append((body.status, body.duration))
+        emu.advance(step)
+    assert seen == [
+        ("Initialized", 0),
+        ("Initialized", 0),
+        ("Running", 1),
+        ("Suspended", 11),
+        ("Running", 16),
+        ("Succeeded", 18),
+    ]
+
+
+def test_verbose_manifest_type_and_share_token(emulator_thread: EmulatorThread) -> None:
+    size = 3 * 1024 * 1024
+    run = add_documented_run(
+        emulator_thread,
+        "flow-sharedbigmanifest",
+        Timeline.succeeding(),
+        100,
+        share_token="eyJ0share",
+        manifest_size=size,
+    )
+    client = sdk(emulator_thread)
+
+    with pytest.raises(ClientException) as denied:
+        client.get_pipeline_run(run.run_id, pai_models.GetPipelineRunRequest(verbose=True))
+    assert (denied.value.status_code, denied.value.code) == (403, "NoPermission")
+
+    raw = client.get_pipeline_run(run.run_id, pai_models.GetPipelineRunRequest(verbose=True, token_id="eyJ0share")).body
+    assert raw.manifest is not None and len(raw.manifest) == size
+    assert json.loads(raw.manifest)["Metadata"]["Name"] == run.run_id
+
+    for manifest_type in ("Frozen", "Rendered", "Expanded", "Runtime"):
+        body = client.get_pipeline_run(
+            run.run_id,
+            pai_models.GetPipelineRunRequest(verbose=True, manifest_type=manifest_type, token_id="eyJ0share"),
+        ).body
+        assert body.manifest is not None
+        annotations = json.loads(body.manifest)["Metadata"]["Annotations"]
+        assert annotations == {"paiflow-emulator/manifest-type": manifest_type}
+
+    quiet = client.get_pipeline_run(run.run_id, pai_models.GetPipelineRunRequest(verbose=False, token_id="eyJ0share"))
+    assert quiet.body.manifest is None
+    assert quiet.body.arguments == ARGUMENTS
+
+
+def test_list_pipeline_runs_filters_and_pages(emulator_thread: EmulatorThread) -> None:
+    emu = emulator_thread.emulator
+    for i in range(7):
+        emu.add_run(Timeline.succeeding(queued=0, running=1), age=50 + i, workspace_id="ws-page", name=f"job-{i}")
+    emu.add_run(Timeline.running_forever(), age=1, workspace_id="ws-page", name="still-going", source_type="SDK")
+    client = sdk(emulator_thread)
+
+    page = client.list_pipeline_runs(
+        pai_models.ListPipelineRunsRequest(
+            workspace_id="ws-page",
+            status="Succeeded",
+            page_number=2,
+            page_size=3,
+            sort_by="GmtCreateTime",
+            order="DESC",
+        )
+    ).body
+    assert page.total_count == 7
+    assert [row.name for row in page.pipeline_runs] == ["job-3", "job-4", "job-5"]
+    assert all(row.status == "Succeeded" and row.duration == 1 for row in page.pipeline_runs)
+
+    running = client.list_pipeline_runs(
+        pai_models.ListPipelineRunsRequest(workspace_id="ws-page", status="Running")
+    ).body
+    assert [row.name for row in running.pipeline_runs] == ["still-going"]
+    assert running.pipeline_runs[0].finished_at is None
+
+
+def test_list_pipeline_runs_status_batch(emulator_thread: EmulatorThread) -> None:
+    emu = emulator_thread.emulator
+    runs = [
+        emu.add_run(timeline, workspace_id="ws-batch", age=100)
+        for timeline in (Timeline.running_forever(), Timeline.failing("x"), Timeline.succeeding())
+    ]
+    deleted = emu.add_run(workspace_id="ws-batch")
+    emu.delete_run(deleted.run_id)
+    client = sdk(emulator_thread)
+    ids = [r.run_id for r in runs]
+    body = client.list_pipeline_runs_status(
+        pai_models.ListPipelineRunsStatusRequest(
+            workspace_id="ws-batch",
+            pipeline_runs=[*ids, "flow-doesnotexist", deleted.run_id],
+            nodes=[pai_models.ListPipelineRunsStatusRequestNodes(pipeline_run_id=ids[1], node_id=runs[1].node_id)],
+        )
+    ).body
+    assert [(r.pipeline_run_id, r.status, r.is_deleted) for r in body.pipeline_runs] == [
+        (ids[0], "Running", False),
+        (ids[1], "Failed", False),
+        (ids[2], "Succeeded", False),
+        (deleted.run_id, "Initialized", True),
+    ]
+    assert len(body.nodes) == 1
+    node = body.nodes[0]
+    assert (node.pipeline_run_id, node.node_id, node.status) == (ids[1], runs[1].node_id, "Failed")
+    assert node.started_at == iso_utc(T0 - 100 + 2)
+    assert node.finished_at == iso_utc(T0 - 100 + 32)
+    assert emu.counters.snapshot().actions == {"ListPipelineRunsStatus": 1}
+
+
+@pytest.mark.parametrize(
+    ("kind", "extra", "exc_type", "status", "code"),
+    [
+        (FaultKind.UNAVAILABLE, {}, ServerException, 503, "ServiceUnavailable"),
+        (FaultKind.INTERNAL, {}, ServerException, 500, "InternalError"),
+        (FaultKind.ERROR, {"status": 502, "code": "BadGateway"}, ServerException, 502, "BadGateway"),
+        (FaultKind.THROTTLE, {}, ClientException, 400, "Throttling.User"),
+        (FaultKind.THROTTLE, {"status": 429, "retry_after_ms": 50}, ThrottlingException, 429, "Throttling.User"),
+        (FaultKind.NOT_FOUND, {}, ClientException, 404, "PipelineRunNotFound"),
+        (FaultKind.BAD_CREDENTIALS, {}, ClientException, 404, "InvalidAccessKeyId.NotFound"),
+    ],
+)
+def test_sdk_sees_injected_faults_as_vendor_errors(
+    emulator_thread: EmulatorThread,
+    kind: FaultKind,
+    extra: dict[str, Any],
+    exc_type: type[AlibabaCloudException],
+    status: int,
+    code: str,
+) -> None:
+    emu = emulator_thread.emulator
+    run = emu.add_run()
+    emu.add_fault(kind, run_id=run.run_id, count=1, **extra)
+    client = sdk(emulator_thread)
+    with pytest.raises(exc_type) as info:
+        client.get_pipeline_run(run.run_id, pai_models.GetPipelineRunRequest())
+    err = info.value
+    assert type(err) is exc_type
+    assert (err.status_code, err.code) == (status, code)
+    assert err.data["Code"] == code
+    assert err.data["statusCode"] == status
+    assert REQUEST_ID.match(err.data["RequestId"])
+    assert err.request_id == err.data["RequestId"]
+    assert set(err.data) >= {"RequestId", "HostId", "Code", "Message", "Recommend"}
+    # One attempt only, and the fault was used up: the next call succeeds.
+    assert emu.counters.snapshot().outcomes == {code: 1}
+    assert client.get_pipeline_run(run.run_id, pai_models.GetPipelineRunRequest()).body.status == "Initialized"
+
+
+def test_qps_limit_reaches_the_sdk_as_throttling(emulator_thread: EmulatorThread) -> None:
+    emu = emulator_thread.emulator
+    run = emu.add_run()
+    emu.set_qps_limit(2, burst=2)
+    client = sdk(emulator_thread)
+    codes = []
+    for _ in range(5):
+        try:
+            client.get_pipeline_run(run.run_id, pai_models.GetPipelineRunRequest())
+            codes.append("ok")
+        except ClientException as exc:
+            codes.append(exc.code)
+    assert codes[:2] == ["ok", "ok"]
+    assert "Throttling.User" in codes[2:]
+
+
+def test_malformed_body_is_an_sdk_parse_failure(emulator_thread: EmulatorThread) -> None:
+    emu = emulator_thread.emulator
+    run = emu.add_run()
+    emu.add_fault("malformed", count=1)
+    with pytest.raises(UnretryableException) as info:
+        sdk(emulator_thread).get_pipeline_run(run.run_id, pai_models.GetPipelineRunRequest())
+    assert "json" in str(info.value).lower()
+
+
+def test_hang_ends_in_the_sdk_read_timeout(emulator_thread: EmulatorThread) -> None:
+    emu = emulator_thread.emulator
+    run = emu.add_run()
+    emu.add_fault("hang", count=1)
+    client = sdk(emulator_thread)
+    started = time.monotonic()
+    with pytest.raises(UnretryableException) as info:
+        client.get_pipeline_run_with_options(
+            run.run_id, pai_models.GetPipelineRunRequest(), {}, util_models.RuntimeOptions(read_timeout=300)
+        )
+    assert time.monotonic() - started < 3
+    assert "timed out" in str(info.value).lower()
+    assert emu.counters.snapshot().outcomes == {"Hang": 1}
+
+
+@pytest.mark.parametrize(
+    ("key", "token", "status", "code"),
+    [
+        (("LTAI5tNoSuchKey", "whatever"), None, 404, "InvalidAccessKeyId.NotFound"),
+        ((ACCESS_KEY[0], "wrong-secret"), None, 400, "SignatureDoesNotMatch"),
+        (STS_KEY, "CAIS-not-issued", 400, "InvalidSecurityToken.Malformed"),
+        (ACCESS_KEY, STS_TOKEN, 400, "InvalidSecurityToken.MismatchWithAccessKey"),
+        (STS_KEY, None, 400, "MissingSecurityToken"),
+    ],
+)
+def test_sdk_credential_errors(
+    emulator_thread: EmulatorThread, key: tuple[str, str], token: str | None, status: int, code: str
+) -> None:
+    run = emulator_thread.emulator.add_run()
+    with pytest.raises(ClientException) as info:
+        sdk(emulator_thread, key, token).get_pipeline_run(run.run_id, pai_models.GetPipelineRunRequest())
+    assert (info.value.status_code, info.value.code) == (status, code)
+    assert info.value.data["Code"] == code
+
+
+def test_sdk_with_sts_token_and_its_expiry(emulator_thread: EmulatorThread) -> None:
+    emu = emulator_thread.emulator
+    run = emu.add_run()
+    client = sdk(emulator_thread, STS_KEY, STS_TOKEN)
+    assert client.get_pipeline_run(run.run_id, pai_models.GetPipelineRunRequest()).body.pipeline_run_id == run.run_id
+    emu.expire_sts_token(STS_TOKEN)
+    with pytest.raises(ClientException) as info:
+        client.get_pipeline_run(run.run_id, pai_models.GetPipelineRunRequest())
+    assert (info.value.status_code, info.value.code) == (400, "InvalidSecurityToken.Expired")
+
+
+def test_sdk_requests_are_not_replayable(emulator_thread: EmulatorThread) -> None:
+    """Every SDK call passes the nonce check, and the emulator saw each one exactly once."""
+    run = emulator_thread.emulator.add_run()
+    client = sdk(emulator_thread)
+    for _ in range(20):
+        client.get_pipeline_run(run.run_id, pai_models.GetPipelineRunRequest())
+    assert emulator_thread.emulator.counters.snapshot().outcomes == {"ok": 20}
