@@ -303,7 +303,14 @@ class Scheduler:
             or tracked.generation != tracked.status.get("observedGeneration")
         ):
             return None
-        creds = (tracked.namespace, spec.credentialsSecretRef.name) if spec.credentialsSecretRef else None
+        # The whole reference, key names included: one Secret may hold several key pairs, and a batch is
+        # signed with its first member's keys.
+        ref = spec.credentialsSecretRef
+        creds = (
+            (tracked.namespace, ref.name, ref.accessKeyIdKey, ref.accessKeySecretKey, ref.securityTokenKey)
+            if ref
+            else None
+        )
         return (self._region(spec), workspace, creds)
 
     def _detail_due(self, tracked: Tracked) -> bool:
