@@ -404,7 +404,7 @@ async def test_control_api_keys_and_tokens(emu: Emulator, http: aiohttp.ClientSe
     base = f"{emu.url}/_emulator"
     async with http.post(f"{base}/keys", json={"keys": {"STS.k": "s"}, "stsTokens": {"tok": "STS.k"}}) as resp:
         assert resp.status == 200
-    sts = {"access_key_id": "STS.k", "secret": "s", "security_token": "tok"}
+    sts: dict[str, Any] = {"access_key_id": "STS.k", "secret": "s", "security_token": "tok"}
     assert (await call(http, emu, "GET", f"{RUNS}/{run.run_id}", "GetPipelineRun", **sts))[0] == 200
     async with http.post(f"{base}/sts-tokens/tok/expire") as resp:
         assert resp.status == 200
