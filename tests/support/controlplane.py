@@ -103,9 +103,7 @@ class _Pki:
 
 
 def _write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     path.write_bytes(pem)
     path.chmod(0o600)
 
@@ -219,9 +217,7 @@ def _write_pki(directory: Path) -> _Pki:
     sa_key = ec.generate_private_key(ec.SECP256R1())
     _write_private_key(pki.sa_private_key, sa_key)
     pki.sa_public_key.write_bytes(
-        sa_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     return pki
 
@@ -369,7 +365,7 @@ class ControlPlane:
     ) -> None:
         self.bin_dir = bin_dir or default_bin_dir()
         self._owns_workdir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="paiflow-k8s-")).resolve()
+        self._workdir = workdir.resolve() if workdir is not None else None
         self._external_kubeconfig = kubeconfig
         self._kubeconfig: Path | None = None
         self._server: str | None = None
@@ -386,6 +382,14 @@ class ControlPlane:
         return cls(workdir, kubeconfig=Path(external).expanduser() if external else None)
 
     # -- public API --------------------------------------------------------------------------------
+
+    @property
+    def workdir(self) -> Path:
+        # A temporary one is made on first use, so constructing a ControlPlane (to ask
+        # missing_binaries(), say) and never starting it leaves nothing behind.
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix="paiflow-k8s-")).resolve()
+        return self._workdir
 
     @property
     def external(self) -> bool:
@@ -419,8 +423,6 @@ class ControlPlane:
         if self._started:
             return self
         if missing := self.missing_binaries():
-            if self._owns_workdir:
-                shutil.rmtree(self.workdir, ignore_errors=True)
             raise BinariesMissingError(
                 f"missing {', '.join(missing)} in {self.bin_dir}: run `make k8s-bin` (builds them from "
                 f"source once, into a cache outside the repository), or point {ENV_BIN_DIR} at a "
@@ -456,8 +458,8 @@ class ControlPlane:
         """Stop kube-apiserver, then etcd; remove a temporary workdir. Safe to call repeatedly."""
         self._stop_processes()
         _live.discard(self)
-        if self._owns_workdir and self.workdir.exists():
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._owns_workdir and self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
         self._started = False
 
     def running(self) -> bool:
@@ -508,16 +510,12 @@ class ControlPlane:
             *args,
         ]
         env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-        proc = subprocess.run(
-            argv, input=input, capture_output=True, text=True, timeout=timeout, env=env, check=False
-        )
+        proc = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, env=env, check=False)
         if check and proc.returncode != 0:
             raise KubectlError(proc.returncode, argv, proc.stdout, proc.stderr)
         return proc
 
-    def service_account_kubeconfig(
-        self, namespace: str, name: str, path: Path, expiration_seconds: int = 3600
-    ) -> Path:
+    def service_account_kubeconfig(self, namespace: str, name: str, path: Path, expiration_seconds: int = 3600) -> Path:
         """Write a kubeconfig that authenticates as ServiceAccount namespace/name and return its path.
 
         The token comes from the TokenRequest API (`kubectl create token`), as projected tokens do in
@@ -534,9 +532,7 @@ class ControlPlane:
             "kind": "Config",
             "clusters": [{"name": "paiflow-test", "cluster": cluster}],
             "users": [{"name": user, "user": {"token": token}}],
-            "contexts": [
-                {"name": user, "context": {"cluster": "paiflow-test", "user": user, "namespace": namespace}}
-            ],
+            "contexts": [{"name": user, "context": {"cluster": "paiflow-test", "user": user, "namespace": namespace}}],
             "current-context": user,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
