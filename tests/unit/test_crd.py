@@ -1,0 +1,137 @@
+"""The committed CRD is what crdgen makes of resource.py, and the API server will accept it as structural."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from paiflow_operator import crdgen, resource
+
+CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / crdgen.CRD_FILENAME
+
+
+@pytest.fixture(scope="module")
+def crd() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(CRD_PATH.read_text(encoding="utf-8"))
+    return data
+
+
+@pytest.fixture(scope="module")
+def version(crd: dict[str, Any]) -> dict[str, Any]:
+    (only,) = crd["spec"]["versions"]
+    return dict(only)
+
+
+@pytest.fixture(scope="module")
+def schema(version: dict[str, Any]) -> dict[str, Any]:
+    return dict(version["schema"]["openAPIV3Schema"])
+
+
+def walk(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every schema node with its path: the root, each property and each array's items."""
+    yield path or "<root>", node
+    for name, sub in (node.get("properties") or {}).items():
+        yield from walk(sub, f"{path}.{name}")
+    if "items" in node:
+        yield from walk(node["items"], f"{path}[]")
+
+
+def test_committed_crd_matches_the_models_byte_for_byte() -> None:
+    assert CRD_PATH.read_text(encoding="utf-8") == crdgen.render(), (
+        f"{CRD_PATH.name} is out of date with resource.py: run `make crds` and commit the result"
+    )
+
+
+def test_crd_names(crd: dict[str, Any], version: dict[str, Any]) -> None:
+    assert crd["metadata"]["name"] == f"{resource.PLURAL}.{resource.GROUP}"
+    assert crd["spec"]["scope"] == "Namespaced"
+    assert crd["spec"]["names"]["kind"] == resource.KIND
+    assert version["name"] == resource.VERSION and version["served"] and version["storage"]
+    # The operator writes only the status subresource: it must exist.
+    assert version["subresources"] == {"status": {}}
+
+
+def test_schema_is_structural(schema: dict[str, Any]) -> None:
+    forbidden = {"anyOf", "oneOf", "allOf", "$ref", "$defs", "title", "definitions"}
+    for path, node in walk(schema):
+        assert not forbidden & node.keys(), f"{path} keeps {sorted(forbidden & node.keys())}"
+        assert "type" in node, f"{path} has no type"
+        if node["type"] == "object" and path != ".metadata":
+            assert "properties" in node or node.get("x-kubernetes-preserve-unknown-fields"), path
+        assert node.get("default", "") is not None, f"{path} has a null default"
+        if "enum" in node:
+            assert all(isinstance(v, str) for v in node["enum"]), path
+
+
+def test_spec_and_status_fields_are_all_in_the_schema(schema: dict[str, Any]) -> None:
+    spec = schema["properties"]["spec"]
+    status = schema["properties"]["status"]
+    assert set(spec["properties"]) == set(resource.PaiPipelineRunSpec.model_fields)
+    assert set(status["properties"]) == set(resource.PaiPipelineRunStatus.model_fields)
+    assert spec["required"] == ["pipelineRunId"]
+    assert schema["required"] == ["spec"]
+    # Secret references have no namespace field: a resource can only use Secrets of its own namespace.
+    for ref in ("tokenSecretRef", "credentialsSecretRef"):
+        assert "namespace" not in spec["properties"][ref]["properties"]
+
+
+def test_conditions_are_a_map_list_keyed_by_type(schema: dict[str, Any]) -> None:
+    conditions = schema["properties"]["status"]["properties"]["conditions"]
+    assert conditions["x-kubernetes-list-type"] == "map"
+    assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+    item = conditions["items"]
+    assert set(item["required"]) == {"type", "status", "reason", "lastTransitionTime"}
+    assert item["properties"]["status"]["enum"] == ["True", "False", "Unknown"]
+
+
+@pytest.mark.parametrize(
+    ("name", "json_path", "type_"),
+    [
+        ("Run ID", ".spec.pipelineRunId", "string"),
+        ("Status", ".status.runStatus", "string"),
+        ("Duration", ".status.duration", "integer"),
+        ("Started", ".status.startedAt", "date"),
+        ("Synced", '.status.conditions[?(@.type=="Ready")].status', "string"),
+        ("Reason", '.status.conditions[?(@.type=="Ready")].reason', "string"),
+        ("Age", ".metadata.creationTimestamp", "date"),
+        ("Finished", ".status.finishedAt", "date"),
+        ("Message", ".status.message", "string"),
+    ],
+)
+def test_printer_columns(version: dict[str, Any], name: str, json_path: str, type_: str) -> None:
+    columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
+    assert name in columns
+    assert (columns[name]["jsonPath"], columns[name]["type"]) == (json_path, type_)
+
+
+def test_every_printer_column_points_into_the_schema(version: dict[str, Any], schema: dict[str, Any]) -> None:
+    for column in version["additionalPrinterColumns"]:
+        parts = column["jsonPath"].split("[")[0].strip(".").split(".")
+        if parts[0] == "metadata":
+            continue
+        node = schema
+        for part in parts:
+            assert part in node.get("properties", {}), column
+            node = node["properties"][part]
+
+
+def _rules(node: dict[str, Any]) -> list[str]:
+    return [v["rule"] for v in node.get("x-kubernetes-validations", [])]
+
+
+def test_pipeline_run_id_is_immutable_by_cel(schema: dict[str, Any]) -> None:
+    run_id = schema["properties"]["spec"]["properties"]["pipelineRunId"]
+    assert "self == oldSelf" in _rules(run_id)
+    assert run_id["pattern"] == resource.RUN_ID_PATTERN and run_id["maxLength"] == 128
+
+
+def test_poll_interval_bounds_are_checked_by_cel(schema: dict[str, Any]) -> None:
+    interval = schema["properties"]["spec"]["properties"]["pollInterval"]
+    assert _rules(interval) == ["duration(self) >= duration('5s') && duration(self) <= duration('1h')"]
+    # CEL's duration() fails on anything else, so the pattern must keep the input to what it accepts.
+    assert interval["pattern"] == resource.DURATION_PATTERN
+    assert all(v["message"] for v in interval["x-kubernetes-validations"])

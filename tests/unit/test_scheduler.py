@@ -1,0 +1,747 @@
+"""The poll scheduler against in-memory PAI and Kubernetes fakes and a fake clock.
+
+The real `Scheduler.run()` loop runs in a task; tests move the fake clock and wake the loop, so a day of
+polling takes milliseconds and every due time is exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import types
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from paiflow_operator import scheduler as scheduler_module
+from paiflow_operator.kube import KubeError, ObjectRef
+from paiflow_operator.pai.credentials import Credentials, CredentialSource, StaticCredentialSource
+from paiflow_operator.pai.errors import NotFoundError, PaiError, ServerError
+from paiflow_operator.pai.models import PipelineRun, RunStatusList
+from paiflow_operator.reconcile import Event
+from paiflow_operator.scheduler import Key, Scheduler, TokenBucket, Tracked
+from paiflow_operator.settings import Settings
+
+SAMPLE_PATH = Path(__file__).parent / "data" / "get_pipeline_run_sample.json"
+EPOCH = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+DEFAULT_KEYS = StaticCredentialSource("LTAIoperator", "operator-secret")
+
+
+@pytest.fixture(autouse=True)
+def _no_paiflow_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Settings read PAIFLOW_* from the environment: a developer's shell must not change these tests.
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("PAIFLOW_"):
+            monkeypatch.delenv(name)
+
+
+# ---- fakes ----------------------------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def wall(self) -> datetime:
+        return EPOCH + timedelta(seconds=self.t)
+
+
+class MaxRandom(random.Random):
+    """Jitter always at its upper bound, so delays can be asserted exactly."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+@dataclass(frozen=True)
+class Call:
+    action: str  # "get" or "list"
+    run_ids: tuple[str, ...]
+    region: str
+    workspace: str | None
+    credentials: Credentials
+    at: float
+
+
+class FakePai:
+    """PAI with programmable run states and errors; every call is recorded with its credentials."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.states: dict[str, str] = {}
+        self.workspaces: dict[str, str] = {}
+        self.errors: dict[str, PaiError] = {}
+        self.calls: list[Call] = []
+        # When set, get_pipeline_run waits for it: a PAI call that is still in flight.
+        self.gate: asyncio.Event | None = None
+
+    def add(self, run_id: str, status: str = "Running", workspace: str = "ws-1") -> None:
+        self.states[run_id] = status
+        self.workspaces[run_id] = workspace
+
+    async def get_pipeline_run(
+        self,
+        run_id: str,
+        *,
+        region: str,
+        credentials: CredentialSource,
+        verbose: bool = False,
+        manifest_type: str | None = None,
+        token_id: str | None = None,
+    ) -> PipelineRun:
+        creds = await credentials.get()
+        self.calls.append(Call("get", (run_id,), region, None, creds, self.clock()))
+        if self.gate is not None:
+            await self.gate.wait()
+        if run_id in self.errors:
+            raise self.errors[run_id]
+        if run_id not in self.states:
+            raise NotFoundError(f"pipeline run {run_id} not found", code="PipelineRunNotFound", http_status=404)
+        wire = json.loads(SAMPLE_PATH.read_text(encoding="utf-8"))
+        wire.update(
+            PipelineRunId=run_id,
+            Status=self.states[run_id],
+            WorkspaceId=self.workspaces[run_id],
+            Duration=int(self.clock()),
+            RequestId=f"req-{len(self.calls)}",
+        )
+        return PipelineRun.from_wire(wire)
+
+    async def list_pipeline_runs_status(
+        self, workspace_id: str, run_ids: Sequence[str], *, region: str, credentials: CredentialSource
+    ) -> RunStatusList:
+        creds = await credentials.get()
+        self.calls.append(Call("list", tuple(run_ids), region, workspace_id, creds, self.clock()))
+        rows = [
+            {"PipelineRunId": rid, "Status": self.states[rid]}
+            for rid in run_ids
+            if rid in self.states and self.workspaces[rid] == workspace_id
+        ]
+        return RunStatusList.model_validate({"RequestId": "req-list", "PipelineRuns": rows})
+
+    def gets(self, run_id: str | None = None) -> list[Call]:
+        return [c for c in self.calls if c.action == "get" and (run_id is None or c.run_ids == (run_id,))]
+
+    def lists(self) -> list[Call]:
+        return [c for c in self.calls if c.action == "list"]
+
+
+class FakeKube:
+    """The API server as far as the scheduler sees it: status merge patches, Events, Secret reads."""
+
+    def __init__(self) -> None:
+        self.status: dict[Key, dict[str, Any]] = {}
+        self.patches: list[tuple[Key, dict[str, Any]]] = []
+        self.events: list[tuple[ObjectRef, Event]] = []
+        self.secrets: dict[tuple[str, str], dict[str, bytes]] = {}
+        self.forbidden: set[tuple[str, str]] = set()
+        self.secret_reads: list[tuple[str, str]] = []
+        self.resource_version = 100
+
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        key = (namespace, name)
+        self.patches.append((key, patch))
+        current = dict(self.status.get(key, {}))
+        for field, value in patch.items():
+            if value is None:
+                current.pop(field, None)
+            else:
+                current[field] = value
+        self.status[key] = current
+        self.resource_version += 1
+        return {"status": current, "metadata": {"resourceVersion": str(self.resource_version)}}
+
+    async def create_event(self, ref: ObjectRef, event: Event, now: datetime | None = None) -> None:
+        self.events.append((ref, event))
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, bytes]:
+        self.secret_reads.append((namespace, name))
+        if (namespace, name) in self.forbidden:
+            raise KubeError(403, "Forbidden", "secrets is forbidden")
+        if (namespace, name) not in self.secrets:
+            raise KubeError(404, "NotFound", f'secrets "{name}" not found')
+        return dict(self.secrets[(namespace, name)])
+
+    def patches_for(self, key: Key) -> list[dict[str, Any]]:
+        return [p for k, p in self.patches if k == key]
+
+
+# ---- harness ------------------------------------------------------------------------------------------
+
+
+class Harness:
+    def __init__(self, settings: Settings, rng: random.Random) -> None:
+        self.clock = FakeClock()
+        self.pai = FakePai(self.clock)
+        self.kube = FakeKube()
+        self.settings = settings
+        self.sched = Scheduler(
+            settings, self.pai, self.kube, DEFAULT_KEYS, rng=rng, clock=self.clock, wallclock=self.clock.wall
+        )
+        self.generations: dict[Key, int] = {}
+        self.specs: dict[Key, dict[str, Any]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self.sched.run())
+        await self.settle()
+
+    async def close(self) -> None:
+        await self.sched.stop()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def body(self, key: Key, *, uid: str | None = None) -> dict[str, Any]:
+        """The object as a watch event would carry it: spec, generation, and the status PAI-side writes left."""
+        return {
+            "metadata": {
+                "namespace": key[0],
+                "name": key[1],
+                "uid": uid or f"uid-{key[0]}-{key[1]}",
+                "generation": self.generations[key],
+                "resourceVersion": str(self.kube.resource_version),
+            },
+            "spec": self.specs[key],
+            "status": self.kube.status.get(key, {}),
+        }
+
+    def create(
+        self,
+        name: str,
+        run_id: str | None = None,
+        *,
+        namespace: str = "team-a",
+        status: dict[str, Any] | None = None,
+        generation: int = 1,
+        **spec: Any,
+    ) -> Key:
+        key = (namespace, name)
+        self.specs[key] = {"pipelineRunId": run_id or name, **spec}
+        self.generations[key] = generation
+        if status is not None:
+            self.kube.status[key] = status
+        self.sched.observe(self.body(key), "ADDED")
+        return key
+
+    def update_spec(self, key: Key, **spec: Any) -> None:
+        self.specs[key] = {**self.specs[key], **spec}
+        self.generations[key] += 1
+        self.sched.observe(self.body(key), "MODIFIED")
+
+    def delete(self, key: Key) -> None:
+        self.sched.observe(self.body(key), "DELETED")
+
+    def tracked(self, key: Key) -> Tracked:
+        return self.sched.runs[key]
+
+    def delay(self, key: Key) -> float | None:
+        """Seconds until the next poll of `key`, or None when it is not scheduled at all."""
+        due = self.tracked(key).due
+        return None if due is None else due - self.clock()
+
+    async def settle(self) -> None:
+        # The fakes never block, so a bounded number of loop turns lets every spawned sync finish.
+        for turn in range(2000):
+            await asyncio.sleep(0)
+            if turn > 20 and not self.sched._tasks:
+                return
+        raise AssertionError("scheduler tasks did not settle")
+
+    async def advance(self, seconds: float) -> None:
+        self.clock.t += seconds
+        self.sched._wake.set()
+        await self.settle()
+
+    async def advance_in_steps(self, total: float, step: float) -> None:
+        for _ in range(round(total / step)):
+            await self.advance(step)
+
+
+HarnessFactory = Callable[..., Awaitable[Harness]]
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[HarnessFactory]:
+    made: list[Harness] = []
+
+    async def make(rng: random.Random | None = None, **settings: Any) -> Harness:
+        defaults: dict[str, Any] = {"qps": 1000, "burst": 1000, "initial_jitter": "0s"}
+        h = Harness(Settings(**{**defaults, **settings}), rng or random.Random(7))
+        await h.start()
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        await h.close()
+
+
+# ---- first poll, finished runs, terminal runs, spec changes, deletion ---------------------------------------
+
+
+async def test_new_resource_is_polled_once_within_the_initial_jitter(harness: HarnessFactory) -> None:
+    h = await harness(rng=random.Random(1), initial_jitter="5s")
+    keys = [h.create(f"run-{i}") for i in range(20)]
+    for key in keys:
+        h.pai.add(key[1])
+    delays = [h.delay(key) for key in keys]
+    assert all(d is not None and 0 <= d <= 5 for d in delays)
+    assert len(set(delays)) == len(delays), "first polls should be spread over the window, not stacked"
+    for second in range(1, 6):
+        await h.advance(1)
+        # Exactly the runs whose jittered first poll has come are asked, each once.
+        assert len(h.pai.gets()) == sum(1 for d in delays if d is not None and d <= second)
+    assert sorted(c.run_ids[0] for c in h.pai.gets()) == sorted(k[1] for k in keys)
+    await h.advance(20)  # well inside the 30 s poll interval: nobody is polled twice
+    assert len(h.pai.calls) == 20
+
+
+@pytest.mark.parametrize("status", ["Succeeded", "Failed", "Terminated", "Skipped"])
+async def test_finished_resource_seen_at_startup_gets_no_pai_call(harness: HarnessFactory, status: str) -> None:
+    h = await harness(initial_jitter="5s")
+    h.pai.add("done", status)
+    h.create("done", status={"runStatus": status, "observedGeneration": 3, "workspaceId": "ws-1"}, generation=3)
+    await h.advance_in_steps(3600, 60)
+    assert h.pai.calls == []
+    assert h.kube.patches == []
+    assert h.tracked(("team-a", "done")).due is None
+
+
+async def test_terminal_resource_of_an_older_generation_is_polled_once(harness: HarnessFactory) -> None:
+    h = await harness()
+    h.pai.add("done", "Succeeded")
+    h.create("done", status={"runStatus": "Succeeded", "observedGeneration": 2}, generation=3)
+    await h.advance_in_steps(3600, 60)
+    assert len(h.pai.calls) == 1
+    assert h.kube.status[("team-a", "done")]["observedGeneration"] == 3
+
+
+async def test_run_reaching_a_terminal_state_is_not_polled_again(harness: HarnessFactory) -> None:
+    h = await harness()
+    h.pai.add("r1", "Running")
+    key = h.create("r1")
+    await h.advance(0)
+    await h.advance(31.5)
+    assert len(h.pai.gets("r1")) == 2
+    h.pai.states["r1"] = "Succeeded"
+    await h.advance(31.5)
+    assert len(h.pai.calls) == 3
+    assert h.kube.status[key]["runStatus"] == "Succeeded"
+    await h.advance_in_steps(6 * 3600, 300)
+    assert len(h.pai.calls) == 3
+    assert h.delay(key) is None
+
+
+async def test_spec_change_on_a_finished_run_polls_once_more(harness: HarnessFactory) -> None:
+    h = await harness()
+    h.pai.add("r1", "Failed")
+    key = h.create("r1")
+    await h.advance(0)
+    assert len(h.pai.calls) == 1
+    h.update_spec(key, verbose=True)
+    await h.advance(0)
+    assert len(h.pai.calls) == 2
+    assert h.kube.status[key]["observedGeneration"] == 2
+    assert "manifest" in h.kube.status[key]
+    await h.advance_in_steps(3600, 60)
+    assert len(h.pai.calls) == 2
+
+
+async def test_watch_event_without_a_spec_change_does_not_poll(harness: HarnessFactory) -> None:
+    h = await harness()
+    h.pai.add("r1", "Running")
+    key = h.create("r1")
+    await h.advance(0)
+    # Our own status write comes back through the watch: it must not cause a poll.
+    for _ in range(5):
+        h.sched.observe(h.body(key), "MODIFIED")
+    await h.advance(1)
+    assert len(h.pai.calls) == 1
+
+
+async def test_deleted_resource_is_no_longer_polled(harness: HarnessFactory) -> None:
+    h = await harness()
+    h.pai.add("r1", "Running")
+    key = h.create("r1")
+    await h.advance(0)
+    h.delete(key)
+    await h.advance_in_steps(3600, 30)
+    assert len(h.pai.calls) == 1
+    assert key not in h.sched.runs
+
+
+async def test_in_flight_result_for_a_deleted_resource_writes_nothing(harness: HarnessFactory) -> None:
+    h = await harness()
+    h.pai.add("r1", "Running")
+    h.pai.gate = asyncio.Event()
+    key = h.create("r1")
+    h.sched._wake.set()
+    for _ in range(50):  # let the poll start and block inside PAI
+        await asyncio.sleep(0)
+    assert len(h.pai.calls) == 1
+    h.delete(key)
+    h.pai.gate.set()
+    await h.settle()
+    assert h.kube.patches == []
+    assert h.kube.events == []
+
+
+async def test_in_flight_result_for_a_recreated_resource_writes_nothing(harness: HarnessFactory) -> None:
+    h = await harness()
+    h.pai.add("r1", "Running")
+    h.pai.gate = asyncio.Event()
+    key = h.create("r1")
+    h.sched._wake.set()
+    for _ in range(50):
+        await asyncio.sleep(0)
+    # Deleted and created again under the same name while PAI answered: a different object (uid).
+    h.sched.observe(h.body(key, uid="uid-second"), "ADDED")
+    assert h.tracked(key).uid == "uid-second"
+    h.pai.gate.set()
+    await h.settle()
+    # Both answers arrive; only the new object's own first poll may write.
+    assert len(h.pai.calls) == 2
+    assert len(h.kube.patches) == 1
+    assert h.kube.events and all(ref.uid == "uid-second" for ref, _ in h.kube.events)
+
+
+# ---- batching -------------------------------------------------------------------------------------------------
+
+
+async def _polled_once(h: Harness, names: Sequence[str], workspace: str = "ws-1", **spec: Any) -> list[Key]:
+    keys = []
+    for name in names:
+        h.pai.add(name, "Running", workspace)
+        keys.append(h.create(name, **spec))
+    await h.advance(0)
+    return keys
+
+
+async def test_runs_of_one_workspace_share_one_status_query(harness: HarnessFactory) -> None:
+    h = await harness(batch_size=3)
+    keys = await _polled_once(h, ["a", "b", "c"])
+    # A new resource has no status yet: its first look is a GetPipelineRun of its own.
+    assert sorted(c.run_ids[0] for c in h.pai.calls) == ["a", "b", "c"]
+    h.pai.calls.clear()
+
+    await h.advance(35)
+    assert [(c.action, sorted(c.run_ids), c.workspace, c.region) for c in h.pai.calls] == [
+        ("list", ["a", "b", "c"], "ws-1", "cn-hangzhou")
+    ]
+    h.pai.calls.clear()
+
+    h.pai.states["b"] = "Failed"
+    await h.advance(35)
+    assert [c.action for c in h.pai.lists()] == ["list"]
+    assert [c.run_ids for c in h.pai.gets()] == [("b",)], "only the changed run needs its details"
+    assert h.kube.status[keys[1]]["runStatus"] == "Failed"
+    h.pai.calls.clear()
+
+    await h.advance(35)
+    assert [sorted(c.run_ids) for c in h.pai.calls] == [["a", "c"]]
+
+
+async def test_batches_hold_at_most_batch_size_ids_and_split_by_workspace(harness: HarnessFactory) -> None:
+    h = await harness(batch_size=2)
+    await _polled_once(h, ["a1", "a2", "a3", "a4", "a5"], "ws-a")
+    await _polled_once(h, ["b1", "b2"], "ws-b")
+    h.pai.calls.clear()
+    await h.advance(35)
+    lists = h.pai.lists()
+    assert lists and all(len(c.run_ids) <= 2 for c in lists)
+    for call in lists:
+        assert {h.pai.workspaces[rid] for rid in call.run_ids} == {call.workspace}, "one workspace per query"
+    # Every run is asked about exactly once; 5 runs in chunks of 2 leave one to go alone by GetPipelineRun.
+    asked = [rid for c in h.pai.calls for rid in c.run_ids]
+    assert sorted(asked) == ["a1", "a2", "a3", "a4", "a5", "b1", "b2"]
+    assert (len(lists), len(h.pai.gets())) == (3, 1)
+
+
+async def test_runs_due_within_the_batch_window_are_pulled_into_one_query(harness: HarnessFactory) -> None:
+    h = await harness(batch_window="2s")
+    keys = await _polled_once(h, ["a", "b", "c"])
+    h.pai.calls.clear()
+    now = h.clock()
+    for key, offset in zip(keys, (30.0, 31.5, 40.0), strict=True):
+        h.sched._schedule(h.tracked(key), now + offset)
+    await h.advance(30)
+    assert [sorted(c.run_ids) for c in h.pai.calls] == [["a", "b"]]
+    await h.advance(10)
+    assert [sorted(c.run_ids) for c in h.pai.calls] == [["a", "b"], ["c"]]
+
+
+async def test_batch_members_get_details_again_after_the_refresh_interval(harness: HarnessFactory) -> None:
+    h = await harness(detail_refresh_interval="5m")
+    await _polled_once(h, ["a", "b"])
+    h.pai.calls.clear()
+    await h.advance_in_steps(240, 40)
+    assert h.pai.gets() == []
+    await h.advance_in_steps(120, 40)
+    assert sorted(c.run_ids[0] for c in h.pai.gets()) == ["a", "b"]
+
+
+async def test_batch_never_mixes_credentials(harness: HarnessFactory) -> None:
+    h = await harness()
+    # One Secret with two key pairs: two resources pick different pairs from it.
+    h.kube.secrets[("team-a", "keys")] = {
+        "idA": b"LTAIa",
+        "secretA": b"sa",
+        "idB": b"LTAIb",
+        "secretB": b"sb",
+    }
+    h.pai.add("ra")
+    h.pai.add("rb")
+    h.create("ra", credentialsSecretRef={"name": "keys", "accessKeyIdKey": "idA", "accessKeySecretKey": "secretA"})
+    h.create("rb", credentialsSecretRef={"name": "keys", "accessKeyIdKey": "idB", "accessKeySecretKey": "secretB"})
+    h.pai.add("rd")
+    h.create("rd")  # the operator's own credentials
+    await h.advance(0)
+    await h.advance_in_steps(300, 35)
+    expected = {"ra": "LTAIa", "rb": "LTAIb", "rd": "LTAIoperator"}
+    assert len(h.pai.calls) > 3
+    for call in h.pai.calls:
+        for rid in call.run_ids:
+            assert call.credentials.access_key_id == expected[rid], (call.action, call.run_ids)
+
+
+# ---- rate limit ------------------------------------------------------------------------------------------------
+
+
+async def test_token_bucket_never_exceeds_rate_times_elapsed_plus_burst(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    real_sleep = asyncio.sleep
+
+    async def fake_sleep(delay: float) -> None:
+        # Waiting moves the fake clock by exactly the requested time.
+        clock.t += delay
+        await real_sleep(0)
+
+    # Only the scheduler module sees the fake sleep; the event loop itself keeps the real one.
+    monkeypatch.setattr(scheduler_module, "asyncio", types.SimpleNamespace(Lock=asyncio.Lock, sleep=fake_sleep))
+    rate, burst = 4.0, 3
+    bucket = TokenBucket(rate, burst, clock)
+    stamps: list[float] = []
+
+    async def take() -> None:
+        await bucket.acquire()
+        stamps.append(clock())
+
+    await asyncio.gather(*(take() for _ in range(41)))
+    stamps.sort()
+    # In every window [t_i, t_j] at most rate * (t_j - t_i) + burst calls start.
+    for i in range(len(stamps)):
+        for j in range(i, len(stamps)):
+            assert j - i + 1 <= rate * (stamps[j] - stamps[i]) + burst + 1e-9, (i, j)
+    assert stamps[:burst] == [0.0] * burst
+    # ...and the limiter is not stricter than asked: 38 calls beyond the burst take 38 / rate seconds.
+    assert stamps[-1] == pytest.approx((41 - burst) / rate)
+
+
+async def test_every_pai_call_takes_a_token_from_the_global_bucket(harness: HarnessFactory) -> None:
+    h = await harness(batch_size=3)
+    taken: list[float] = []
+    real_acquire = h.sched.bucket.acquire
+
+    async def counting_acquire() -> None:
+        await real_acquire()
+        taken.append(h.clock())
+
+    h.sched.bucket.acquire = counting_acquire  # type: ignore[method-assign]
+    await _polled_once(h, ["a", "b", "c", "d"])
+    h.pai.states["b"] = "Succeeded"
+    await h.advance_in_steps(350, 35)
+    assert h.pai.lists() and h.pai.gets(), "both kinds of call must be covered"
+    # The bucket's bound (tested above) only holds if no call path skips it.
+    assert len(taken) == len(h.pai.calls)
+
+
+# ---- retries -------------------------------------------------------------------------------------------------
+
+
+async def test_transient_errors_back_off_exponentially_up_to_the_cap(harness: HarnessFactory) -> None:
+    h = await harness(rng=MaxRandom(), backoff_base="5s", backoff_max="40s")
+    h.pai.add("r1")
+    h.pai.errors["r1"] = ServerError("boom", http_status=500)
+    key = h.create("r1")
+    delays = []
+    for _ in range(6):
+        await h.advance(h.delay(key) or 0)
+        delays.append(h.delay(key))
+    assert delays == [5, 10, 20, 40, 40, 40]
+    ready = next(c for c in h.kube.status[key]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "ServerError")
+    # Recovery resets the attempt counter: the next failure starts from the base again.
+    del h.pai.errors["r1"]
+    await h.advance(40)
+    assert h.delay(key) == pytest.approx(30 * 1.05)
+    h.pai.errors["r1"] = ServerError("boom again")
+    await h.advance(h.delay(key) or 0)
+    assert h.delay(key) == 5
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_backoff_jitter_stays_between_half_and_full_delay(harness: HarnessFactory, seed: int) -> None:
+    h = await harness(rng=random.Random(seed), backoff_base="4s", backoff_max="32s")
+    h.pai.add("r1")
+    h.pai.errors["r1"] = ServerError("boom")
+    key = h.create("r1")
+    for full in (4, 8, 16, 32, 32):
+        await h.advance(h.delay(key) or 0)
+        delay = h.delay(key)
+        assert delay is not None and full / 2 <= delay <= full
+
+
+async def test_not_found_waits_the_slow_retry_interval(harness: HarnessFactory) -> None:
+    h = await harness(rng=MaxRandom(), slow_retry_interval="5m", backoff_base="5s")
+    key = h.create("missing")  # PAI does not know this run
+    await h.advance(0)
+    for _ in range(3):
+        assert h.delay(key) == 300, "not found needs a human: no fast exponential retries"
+        await h.advance(300)
+    assert len(h.pai.calls) == 4
+    status = h.kube.status[key]
+    conditions = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+    assert conditions["Ready"] == ("False", "RunNotFound")
+    assert conditions["Stalled"] == ("True", "RunNotFound")
+    assert [e.reason for _, e in h.kube.events] == ["RunNotFound"]
+
+
+async def test_regular_polls_keep_the_interval_within_five_percent(harness: HarnessFactory) -> None:
+    h = await harness(rng=random.Random(3))
+    keys = [h.create(f"r{i}", pollInterval="1m") for i in range(30)]
+    for key in keys:
+        h.pai.add(key[1])
+    await h.advance(0)
+    delays = [h.delay(key) for key in keys]
+    assert all(d is not None and 57 <= d <= 63 for d in delays)
+
+
+# ---- credentials ---------------------------------------------------------------------------------------------
+
+
+async def test_credentials_secret_is_read_from_the_resource_namespace_only(harness: HarnessFactory) -> None:
+    h = await harness()
+    h.kube.secrets[("team-a", "pai-keys")] = {"accessKeyId": b"LTAIteamA\n", "accessKeySecret": b"secret-a"}
+    h.kube.secrets[("paiflow-system", "pai-keys")] = {"accessKeyId": b"LTAIsystem", "accessKeySecret": b"s"}
+    h.pai.add("r1")
+    h.create("r1", namespace="team-a", credentialsSecretRef={"name": "pai-keys"})
+    await h.advance(0)
+    assert set(h.kube.secret_reads) == {("team-a", "pai-keys")}
+    (call,) = h.pai.calls
+    assert call.credentials.access_key_id == "LTAIteamA"
+    assert call.credentials.security_token is None
+
+
+async def test_sts_token_is_passed_when_the_secret_has_one(harness: HarnessFactory) -> None:
+    h = await harness()
+    h.kube.secrets[("team-a", "sts")] = {"accessKeyId": b"STS.x", "accessKeySecret": b"s", "securityToken": b"tok"}
+    h.pai.add("r1")
+    h.create("r1", credentialsSecretRef={"name": "sts"})
+    await h.advance(0)
+    assert h.pai.calls[0].credentials.security_token == "tok"
+
+
+@pytest.mark.parametrize(
+    ("secrets", "forbidden", "reason"),
+    [
+        # The Secret exists, but in another namespace: it must not be found.
+        ({("other", "pai-keys"): {"accessKeyId": b"x", "accessKeySecret": b"y"}}, set(), "SecretNotFound"),
+        ({("team-a", "pai-keys"): {"accessKeyId": b"x"}}, set(), "SecretKeyMissing"),
+        ({("team-a", "pai-keys"): {"accessKeyId": b"x", "accessKeySecret": b""}}, set(), "SecretKeyMissing"),
+        ({}, {("team-a", "pai-keys")}, "SecretForbidden"),
+    ],
+    ids=["not-found", "key-missing", "key-empty", "forbidden"],
+)
+async def test_secret_problems_become_conditions_without_pai_calls(
+    harness: HarnessFactory,
+    secrets: dict[tuple[str, str], dict[str, bytes]],
+    forbidden: set[tuple[str, str]],
+    reason: str,
+) -> None:
+    h = await harness(rng=MaxRandom(), slow_retry_interval="5m")
+    h.kube.secrets.update(secrets)
+    h.kube.forbidden |= forbidden
+    h.pai.add("r1")
+    key = h.create("r1", credentialsSecretRef={"name": "pai-keys"})
+    await h.advance(0)
+    assert h.pai.calls == []
+    assert set(h.kube.secret_reads) == {("team-a", "pai-keys")}
+    conditions = {c["type"]: (c["status"], c["reason"]) for c in h.kube.status[key]["conditions"]}
+    assert conditions["Ready"] == ("False", reason)
+    assert conditions["Stalled"] == ("True", reason)
+    assert h.delay(key) == 300
+    assert [(e.type, e.reason) for _, e in h.kube.events] == [("Warning", reason)]
+
+
+async def test_secret_created_later_is_picked_up_after_the_cache_ttl(harness: HarnessFactory) -> None:
+    h = await harness(rng=MaxRandom(), slow_retry_interval="2m", secret_cache_ttl="60s")
+    h.pai.add("r1")
+    key = h.create("r1", credentialsSecretRef={"name": "pai-keys"})
+    await h.advance(0)
+    h.kube.secrets[("team-a", "pai-keys")] = {"accessKeyId": b"LTAIlate", "accessKeySecret": b"s"}
+    await h.advance(120)
+    assert [c.credentials.access_key_id for c in h.pai.calls] == ["LTAIlate"]
+    ready = next(c for c in h.kube.status[key]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True"
+    assert [e.reason for _, e in h.kube.events] == ["SecretNotFound", "Running", "Recovered"]
+
+
+async def test_suspended_resource_makes_no_pai_call(harness: HarnessFactory) -> None:
+    h = await harness()
+    h.pai.add("r1")
+    key = h.create("r1", suspend=True)
+    await h.advance_in_steps(600, 60)
+    assert h.pai.calls == []
+    ready = next(c for c in h.kube.status[key]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "Suspended")
+    h.update_spec(key, suspend=False)
+    await h.advance(0)
+    assert len(h.pai.calls) == 1
+
+
+# ---- sharding ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_shards_split_uids_with_no_overlap_and_no_gap(count: int) -> None:
+    uids = [f"{i:08x}-5f1c-4c1e-9d7a-{i * 7919:012x}" for i in range(3000)]
+    owners: dict[str, list[int]] = {uid: [] for uid in uids}
+    for index in range(count):
+        settings = Settings(shard_count=count, shard_index=index)
+        sched = Scheduler(settings, FakePai(FakeClock()), FakeKube(), DEFAULT_KEYS)
+        for uid in uids:
+            if sched.owns(uid):
+                owners[uid].append(index)
+    assert all(len(indexes) == 1 for indexes in owners.values())
+    counts = [sum(1 for ix in owners.values() if ix == [i]) for i in range(count)]
+    assert min(counts) > len(uids) / count * 0.8, f"shards are badly unbalanced: {counts}"
+    # The assignment is a pure function of the uid, so every replica agrees without talking.
+    assert all(owners[uid] == [zlib.crc32(uid.encode()) % count] for uid in uids)
+
+
+async def test_scheduler_ignores_resources_of_other_shards(harness: HarnessFactory) -> None:
+    h0 = await harness(shard_count=2, shard_index=0)
+    h1 = await harness(shard_count=2, shard_index=1)
+    names = [f"r{i}" for i in range(40)]
+    for h in (h0, h1):
+        for name in names:
+            h.pai.add(name)
+            h.create(name)
+        await h.advance(0)
+    polled0 = {c.run_ids[0] for c in h0.pai.calls}
+    polled1 = {c.run_ids[0] for c in h1.pai.calls}
+    assert polled0 and polled1
+    assert polled0.isdisjoint(polled1)
+    assert polled0 | polled1 == set(names)
