@@ -31,6 +31,9 @@ NEEDS_HUMAN = frozenset({ErrorKind.NOT_FOUND, ErrorKind.AUTH, ErrorKind.CREDENTI
 # Fields that move on every poll of a running run: written only along with a real change or a heartbeat.
 VOLATILE_FIELDS = frozenset({"duration", "requestId", "lastSyncTime"})
 TEXT_FIELDS = ("manifest", "arguments", "options")
+# PAI's message is copied into conditions; metav1.Condition allows 32 KiB, a reader wants far less.
+MAX_CONDITION_MESSAGE = 4096
+MAX_RUN_STATUS = 64
 
 
 class Retry(StrEnum):
@@ -115,6 +118,8 @@ def _set_condition(
 ) -> None:
     """Upserts a condition; lastTransitionTime moves only when the status itself flips."""
     existing = _find(conditions, type_)
+    if len(message) > MAX_CONDITION_MESSAGE:
+        message = message[: MAX_CONDITION_MESSAGE - 3] + "..."
     transition = timestamp(now)
     if existing is not None and existing.get("status") == status:
         transition = existing.get("lastTransitionTime") or transition
@@ -160,8 +165,8 @@ def _run_conditions(
 
 def _fields_from_run(run: PipelineRun, spec: PaiPipelineRunSpec, policy: Policy) -> dict[str, Any]:
     fields: dict[str, Any] = {
-        "runStatus": run.raw_status or run.status.value,
-        "message": run.message or None,
+        "runStatus": (run.raw_status or run.status.value)[:MAX_RUN_STATUS],
+        "message": truncate_utf8(run.message, policy.max_text_field_bytes)[0] if run.message else None,
         "duration": run.duration,
         "startedAt": timestamp(run.started_at),
         "finishedAt": timestamp(run.finished_at),
@@ -223,7 +228,7 @@ def reconcile(
         message = observation.message or ""
     else:
         # A batched answer carries the status only; the rest of the status stays as it was.
-        desired = {"runStatus": observation.raw_status or observation.status.value}
+        desired = {"runStatus": (observation.raw_status or observation.status.value)[:MAX_RUN_STATUS]}
         run_status, raw = observation.status, desired["runStatus"]
         message = current.get("message") or ""
 

@@ -34,6 +34,7 @@ from paiflow_operator.reconcile import (
     SyncResult,
     backoff_delay,
     is_finished,
+    parse_timestamp,
     reconcile,
     suspended,
 )
@@ -175,6 +176,7 @@ class Scheduler:
         if tracked is None or tracked.uid != meta.get("uid"):
             tracked = Tracked(key[0], key[1], meta.get("uid", ""), generation, spec, status, since=self.clock())
             tracked.resource_version = meta.get("resourceVersion")
+            tracked.last_detail = self._detail_age_from_status(status)
             self.runs[key] = tracked
             if not is_finished(status, generation) or spec.suspend:
                 jitter = self.rng.uniform(0, self.settings.initial_jitter.total_seconds())
@@ -191,6 +193,14 @@ class Scheduler:
                 tracked.rerun = True
             else:
                 self._schedule(tracked, self.clock())
+
+    def _detail_age_from_status(self, status: Mapping[str, Any]) -> float | None:
+        """After a restart, a status confirmed recently needs no fresh GetPipelineRun: batching can answer."""
+        synced = parse_timestamp(status.get("lastSyncTime"))
+        if synced is None or status.get("runStatus") is None:
+            return None
+        age = (self.wallclock() - synced).total_seconds()
+        return self.clock() - max(age, 0.0)
 
     def owns(self, uid: str) -> bool:
         """Hash sharding: each replica owns the uids that hash to its index, so each run has one poller."""
@@ -451,7 +461,8 @@ class Scheduler:
         else:
             tracked.attempt += 1
             delay = backoff_delay(tracked.attempt, s.backoff_base, s.backoff_max).total_seconds()
-        # Full jitter on retries (no synchronised retry storms); +-10% on regular polls keeps batches intact.
+        # Retries land anywhere in [delay/2, delay] (no synchronised retry storms); regular polls move by only
+        # +-5%, so runs that were batched together stay together.
         if retry is Retry.INTERVAL:
             delay *= self.rng.uniform(0.95, 1.05)
         else:

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if not self.min_poll_interval <= self.default_poll_interval <= self.max_poll_interval:
             raise ValueError("default_poll_interval must lie between min_poll_interval and max_poll_interval")
+        for name in ("min_poll_interval", "backoff_base", "slow_retry_interval", "heartbeat_interval"):
+            if getattr(self, name) <= timedelta(0):
+                raise ValueError(f"{name} must be positive")
         if self.backoff_base > self.backoff_max:
             raise ValueError("backoff_base must not exceed backoff_max")
         if self.shard_index >= self.shard_count:
