@@ -188,7 +188,7 @@ def _write_pki(directory: Path) -> _Pki:
         x509.DNSName("kubernetes.default.svc.cluster.local"),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         # The `kubernetes` Service's ClusterIP (first address of the service range).
-        x509.IPAddress(next(ipaddress.ip_network(SERVICE_CLUSTER_IP_RANGE).hosts())),
+        x509.IPAddress(next(ipaddress.IPv4Network(SERVICE_CLUSTER_IP_RANGE).hosts())),
     ]
     serving = _issue(
         name("kube-apiserver"),
@@ -712,7 +712,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bin-dir", type=Path, help=f"binaries (default: {default_bin_dir()})")
     args = parser.parse_args(argv)
 
-    # SIGTERM ends the wait the way Ctrl-C does, so the `with` block below does the teardown.
+    # SIGTERM and SIGHUP end the wait the way Ctrl-C does, so the `with` block below does the teardown.
+    # SIGINT is set too: a shell starts `cmd &` with SIGINT ignored, and Python then keeps it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     signal.signal(signal.SIGHUP, _raise_keyboard_interrupt)
     try:
