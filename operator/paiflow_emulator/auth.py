@@ -158,21 +158,22 @@ class Verifier:
 
         # Only a correctly signed request may use up a nonce, so forgeries cannot block real callers.
         nonce = _single(headers, "x-acs-signature-nonce") or ""
-        if not self._remember_nonce(nonce):
+        if not self._remember_nonce(nonce, sent_at):
             raise AuthFailure(vendor.NONCE_USED)
         return Caller(access_key_id, token or None)
 
-    def _remember_nonce(self, nonce: str) -> bool:
+    def _remember_nonce(self, nonce: str, sent_at: float) -> bool:
         now = self.wall()
         with self._lock:
-            # A nonce older than the skew window can no longer come with an acceptable date: forget it.
-            while self._nonce_order and self._nonce_order[0][0] <= now:
+            # Once its x-acs-date is out of the skew window a replay fails the date check anyway, so the
+            # nonce can be forgotten then: memory stays bounded by rate x max_skew.
+            while self._nonce_order and self._nonce_order[0][0] < now:
                 expiry, old = self._nonce_order.popleft()
                 if self._nonces.get(old) == expiry:
                     del self._nonces[old]
             if nonce in self._nonces:
                 return False
-            expiry = now + 2 * self.max_skew
+            expiry = sent_at + self.max_skew
             self._nonces[nonce] = expiry
             self._nonce_order.append((expiry, nonce))
             return True
