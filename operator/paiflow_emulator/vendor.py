@@ -1,8 +1,11 @@
 """The vendor's error codes, HTTP statuses and messages the emulator answers with, in one place.
 
-Where a code comes from Alibaba Cloud's public gateway ("POP") error catalogue it is used verbatim with the
-status the public documentation lists. Two answers could not be confirmed from public material and are
-marked as our choice; both are plain data, so the tests and the operator read them from here.
+The codes are the public gateway's ("POP") codes as Alibaba's SDKs and tools list them. The HTTP statuses are
+less certain: 404 for InvalidAccessKeyId.NotFound is in Alibaba's published common-error tables; the
+signature/timestamp/nonce/token family is answered with 400 as the gateway's common-error lists show for
+RPC APIs (a ROA product could use 403 for some; no PAI-specific table is public). The last two rows are
+our choice: PAI Flow's own codes for a missing run and a refused share token are not published. Everything
+is plain data here, so the tests and the operator can read it rather than copy it.
 
 | situation                                   | HTTP | Code                                         |
 |---------------------------------------------|------|----------------------------------------------|

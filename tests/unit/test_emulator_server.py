@@ -308,14 +308,18 @@ async def test_hang_is_released_by_stop() -> None:
     async with aiohttp.ClientSession() as session:
         pending = asyncio.ensure_future(session.get(emulator.url + req.target, headers=req.headers))
         await asyncio.sleep(0.1)
+        assert not pending.done()
         started = time.monotonic()
         await emulator.stop()
         assert time.monotonic() - started < 3
-        with pytest.raises((aiohttp.ClientError, asyncio.TimeoutError)):
+        # The hung call ends (503 or a dropped connection) instead of outliving the emulator.
+        try:
             resp = await asyncio.wait_for(pending, 3)
+            outcome: object = resp.status
             resp.release()
-            if resp.status != 200:
-                raise aiohttp.ClientError(resp.status)
+        except aiohttp.ClientError as exc:
+            outcome = type(exc).__name__
+        assert outcome != 200
 
 
 async def test_latency_is_added(http: aiohttp.ClientSession) -> None:
