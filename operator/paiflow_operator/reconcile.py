@@ -28,8 +28,8 @@ IN_PROGRESS = frozenset({RunStatus.INITIALIZED, RunStatus.RUNNING, RunStatus.TER
 UNSUCCESSFUL = frozenset({RunStatus.FAILED, RunStatus.TERMINATED, RunStatus.SKIPPED})
 # Errors that need a human (fix the run id, the keys, the Secret): retried slowly, reported as Stalled.
 NEEDS_HUMAN = frozenset({ErrorKind.NOT_FOUND, ErrorKind.AUTH, ErrorKind.CREDENTIALS, ErrorKind.BAD_REQUEST})
-# Fields that move on every poll of a running run: written only along with a real change or a heartbeat.
-VOLATILE_FIELDS = frozenset({"duration", "requestId", "lastSyncTime"})
+# Fields that move on every poll: written only along with a real change or a heartbeat.
+VOLATILE_FIELDS = frozenset({"requestId", "lastSyncTime"})
 TEXT_FIELDS = ("manifest", "arguments", "options")
 # PAI's message is copied into conditions; metav1.Condition allows 32 KiB, a reader wants far less.
 MAX_CONDITION_MESSAGE = 4096
@@ -167,7 +167,9 @@ def _fields_from_run(run: PipelineRun, spec: PaiPipelineRunSpec, policy: Policy)
     fields: dict[str, Any] = {
         "runStatus": (run.raw_status or run.status.value)[:MAX_RUN_STATUS],
         "message": truncate_utf8(run.message, policy.max_text_field_bytes)[0] if run.message else None,
-        "duration": run.duration,
+        # A running run's Duration grows on every poll; a stale number would mislead more than none
+        # (the Started column already shows the elapsed time), so it is mirrored once the run has ended.
+        "duration": run.duration if run.status.is_terminal else None,
         "startedAt": timestamp(run.started_at),
         "finishedAt": timestamp(run.finished_at),
         "createdAt": timestamp(run.gmt_create_time),

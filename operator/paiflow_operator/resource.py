@@ -163,7 +163,7 @@ class PaiPipelineRunStatus(_Model):
     message: str | None = Field(default=None, description="PAI's message (why a run failed).")
     duration: int | None = Field(
         default=None,
-        description="Seconds the run has run, per PAI. Refreshed on changes and heartbeats, not every poll.",
+        description="Seconds the run ran, per PAI; set once the run has ended (while it runs, see startedAt).",
     )
     startedAt: datetime | None = None
     finishedAt: datetime | None = None

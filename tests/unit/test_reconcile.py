@@ -231,7 +231,7 @@ def test_same_answer_twice_writes_nothing_the_second_time() -> None:
     assert second.retry is Retry.INTERVAL
 
 
-def test_duration_only_change_waits_for_the_heartbeat() -> None:
+def test_running_duration_is_not_mirrored_and_heartbeat_confirms_freshness() -> None:
     _, status = settle(pai_run("Running", Duration=60, RequestId="req-1"))
     # Duration and RequestId move on every poll of a running run: not worth a write by themselves.
     for seconds in (30, 60, 599):
@@ -240,16 +240,17 @@ def test_duration_only_change_waits_for_the_heartbeat() -> None:
         assert result.patch is None, seconds
     beat = T0 + timedelta(minutes=10)
     result, status = settle(pai_run("Running", Duration=660, RequestId="req-600"), status, now=beat)
-    assert result.patch == {"duration": 660, "requestId": "req-600", "lastSyncTime": timestamp(beat)}
+    assert result.patch == {"requestId": "req-600", "lastSyncTime": timestamp(beat)}
+    assert "duration" not in status
     assert result.events == []
 
 
 def test_real_change_writes_volatile_fields_along() -> None:
     _, status = settle(pai_run("Running", Duration=60))
     later = T0 + timedelta(seconds=30)
-    result, _ = settle(pai_run("Running", Duration=90, Message="step 2 of 3"), status, now=later)
+    result, _ = settle(pai_run("Succeeded", Duration=90, Message="step 3 of 3"), status, now=later)
     assert result.patch is not None
-    assert result.patch["message"] == "step 2 of 3"
+    assert result.patch["message"] == "step 3 of 3"
     assert result.patch["duration"] == 90
     assert result.patch["lastSyncTime"] == timestamp(later)
 
@@ -325,7 +326,7 @@ def test_batched_answer_keeps_message_and_duration() -> None:
     # The summary has no message or duration: they must not be nulled out.
     for name in ("message", "duration", "startedAt", "name", "workspaceId"):
         assert name not in changed.patch, name
-    assert status["message"] == SAMPLE_MESSAGE and status["duration"] == 60
+    assert status["message"] == SAMPLE_MESSAGE and status["startedAt"] and status["workspaceId"]
     assert condition(status, "Succeeded")["message"] == f"PAI run is Succeeded: {SAMPLE_MESSAGE}"
     assert [(e.type, e.reason) for e in changed.events] == [("Normal", "Succeeded")]
     assert changed.retry is Retry.STOP
@@ -375,7 +376,7 @@ def test_every_error_keeps_the_last_good_status(error: PaiError, reason: str, re
 
     assert result.patch is not None
     assert set(result.patch) == {"conditions"}, "an error must not touch the mirrored run status"
-    for name in ("runStatus", "message", "duration", "startedAt", "lastSyncTime", "requestId"):
+    for name in ("runStatus", "message", "startedAt", "lastSyncTime", "requestId"):
         assert status[name] == good[name], name
     ready = condition(status, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", reason)
@@ -449,7 +450,9 @@ def test_suspended_keeps_the_status_and_stops_polling() -> None:
     assert result.patch is not None and set(result.patch) == {"observedGeneration", "conditions"}
     assert status["runStatus"] == "Running" and status["message"] == SAMPLE_MESSAGE
     ready, reconciling = condition(status, "Ready"), condition(status, "Reconciling")
-    assert (ready["status"], ready["reason"], ready["lastTransitionTime"]) == ("False", "Suspended", timestamp(later))
+    # Ready stays True (reason Suspended) so kstatus reads Current, not InProgress for ever; it did not flip.
+    assert (ready["status"], ready["reason"]) == ("True", "Suspended")
+    assert ready["lastTransitionTime"] == condition(good, "Ready")["lastTransitionTime"]
     assert (reconciling["status"], reconciling["reason"]) == ("False", "Suspended")
     # Nothing was learnt about the run itself: its conditions stay exactly as last set (generation included).
     assert condition(status, "Succeeded") == condition(good, "Succeeded")

@@ -1,0 +1,169 @@
+"""`make demo`: a local control plane, the PAI emulator with scripted runs, and the operator, all on loopback.
+
+Shows `kubectl get paipipelineruns` changing until every run has ended, then keeps the cluster up for you
+to explore until Ctrl-C (or exits at once with --exit-when-done). Everything it started is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+
+from tests.support.controlplane import ControlPlane
+from tests.support.operator_process import REPO, OperatorProcess
+
+from paiflow_emulator import scenario
+from paiflow_emulator.thread import EmulatorThread
+from paiflow_emulator.timeline import Timeline
+
+ACCESS_KEY_ID = "LTAI5tDemoAccessKey01"
+ACCESS_KEY_SECRET = "demo-secret-never-printed"
+NAMESPACE = "ml"
+THROTTLED_RUN = "flow-demo-throttled"
+EXAMPLE_RUN = "flow-j94y0000000000lf7a"  # the run deploy/examples/paipipelinerun.yaml refers to
+SHARE_TOKEN = next(r["shareToken"] for r in scenario.DEMO["runs"] if "shareToken" in r)
+TERMINAL = {"Succeeded", "Failed", "Terminated", "Skipped"}
+
+
+def _manifest(name: str, run_id: str, **spec: object) -> dict[str, object]:
+    return {
+        "apiVersion": "paiflow-operator.dev/v1alpha1",
+        "kind": "PaiPipelineRun",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"pipelineRunId": run_id, **spec},
+    }
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--exit-when-done", action="store_true", help="stop once every run has ended")
+    parser.add_argument("--timeout", type=float, default=300, help="give up waiting for the runs after this")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    workdir = Path(tempfile.mkdtemp(prefix="paiflow-demo-"))
+    print(f"[demo] starting etcd + kube-apiserver (work dir {workdir}) ...", flush=True)
+    try:
+        with (
+            ControlPlane(workdir=workdir / "cluster") as cp,
+            EmulatorThread(keys={ACCESS_KEY_ID: ACCESS_KEY_SECRET}) as emu,
+        ):
+            pai = emu.emulator
+            pai.load_scenario(scenario.demo())
+            pai.add_run(
+                Timeline.of(("Initialized", 5), ("Running", 30), ("Succeeded", None)),
+                run_id=THROTTLED_RUN,
+                name="throttled-report",
+                workspace_id=scenario.DEMO_WORKSPACE,
+            )
+            pai.add_run(
+                Timeline.of(("Initialized", 5), ("Running", 20), ("Succeeded", None)),
+                run_id=EXAMPLE_RUN,
+                name="nightly-train",
+                workspace_id="15945",
+            )
+            # PAI throttles every call about this run for its first 25 seconds.
+            pai.add_fault("throttle", run_id=THROTTLED_RUN, duration=25)
+            print(f"[demo] PAI emulator at {emu.url}", flush=True)
+
+            cp.kubectl("apply", "-f", str(REPO / "crds"))
+            cp.kubectl("apply", "-k", str(REPO / "deploy" / "base"))
+            cp.kubectl("create", "namespace", NAMESPACE)
+            cp.kubectl("wait", "--for=condition=Established", "crd/paipipelineruns.paiflow-operator.dev")
+            sa = cp.service_account_kubeconfig("paiflow-system", "paiflow-operator", workdir / "operator.kubeconfig")
+            operator = OperatorProcess(
+                sa,
+                emu.url,
+                workdir / "operator.log",
+                {
+                    "ALIBABA_CLOUD_ACCESS_KEY_ID": ACCESS_KEY_ID,
+                    "ALIBABA_CLOUD_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET,
+                    "PAIFLOW_DEFAULT_POLL_INTERVAL": "5s",
+                    "PAIFLOW_BACKOFF_BASE": "2s",
+                    "PAIFLOW_BACKOFF_MAX": "8s",
+                },
+            )
+            with operator:
+                print(
+                    f"[demo] operator running as ServiceAccount paiflow-system/paiflow-operator (log: {operator.log_path})"
+                )
+                cp.kubectl("apply", "-f", str(REPO / "deploy" / "examples" / "paipipelinerun.yaml"))
+                # The shared run is read with its share TokenId, kept in a Secret the namespace lets us read.
+                cp.kubectl("apply", "-f", str(REPO / "deploy" / "examples" / "secret-reader-rolebinding.yaml"))
+                cp.kubectl(
+                    "create", "secret", "generic", "demo-share", "-n", NAMESPACE, f"--from-literal=token={SHARE_TOKEN}"
+                )
+                docs = [
+                    _manifest(r["id"].removeprefix("flow-"), r["id"])
+                    if "shareToken" not in r
+                    else _manifest(r["id"].removeprefix("flow-"), r["id"], tokenSecretRef={"name": "demo-share"})
+                    for r in scenario.DEMO["runs"]
+                ]
+                docs.append(_manifest("demo-throttled", THROTTLED_RUN))
+                cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+                print(
+                    "\n[demo] to use your own kubectl on this cluster:\n"
+                    f"  export KUBECONFIG={cp.kubeconfig}\n"
+                    f"  kubectl get paipipelineruns -n {NAMESPACE} -o wide\n"
+                    f"  kubectl describe ppr demo-fails -n {NAMESPACE}\n",
+                    flush=True,
+                )
+                _watch(cp, args.timeout)
+                if args.exit_when_done:
+                    return 0
+                print("\n[demo] the cluster stays up for you to explore; Ctrl-C stops everything.", flush=True)
+                while True:
+                    time.sleep(3600)
+    except (KeyboardInterrupt, _Stop):
+        print("\n[demo] stopping ...", flush=True)
+        return 0
+    finally:
+        print("[demo] stopped: control plane, emulator and operator are gone.", flush=True)
+
+
+def _watch(cp: ControlPlane, timeout: float) -> None:
+    """Prints the table each time a run changes, until every run but the endless one has ended."""
+    deadline = time.monotonic() + timeout
+    last: list[tuple[str, str, str]] = []
+    while time.monotonic() < deadline:
+        items = json.loads(cp.kubectl("get", "paipipelineruns", "-n", NAMESPACE, "-o", "json").stdout)["items"]
+        state = sorted(
+            (
+                i["metadata"]["name"],
+                (i.get("status") or {}).get("runStatus") or "",
+                next(
+                    (c["reason"] for c in (i.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), ""
+                ),
+            )
+            for i in items
+        )
+        if state != last:
+            last = state
+            table = cp.kubectl("get", "paipipelineruns", "-n", NAMESPACE).stdout
+            print(
+                f"\n[demo] {time.strftime('%H:%M:%S')} kubectl get paipipelineruns -n {NAMESPACE}\n{table}", flush=True
+            )
+        if all(status in TERMINAL for name, status, _ in state if name != "demo-long"):
+            print("[demo] every run has ended (demo-long keeps running on purpose).", flush=True)
+            events = cp.kubectl("describe", "paipipelinerun", "demo-fails", "-n", NAMESPACE).stdout.split("Events:")[-1]
+            print(f"[demo] kubectl describe ppr demo-fails -n {NAMESPACE} (events):{events}", flush=True)
+            return
+        time.sleep(1)
+    print(f"[demo] gave up after {timeout:.0f}s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
