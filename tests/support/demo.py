@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             with operator:
                 print(
-                    f"[demo] operator running as ServiceAccount paiflow-system/paiflow-operator (log: {operator.log_path})"
+                    f"[demo] operator runs as ServiceAccount paiflow-system/paiflow-operator; log: {operator.log_path}"
                 )
                 cp.kubectl("apply", "-f", str(REPO / "deploy" / "examples" / "paipipelinerun.yaml"))
                 # The shared run is read with its share TokenId, kept in a Secret the namespace lets us read.
