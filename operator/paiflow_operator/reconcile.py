@@ -292,10 +292,16 @@ def _on_error(
 
 
 def suspended(spec: PaiPipelineRunSpec, generation: int, current: Mapping[str, Any], now: datetime) -> SyncResult:
-    """spec.suspend: no PAI calls, and the resource reads as suspended rather than progressing."""
+    """spec.suspend: no PAI calls, and the resource reads as suspended rather than progressing.
+
+    Ready is True (reason Suspended): the resource is as its spec asks. kstatus (Flux, kubectl-based tooling)
+    falls back to Ready when neither Reconciling nor Stalled is True, so Ready=False would read as InProgress
+    for ever; this way a suspended run reads Current (a failed one stays Failed through Stalled), as a PAI run
+    in PAI's own Suspended state does. Argo CD's health check shows it as Suspended.
+    """
     conditions = [dict(c) for c in current.get("conditions") or []]
     message = "Polling is suspended by spec.suspend; the last known status is kept"
-    _set_condition(conditions, READY, "False", REASON_SUSPENDED, message, generation, now)
+    _set_condition(conditions, READY, "True", REASON_SUSPENDED, message, generation, now)
     _set_condition(conditions, RECONCILING, "False", REASON_SUSPENDED, message, generation, now)
     if _find(conditions, STALLED) is None:
         _set_condition(conditions, STALLED, "False", REASON_SUSPENDED, message, generation, now)
