@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import sys
 import tempfile
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n[demo] stopping ...", flush=True)
         return 0
     finally:
+        shutil.rmtree(workdir, ignore_errors=True)
         print("[demo] stopped: control plane, emulator and operator are gone.", flush=True)
 
 
