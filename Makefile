@@ -17,9 +17,12 @@ IMAGE ?= paiflow-operator:dev
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
+# uv itself comes from PyPI into the user's Python; `python -m uv` works whatever PATH says.
+UV := $(PYTHON) -m uv
+
 $(BIN)/python: pyproject.toml uv.lock
-	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
-	uv sync --frozen --extra dev --python $(PYTHON)
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
+	$(UV) sync --frozen --extra dev --python $(PYTHON)
 	@touch $@
 
 .PHONY: install
