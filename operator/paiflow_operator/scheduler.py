@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from paiflow_operator import metrics
 from paiflow_operator.kube import KubeError, ObjectRef
 from paiflow_operator.pai.credentials import CredentialSource, StaticCredentialSource
-from paiflow_operator.pai.errors import CredentialsError, PaiError
+from paiflow_operator.pai.errors import CredentialsError, ErrorKind, PaiError
 from paiflow_operator.pai.models import PipelineRun, RunStatus, RunStatusList
 from paiflow_operator.reconcile import (
     Event,
@@ -382,7 +382,11 @@ class Scheduler:
                         credentials=credentials,
                     )
             except PaiError as exc:
-                await asyncio.gather(*(self._finish(m, exc) for m in members))
+                if exc.kind in (ErrorKind.NOT_FOUND, ErrorKind.BAD_REQUEST):
+                    # Says nothing about any one run (e.g. the workspace is wrong): ask for each run itself.
+                    await asyncio.gather(*(self._sync_one(m) for m in members))
+                else:
+                    await asyncio.gather(*(self._finish(m, exc) for m in members))
                 return
             by_id = {row.pipeline_run_id: row for row in answer.pipeline_runs}
             work = []

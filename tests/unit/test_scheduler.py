@@ -22,7 +22,7 @@ import pytest
 from paiflow_operator import scheduler as scheduler_module
 from paiflow_operator.kube import KubeError, ObjectRef
 from paiflow_operator.pai.credentials import Credentials, CredentialSource, StaticCredentialSource
-from paiflow_operator.pai.errors import NotFoundError, PaiError, ServerError
+from paiflow_operator.pai.errors import NotFoundError, PaiError, ServerError, ThrottledError
 from paiflow_operator.pai.models import PipelineRun, RunStatusList
 from paiflow_operator.reconcile import Event
 from paiflow_operator.scheduler import Key, Scheduler, TokenBucket, Tracked
@@ -82,6 +82,8 @@ class FakePai:
         self.states: dict[str, str] = {}
         self.workspaces: dict[str, str] = {}
         self.errors: dict[str, PaiError] = {}
+        # When set, every ListPipelineRunsStatus fails with it.
+        self.list_error: PaiError | None = None
         self.calls: list[Call] = []
         # When set, get_pipeline_run waits for it: a PAI call that is still in flight.
         self.gate: asyncio.Event | None = None
@@ -123,6 +125,8 @@ class FakePai:
     ) -> RunStatusList:
         creds = await credentials.get()
         self.calls.append(Call("list", tuple(run_ids), region, workspace_id, creds, self.clock()))
+        if self.list_error is not None:
+            raise self.list_error
         rows = [
             {"PipelineRunId": rid, "Status": self.states[rid]}
             for rid in run_ids
@@ -451,6 +455,35 @@ async def test_runs_of_one_workspace_share_one_status_query(harness: HarnessFact
 
     await h.advance(35)
     assert [sorted(c.run_ids) for c in h.pai.calls] == [["a", "c"]]
+
+
+@pytest.mark.parametrize(
+    ("error", "asks_each_run"),
+    [
+        (NotFoundError("workspace not found", code="WorkspaceNotFound", http_status=404), True),
+        (ThrottledError("slow down", code="Throttling.User", http_status=400), False),
+    ],
+)
+async def test_a_failed_status_query_falls_back_to_each_run_only_when_it_says_nothing_about_them(
+    harness: HarnessFactory, error: PaiError, asks_each_run: bool
+) -> None:
+    h = await harness(batch_size=3)
+    keys = await _polled_once(h, ["a", "b", "c"])
+    h.pai.calls.clear()
+    h.pai.list_error = error
+    await h.advance(35)
+    assert len(h.pai.lists()) == 1
+    if asks_each_run:
+        # A wrong workspace must not mark every run RunNotFound: each is asked on its own and stays Ready.
+        assert sorted(c.run_ids[0] for c in h.pai.gets()) == ["a", "b", "c"]
+        for key in keys:
+            ready = next(c for c in h.kube.status[key]["conditions"] if c["type"] == "Ready")
+            assert ready["status"] == "True"
+    else:
+        assert h.pai.gets() == []
+        for key in keys:
+            ready = next(c for c in h.kube.status[key]["conditions"] if c["type"] == "Ready")
+            assert (ready["status"], ready["reason"]) == ("False", "Throttled")
 
 
 async def test_batches_hold_at_most_batch_size_ids_and_split_by_workspace(harness: HarnessFactory) -> None:
