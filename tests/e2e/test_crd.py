@@ -1,0 +1,81 @@
+"""The shipped CRD on the real API server: invalid resources are refused with the field named, and the
+status subresource keeps users' and the operator's writes apart."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from tests.e2e.conftest import Runs
+from tests.support.operator_process import OperatorProcess
+
+from paiflow_emulator.server import Emulator
+from paiflow_emulator.timeline import Timeline
+
+pytestmark = pytest.mark.cluster
+
+
+def _create(runs: Runs, spec: dict[str, Any], name: str = "bad") -> tuple[int, str]:
+    body = {
+        "apiVersion": "paiflow-operator.dev/v1alpha1",
+        "kind": "PaiPipelineRun",
+        "metadata": {"name": name, "namespace": runs.namespace},
+        "spec": spec,
+    }
+    result = runs.cp.kubectl("apply", "-f", "-", input=json.dumps(body), check=False)
+    return result.returncode, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({}, "spec.pipelineRunId: Required value"),
+        ({"pipelineRunId": "flow/../../etc"}, "spec.pipelineRunId"),
+        ({"pipelineRunId": "flow-ok1", "manifestType": "Cooked"}, 'spec.manifestType: Unsupported value: "Cooked"'),
+        ({"pipelineRunId": "flow-ok1", "pollInterval": "1s"}, "pollInterval must be between 5s and 1h"),
+        ({"pipelineRunId": "flow-ok1", "pollInterval": "2h"}, "pollInterval must be between 5s and 1h"),
+        ({"pipelineRunId": "flow-ok1", "pollInterval": "soon"}, "spec.pollInterval"),
+        ({"pipelineRunId": "flow-ok1", "regionId": "Hangzhou!"}, "spec.regionId"),
+        ({"pipelineRunId": "flow-ok1", "credentialsSecretRef": {}}, "spec.credentialsSecretRef.name: Required value"),
+    ],
+    ids=["no-run-id", "bad-run-id", "bad-manifest-type", "interval-too-short", "interval-too-long",
+         "interval-not-a-duration", "bad-region", "secret-ref-without-name"],
+)  # fmt: skip
+def test_invalid_resources_are_refused_with_the_field_named(runs: Runs, spec: dict[str, Any], expected: str) -> None:
+    code, stderr = _create(runs, spec)
+    assert code != 0, "the API server accepted an invalid resource"
+    assert expected in stderr, stderr
+
+
+def test_run_id_is_immutable(runs: Runs) -> None:
+    assert _create(runs, {"pipelineRunId": "flow-first1"}, "immutable")[0] == 0
+    code, stderr = _create(runs, {"pipelineRunId": "flow-other2"}, "immutable")
+    assert code != 0
+    assert "pipelineRunId is immutable" in stderr, stderr
+    # Other fields stay editable.
+    assert _create(runs, {"pipelineRunId": "flow-first1", "pollInterval": "10m"}, "immutable")[0] == 0
+
+
+def test_status_is_written_only_through_its_subresource(
+    operator: OperatorProcess, emulator: Emulator, runs: Runs, run_id: Callable[[], str]
+) -> None:
+    rid = run_id()
+    emulator.add_run(Timeline.of(("Running", None)), run_id=rid)
+    runs.apply("sub", rid)
+    runs.wait_status("sub", "Running")
+    # A user's edit of status through the main endpoint does not stick.
+    runs.cp.kubectl(
+        "patch", "ppr", "sub", "-n", runs.namespace, "--type=merge", "-p", '{"status": {"runStatus": "Succeeded"}}'
+    )
+    assert runs.status("sub")["runStatus"] == "Running"
+    # The operator's writes touch status only: its field manager owns nothing outside the subresource.
+    shown = runs.cp.kubectl("get", "ppr", "sub", "-n", runs.namespace, "-o", "json", "--show-managed-fields").stdout
+    managed = json.loads(shown)["metadata"]["managedFields"]
+    status_managers = {m["manager"] for m in managed if m.get("subresource") == "status"}
+    assert status_managers, managed
+    for entry in managed:
+        if entry["manager"] in status_managers:
+            assert entry.get("subresource") == "status", entry
+    assert runs.get("sub")["spec"] == {"pipelineRunId": rid, "suspend": False, "verbose": False}
