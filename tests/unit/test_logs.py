@@ -1,0 +1,40 @@
+"""Log setup: JSON lines a log pipeline can parse, and kopf's per-event chatter kept out of INFO."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+SCRIPT = """
+import logging
+from paiflow_operator.settings import Settings
+from paiflow_operator.logs import configure_logging
+configure_logging(Settings(log_format="{fmt}", log_level="INFO"))
+logging.getLogger("paiflow_operator.scheduler").info("synced %s", "ml/train")
+logging.getLogger("kopf.objects").info("Handler 'watch' succeeded.")
+logging.getLogger("kopf.activities").warning("kopf warning")
+"""
+
+
+def _run(fmt: str) -> list[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(fmt=fmt)], capture_output=True, text=True, check=True, timeout=60
+    )
+    return [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+
+
+def test_json_format_emits_one_json_object_per_line() -> None:
+    lines = _run("json")
+    records = [json.loads(line) for line in lines]
+    assert {"logger": "paiflow_operator.scheduler", "message": "synced ml/train", "level": "INFO"}.items() <= records[
+        0
+    ].items()
+    assert any(r["message"] == "kopf warning" for r in records)
+
+
+def test_per_event_kopf_lines_are_not_logged_at_info() -> None:
+    for fmt in ("json", "text"):
+        text = "\n".join(_run(fmt))
+        assert "synced ml/train" in text
+        assert "Handler 'watch' succeeded." not in text
