@@ -24,7 +24,10 @@ REASON_SYNCED = "Synced"
 REASON_SUSPENDED = "Suspended"
 REASON_PENDING = "Pending"
 
-IN_PROGRESS = frozenset({RunStatus.INITIALIZED, RunStatus.RUNNING, RunStatus.TERMINATING, RunStatus.UNKNOWN})
+# A status PAI adds later is still polled, so it reads as in progress rather than done.
+IN_PROGRESS = frozenset(
+    {RunStatus.INITIALIZED, RunStatus.RUNNING, RunStatus.TERMINATING, RunStatus.UNKNOWN, RunStatus.UNRECOGNIZED}
+)
 UNSUCCESSFUL = frozenset({RunStatus.FAILED, RunStatus.TERMINATED, RunStatus.SKIPPED})
 # Errors that need a human (fix the run id, the keys, the Secret): retried slowly, reported as Stalled.
 NEEDS_HUMAN = frozenset({ErrorKind.NOT_FOUND, ErrorKind.AUTH, ErrorKind.CREDENTIALS, ErrorKind.BAD_REQUEST})
@@ -274,7 +277,9 @@ def _on_error(
     # The last good status is kept: only conditions (and observedGeneration) change.
     reason = error.code if error.kind is ErrorKind.CREDENTIALS and error.code else error.kind.value
     reason = "".join(ch for ch in reason if ch.isalnum() or ch == "_") or "Error"
-    message = str(error)
+    # The condition leaves out PAI's RequestId, new on every retry, so that a repeated error writes nothing;
+    # the Event carries it for support cases.
+    message = error.describe(with_request_id=False)
     previous_ready = _find(conditions, READY)
     _set_condition(conditions, READY, "False", reason, message, generation, now)
     needs_human = error.kind in NEEDS_HUMAN
@@ -283,7 +288,7 @@ def _on_error(
         _set_condition(conditions, RECONCILING, "False", reason, message, generation, now)
     events: list[Event] = []
     if previous_ready is None or previous_ready.get("reason") != reason:
-        events.append(Event("Warning", reason, message))
+        events.append(Event("Warning", reason, str(error)))
     if _find(conditions, SUCCEEDED) is None:
         _set_condition(conditions, SUCCEEDED, "Unknown", REASON_PENDING, "Not yet read from PAI", generation, now)
     patch = {"observedGeneration": generation, "conditions": conditions}

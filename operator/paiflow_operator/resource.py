@@ -201,7 +201,9 @@ class PaiPipelineRun(_Model):
     """Follows one Alibaba Cloud PAI pipeline run and mirrors its status."""
 
     spec: PaiPipelineRunSpec
-    status: PaiPipelineRunStatus | None = None
+    # The API server defaults a new object's status to observedGeneration 0, so that kstatus (Flux) reads
+    # it as InProgress, not Current, until the operator's first sync: a GitOps gate cannot pass early.
+    status: PaiPipelineRunStatus | None = Field(default=None, json_schema_extra={"default": {"observedGeneration": 0}})
 
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
@@ -210,7 +212,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Duration", "type": "integer", "jsonPath": ".status.duration", "description": "Seconds"},
     {"name": "Started", "type": "date", "jsonPath": ".status.startedAt"},
     {
-        "name": "Synced",
+        "name": "Ready",
         "type": "string",
         "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
         "description": "Whether the status is in sync with PAI",
@@ -223,5 +225,12 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Finished", "type": "date", "jsonPath": ".status.finishedAt", "priority": 1},
-    {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
+    {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1, "description": "PAI's"},
+    {
+        "name": "Sync Message",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].message',
+        "priority": 1,
+        "description": "Why the status is or is not in sync with PAI",
+    },
 ]

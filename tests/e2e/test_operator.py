@@ -221,7 +221,7 @@ def test_deleting_stops_polling_and_suspend_pauses_it(
     runs.wait_status("paused", "Running")
     runs.cp.kubectl("delete", "ppr", "gone", "-n", runs.namespace, "--timeout=10s")  # no finalizer to wait on
     runs.apply("paused", paused, suspend=True)
-    runs.wait_condition("paused", "Ready", "False", "Suspended")
+    runs.wait_condition("paused", "Ready", "True", "Suspended")
     time.sleep(1.5)
     after_delete = emulator.counters.calls_for(gone)
     after_suspend = emulator.counters.calls_for(paused)
@@ -230,7 +230,7 @@ def test_deleting_stops_polling_and_suspend_pauses_it(
     assert emulator.counters.calls_for(paused) == after_suspend
     assert emulator.get_run(gone) is not None and not emulator.get_run(gone).deleted  # type: ignore[union-attr]
     runs.apply("paused", paused, suspend=False)
-    runs.wait_condition("paused", "Ready", "True")
+    runs.wait_condition("paused", "Ready", "True", "Synced")
 
 
 def test_restart_with_finished_runs_makes_no_pai_calls(

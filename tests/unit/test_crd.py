@@ -95,7 +95,7 @@ def test_conditions_are_a_map_list_keyed_by_type(schema: dict[str, Any]) -> None
         ("Status", ".status.runStatus", "string"),
         ("Duration", ".status.duration", "integer"),
         ("Started", ".status.startedAt", "date"),
-        ("Synced", '.status.conditions[?(@.type=="Ready")].status', "string"),
+        ("Ready", '.status.conditions[?(@.type=="Ready")].status', "string"),
         ("Reason", '.status.conditions[?(@.type=="Ready")].reason', "string"),
         ("Age", ".metadata.creationTimestamp", "date"),
         ("Finished", ".status.finishedAt", "date"),

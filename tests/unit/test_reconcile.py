@@ -123,7 +123,7 @@ STATUS_TABLE = [
     ("Terminating", "Terminating", ("Unknown", "Terminating"), ("True", "Terminating"), ("False", "Terminating"),
      Retry.INTERVAL, ("Normal", "Terminating")),
     # A status PAI adds later is shown as sent, never guessed to be terminal, and kept being polled.
-    ("Paused", "Paused", ("Unknown", "Unrecognized"), ("False", "Unrecognized"), ("False", "Unrecognized"),
+    ("Paused", "Paused", ("Unknown", "Unrecognized"), ("True", "Unrecognized"), ("False", "Unrecognized"),
      Retry.INTERVAL, ("Normal", "Unrecognized")),
 ]  # fmt: skip
 
@@ -380,7 +380,7 @@ def test_every_error_keeps_the_last_good_status(error: PaiError, reason: str, re
         assert status[name] == good[name], name
     ready = condition(status, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", reason)
-    assert ready["message"] == str(error)
+    assert ready["message"] == error.describe(with_request_id=False)
     assert ready["lastTransitionTime"] == timestamp(later)
     assert result.retry is retry
     assert result.error_reason == reason
@@ -395,11 +395,20 @@ def test_every_error_keeps_the_last_good_status(error: PaiError, reason: str, re
     assert result.events == [Event("Warning", reason, str(error))]
 
 
-def test_auth_error_message_carries_pai_code_and_request_id() -> None:
+def test_auth_error_message_carries_pai_code_and_the_event_the_request_id() -> None:
     error = AuthError("Specified signature is not matched.", code="SignatureDoesNotMatch", request_id="REQ-9")
-    _, status = settle(error)
+    result, status = settle(error)
     message = condition(status, "Ready")["message"]
-    assert "SignatureDoesNotMatch" in message and "REQ-9" in message
+    assert "SignatureDoesNotMatch" in message
+    # The request id changes on every retry: kept out of the condition (no write per retry), in the Event.
+    assert "REQ-9" not in message
+    assert "REQ-9" in result.events[0].message
+    again, _ = settle(
+        AuthError("Specified signature is not matched.", code="SignatureDoesNotMatch", request_id="REQ-10"),
+        status,
+        now=T0 + timedelta(minutes=5),
+    )
+    assert again.patch is None
 
 
 @pytest.mark.parametrize(("error", "reason"), [(r[1], r[2]) for r in ERROR_TABLE], ids=[r[0] for r in ERROR_TABLE])

@@ -738,7 +738,7 @@ async def test_suspended_resource_makes_no_pai_call(harness: HarnessFactory) -> 
     await h.advance_in_steps(600, 60)
     assert h.pai.calls == []
     ready = next(c for c in h.kube.status[key]["conditions"] if c["type"] == "Ready")
-    assert (ready["status"], ready["reason"]) == ("False", "Suspended")
+    assert (ready["status"], ready["reason"]) == ("True", "Suspended")
     h.update_spec(key, suspend=False)
     await h.advance(0)
     assert len(h.pai.calls) == 1

@@ -43,15 +43,18 @@ class PaiError(Exception):
     def retryable(self) -> bool:
         return self.kind in RETRYABLE_KINDS
 
-    def __str__(self) -> str:
+    def describe(self, *, with_request_id: bool = True) -> str:
         parts = [self.message]
         if self.code:
             parts.append(f"code={self.code}")
         if self.http_status:
             parts.append(f"http={self.http_status}")
-        if self.request_id:
+        if self.request_id and with_request_id:
             parts.append(f"requestId={self.request_id}")
         return " ".join(parts)
+
+    def __str__(self) -> str:
+        return self.describe()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self)!r})"
