@@ -52,4 +52,4 @@ elapsed=$(($(date +%s) - start))
 echo "built in ${elapsed}s:" >&2
 ls -la "$bin_dir/kube-apiserver" "$bin_dir/kubectl" "$bin_dir/etcd" >&2
 "$bin_dir/kube-apiserver" --version >&2
-"$bin_dir/etcd" --version | head -n 1 >&2
+"$bin_dir/etcd" --version >&2
