@@ -1,0 +1,1 @@
+"""Scale benchmark for paiflow-operator (`make bench`); not part of the tests."""

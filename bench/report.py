@@ -1,0 +1,186 @@
+"""bench/results/bench.json -> bench/results/bench.md (tables) and bench/results/bench.png (plot).
+
+python -m bench.report   # re-renders from the JSON without running anything
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _f(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _lag(lag: dict[str, Any]) -> str:
+    late = f" ({lag['late']} late)" if lag.get("late") else ""
+    return f"{_f(lag['p50'])} / {_f(lag['p99'])} / {_f(lag['max'])}{late}"
+
+
+def main_table(doc: dict[str, Any]) -> list[str]:
+    lines = [
+        "| N | operator | lag p50 / p99 / max s (changes) | PAI calls /min | calls /interval (per 100 active) "
+        "| calls /change | status writes /min | writes /change | writes w/o status change | RSS mean / peak MiB "
+        "| CPU mean / peak cores |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n, entry in doc["sizes"].items():
+        for variant in ("ours", "naive"):
+            if variant not in entry:
+                continue
+            s = entry[variant]["steady"]
+            per100 = s["calls_per_interval_per_active"]
+            lines.append(
+                f"| {int(n):,} | {variant} | {_lag(s['lag'])} ({s['lag']['n']}) | {_f(s['calls_per_min'])} "
+                f"| {_f(s['calls_per_interval'])} ({_f(per100 * 100 if per100 is not None else None, 2)}) "
+                f"| {_f(s['calls_per_change'], 2)} | {_f(s['status_writes_per_min'])} "
+                f"| {_f(s['writes_per_change'], 2)} | {_f(s['unchanged_writes'])} "
+                f"| {_f(s['rss_mean_mib'])} / {_f(s['rss_peak_mib_lifetime'])} "
+                f"| {_f(s['cpu_mean'], 2)} / {_f(s['cpu_peak'], 2)} |"
+            )
+    return lines
+
+
+def startup_table(doc: dict[str, Any]) -> list[str]:
+    lines = [
+        "| N | operator | first sync: s / PAI calls / max calls in 1 s | mass finish: runs / s to show all "
+        "| restart: finished / active | restart: s to healthy / steady | restart: PAI calls (to finished runs) "
+        "| restart: status writes | throttled by PAI |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n, entry in doc["sizes"].items():
+        for variant in ("ours", "naive"):
+            if variant not in entry:
+                continue
+            r = entry[variant]
+            i, m, re_, rl = r["initial"], r["mass_finish"], r["restart"], r["rate_limit"]
+            lines.append(
+                f"| {int(n):,} | {variant} | {_f(i['seconds'])} / {_f(i['calls']['total'])} / "
+                f"{_f(i['max_calls_in_1s'])} | {_f(m['ended'])} / {_f(m['drain_seconds'])} "
+                f"| {_f(re_['finished'])} / {_f(re_['active'])} "
+                f"| {_f(re_['healthy_seconds'])} / {_f(re_['steady_seconds'])} "
+                f"| {_f(re_['calls']['total'])} ({_f(re_['calls_for_finished_runs'])}) "
+                f"| {_f(re_['status_writes'])} | {_f(rl['throttled'])} |"
+            )
+    return lines
+
+
+def ratio_table(doc: dict[str, Any]) -> list[str]:
+    lines = [
+        "| N | PAI calls | status writes | lag p50 | lag p99 | CPU | RSS | calls at restart |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n, entry in doc["sizes"].items():
+        r = entry.get("ratios")
+        if not r:
+            continue
+        lines.append(
+            f"| {int(n):,} | {_f(r['calls_per_min'], 3)} | {_f(r['status_writes_per_min'], 3)} "
+            f"| {_f(r['lag_p50'], 2)} | {_f(r['lag_p99'], 2)} | {_f(r['cpu_mean'], 2)} | {_f(r['rss_mean'], 2)} "
+            f"| {_f(r['restart_calls'], 3)} |"
+        )
+    return lines
+
+
+def shards_table(shards: dict[str, Any]) -> list[str]:
+    return [
+        "| N | polled by exactly one replica | by two | by none | not by its hash owner | runs per replica "
+        "| tracked per replica |",
+        "|---|---|---|---|---|---|---|",
+        f"| {shards['n']:,} | {shards['runs_polled_by_one_replica']:,} | {shards['runs_polled_by_two_replicas']} "
+        f"| {shards['runs_polled_by_none']} | {shards['runs_not_polled_by_their_hash_owner']} "
+        f"| {' / '.join(str(x) for x in shards['runs_per_replica'])} "
+        f"| {' / '.join(_f(x, 0) for x in shards['tracked_resources_per_replica'])} |",
+    ]
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    m, c = doc["machine"], doc["config"]
+    parts = [
+        "# paiflow-operator scale benchmark",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; Python {m['python']}, kopf {m['kopf']}, "
+        f"kube-apiserver {m['kubernetes']} (local etcd + apiserver, no fsync). Run {doc.get('started', '?')}.",
+        f"Poll interval {c['interval']:g} s; PAIFLOW_QPS {c['qps']:g} (emulator limit {c['pai_qps_limit']:g} qps for "
+        f"the operator, none for the baseline); PAI latency {c['latency'] * 1000:g} ms; steady state "
+        f"{c['duration']:g} s (operator), {c['naive_duration']:g} s (baseline). `ours` = `python -m paiflow_operator`"
+        " as its ServiceAccount; `naive` = bench/naive_operator.py (one kopf timer per resource, GetPipelineRun and"
+        " a status patch every tick).",
+        "",
+        "## Steady state",
+        "",
+        *main_table(doc),
+        "",
+        "Lag: from the scripted PAI change to the benchmark's own watch showing the new runStatus. Status writes:"
+        " the API server's `apiserver_request_total{verb=PATCH,resource=paipipelineruns,subresource=status}`."
+        " Writes w/o status change: MODIFIED watch events (resourceVersion bumps) whose runStatus did not change.",
+        "",
+        "## Ratios (ours / naive; below 1 is better)",
+        "",
+        *ratio_table(doc),
+        "",
+        "## Start-up, mass change, restart, rate limit",
+        "",
+        *startup_table(doc),
+    ]
+    if "shards" in doc:
+        parts += ["", "## Two replicas, PAIFLOW_SHARD_COUNT=2", "", *shards_table(doc["shards"])]
+    return "\n".join(parts) + "\n"
+
+
+def plot(doc: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [int(n) for n in doc["sizes"]]
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
+    series = [
+        ("status lag p99 (s)", lambda s: s["lag"]["p99"]),
+        ("RSS mean (MiB)", lambda s: s["rss_mean_mib"]),
+        ("PAI calls per minute", lambda s: s["calls_per_min"]),
+        ("status writes per minute", lambda s: s["status_writes_per_min"]),
+    ]
+    for ax, (title, get) in zip(axes, series, strict=True):
+        positive = True
+        for variant, style in (("ours", "o-"), ("naive", "s--")):
+            xs = [n for n in sizes if variant in doc["sizes"][str(n)]]
+            ys = [get(doc["sizes"][str(n)][variant]["steady"]) for n in xs]
+            positive = positive and all(y is not None and y > 0 for y in ys)
+            if xs:
+                ax.plot(xs, [float("nan") if y is None else y for y in ys], style, label=variant)
+        ax.set_xscale("log")
+        # Calls and writes span orders of magnitude between the two operators.
+        if positive and ("calls" in title or "writes" in title):
+            ax.set_yscale("log")
+        ax.set_xlabel("N resources")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(doc: dict[str, Any], directory: Path = RESULTS) -> str:
+    text = markdown(doc)
+    (directory / "bench.md").write_text(text)
+    plot(doc, directory / "bench.png")
+    return text
+
+
+if __name__ == "__main__":
+    source = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS / "bench.json"
+    print(write(json.loads(source.read_text()), source.parent))

@@ -1,0 +1,728 @@
+"""Scale benchmark: the operator as it ships vs a naive kopf-timer operator, for N = 100, 1,000, 10,000.
+
+    python -m bench.run                                  # what `make bench` runs (sizes, baseline, shards)
+    python -m bench.run --sizes 100,1000 --duration 180  # quicker
+    python -m bench.run --shards 1000                    # only the two-replica shard check
+
+For each N and each operator, in this order, on a fresh control plane and a fresh emulator process:
+
+1. N PaiPipelineRuns appear at once (created over the API in parallel before the operator starts; not
+   timed) whose PAI runs follow scripted timelines (bench/scenario.py).
+2. Initial sync: the operator starts and reads every run once. PAI calls, time, and the rate limit
+   (the emulator enforces a QPS limit above PAIFLOW_QPS and counts throttles).
+3. Steady state for --duration seconds: status lag for every scripted change, PAI calls, Kubernetes
+   writes (the API server's own request counters and resourceVersion bumps seen by a watch), RSS and CPU.
+4. Mass finish: most still-active runs end at once in PAI (emulator control API); time until all show.
+5. Restart with N resources present, most finished: time to steady state and PAI calls, also for finished
+   runs.
+
+Everything started is stopped at the end, also on failure or Ctrl-C. Results go to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import random
+import signal
+import sys
+import tempfile
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+from tests.support.controlplane import K8S_VERSION, ControlPlane
+from tests.support.operator_process import free_port
+
+from bench import report
+from bench.emulator import EmulatorProcess
+from bench.observe import (
+    RESOURCE_PATH,
+    EmulatorCounters,
+    ProcSampler,
+    ResourceWatch,
+    WatchEvent,
+    apiserver_requests,
+    kube_async_client,
+    kube_client,
+)
+from bench.procs import REPO, Child, clean_env, python_child, read_proc
+from bench.scenario import NAMESPACES, TERMINAL, BenchRun, changes_between, population
+from bench.stats import cpu_and_rss, lag_summary, ratio
+
+ACCESS_KEY_ID = "LTAI5tBenchKey000001"
+ACCESS_KEY_SECRET = "bench-secret-Qx7vW3nP4y"
+RESULTS = REPO / "bench" / "results"
+OURS, NAIVE = "ours", "naive"
+
+Writes = Counter[tuple[str, str, str]]
+
+
+@dataclass(frozen=True)
+class Config:
+    sizes: tuple[int, ...]
+    duration: float  # steady-state window of the operator
+    naive_duration: float  # steady-state window of the baseline: every tick looks alike, 4 intervals do
+    interval: float
+    qps: float
+    pai_qps_limit: float
+    latency: float
+    naive: bool
+    shards: int  # N for the shard check; 0: skip it
+    restart_window: float
+    workdir: Path
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ---- cluster ----------------------------------------------------------------------------------------
+
+
+def start_cluster(stack: contextlib.ExitStack) -> ControlPlane:
+    cp = ControlPlane()
+    stack.callback(cp.stop)
+    cp.start()
+    cp.kubectl("apply", "-f", str(REPO / "crds"))
+    cp.kubectl("apply", "-k", str(REPO / "deploy" / "base"))
+    cp.kubectl("wait", "--for=condition=Established", "crd/paipipelineruns.paiflow-operator.dev", "--timeout=60s")
+    namespaces = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": f"bench-{i}"}} for i in range(NAMESPACES)
+    ]
+    cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": namespaces}))
+    return cp
+
+
+async def _create_all(cp: ControlPlane, runs: list[BenchRun]) -> None:
+    limit = asyncio.Semaphore(24)
+    async with kube_async_client(cp.workdir, cp.server) as client:
+
+        async def one(run: BenchRun) -> None:
+            path = RESOURCE_PATH.replace("/paipipelineruns", f"/namespaces/{run.namespace}/paipipelineruns")
+            async with limit:
+                for attempt in range(8):
+                    try:
+                        response = await client.post(path, json=run.manifest())
+                    except httpx.TransportError:
+                        await asyncio.sleep(0.5 * (attempt + 1))
+                        continue
+                    if response.status_code in (201, 409):  # 409: an earlier attempt got through
+                        return
+                    if response.status_code in (429, 500, 503, 504):
+                        await asyncio.sleep(0.5 * (attempt + 1))
+                        continue
+                    response.raise_for_status()
+            raise RuntimeError(f"could not create {run.key}")
+
+        await asyncio.gather(*(one(run) for run in runs))
+
+
+def create_resources(cp: ControlPlane, runs: list[BenchRun]) -> float:
+    started = time.monotonic()
+    asyncio.run(_create_all(cp, runs))
+    return time.monotonic() - started
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, alive: Callable[[], bool] | None = None) -> float:
+    """Seconds waited; raises after `timeout` or when `alive` says the process under test died."""
+    started = time.monotonic()
+    while not check():
+        if alive is not None and not alive():
+            raise RuntimeError(f"process died while waiting for {what}")
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+# ---- operators --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Operator:
+    child: Child
+    health_port: int
+    metrics_port: int
+
+    def metrics(self) -> str:
+        with httpx.Client(timeout=10) as client:
+            return client.get(f"http://127.0.0.1:{self.metrics_port}/metrics").text
+
+
+def start_operator(
+    variant: str,
+    cfg: Config,
+    kubeconfig: Path,
+    endpoint: str,
+    log_path: Path,
+    extra_env: dict[str, str] | None = None,
+    keys: tuple[str, str] = (ACCESS_KEY_ID, ACCESS_KEY_SECRET),
+) -> Operator:
+    health, metrics = free_port(), free_port()
+    env = clean_env(
+        {
+            "KUBECONFIG": str(kubeconfig),
+            "PAIFLOW_ENDPOINT_OVERRIDE": endpoint,
+            "PAIFLOW_HEALTH_PORT": str(health),
+            "PAIFLOW_METRICS_PORT": str(metrics),
+            "ALIBABA_CLOUD_ACCESS_KEY_ID": keys[0],
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": keys[1],
+            "PAIFLOW_DEFAULT_POLL_INTERVAL": f"{cfg.interval:g}s",
+            "PAIFLOW_QPS": f"{cfg.qps:g}",
+            "PAIFLOW_LOG_FORMAT": "json",
+            "NAIVE_INTERVAL": f"{cfg.interval:g}",
+            **(extra_env or {}),
+        }
+    )
+    module = "paiflow_operator" if variant == OURS else "bench.naive_operator"
+    child = python_child(variant, module, [], env, log_path).start()
+    try:
+        child.wait_http(f"http://127.0.0.1:{health}/healthz", timeout=120)
+    except BaseException:
+        child.stop()
+        raise
+    return Operator(child, health, metrics)
+
+
+# ---- one N, one operator ------------------------------------------------------------------------------
+
+
+@dataclass
+class Point:
+    """Everything read at one instant, so that a phase is the difference of two points."""
+
+    epoch: float
+    mono: float
+    writes: Writes
+    calls: dict[str, Any]  # the emulator's counters, with the per-run table
+
+    @property
+    def per_run(self) -> Counter[str]:
+        return Counter(self.calls["runs"])
+
+
+def point(api: httpx.Client, emulator: EmulatorCounters) -> Point:
+    return Point(time.time(), time.monotonic(), apiserver_requests(api), emulator.fetch(runs=True))
+
+
+def write_delta(a: Point, b: Point) -> dict[str, int]:
+    """Writes to PaiPipelineRuns and Events between two points, by kind."""
+    out: dict[str, int] = {}
+    for (verb, resource, sub), count in b.writes.items():
+        if verb in ("GET", "LIST", "WATCH", "CONNECT") or resource not in ("paipipelineruns", "events"):
+            continue
+        delta = count - a.writes.get((verb, resource, sub), 0)
+        if delta:
+            out[f"{verb} {resource}{'/' + sub if sub else ''}"] = delta
+    return out
+
+
+def call_delta(a: Point, b: Point) -> dict[str, int]:
+    out = {"total": int(b.calls["total"]) - int(a.calls["total"])}
+    for action, count in b.calls["actions"].items():
+        out[action] = int(count) - int(a.calls["actions"].get(action, 0))
+    throttled = int(b.calls["outcomes"].get("Throttling.User", 0)) - int(a.calls["outcomes"].get("Throttling.User", 0))
+    out["throttled"] = throttled
+    return out
+
+
+def calls_for(a: Point, b: Point, run_ids: set[str]) -> int:
+    before, after = a.per_run, b.per_run
+    return sum(after[r] - before[r] for r in run_ids)
+
+
+def status_writes(writes: dict[str, int]) -> int:
+    return writes.get("PATCH paipipelineruns/status", 0) + writes.get("PUT paipipelineruns/status", 0)
+
+
+def lags_for(
+    watch: ResourceWatch, changes: list[tuple[BenchRun, float, str]], deadline: float
+) -> tuple[list[float], int]:
+    """Lag of each change: until the watch first showed the new runStatus. Changes not shown by `deadline`
+    count with their lower bound (deadline - change), so a slow operator can only look worse, not better."""
+    lags: list[float] = []
+    late = 0
+    for run, at, status in changes:
+        seen = watch.first_seen.get((run.key, status))
+        if seen is None or seen > deadline:
+            late += 1
+            lags.append(deadline - at)
+        else:
+            lags.append(max(0.0, seen - at))
+    return lags, late
+
+
+def run_variant(cfg: Config, n: int, variant: str) -> dict[str, Any]:
+    workdir = cfg.workdir / f"n{n}-{variant}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"n": n, "operator": variant}
+    with contextlib.ExitStack() as stack:
+        log(f"N={n} {variant}: control plane, emulator, {n} resources")
+        cp = start_cluster(stack)
+        # The baseline's kopf timers need a finalizer on every object, which the operator's RBAC does not
+        # grant (it never writes metadata): the baseline runs as admin, the operator as its ServiceAccount.
+        kubeconfig = (
+            cp.service_account_kubeconfig("paiflow-system", "paiflow-operator", workdir / "sa.kubeconfig", 4 * 3600)
+            if variant == OURS
+            else cp.kubeconfig
+        )
+        # The baseline has no rate limit of its own; an unlimited PAI shows its best-case lag.
+        limit = cfg.pai_qps_limit if variant == OURS else None
+        emulator = EmulatorProcess(workdir, "emulator", {ACCESS_KEY_ID: ACCESS_KEY_SECRET}, cfg.latency, limit)
+        stack.callback(emulator.stop)
+        emulator.start()
+        assert emulator.counters is not None
+        counters = emulator.counters
+        runs = population(n, time.time())
+        by_key = {run.key: run for run in runs}
+        emulator.add_runs(runs)
+        watch = ResourceWatch(cp.workdir, cp.server)
+        stack.callback(watch.stop)
+        watch.start()
+        wait_until(lambda: bool(watch.resource_version), 30, "the watch")
+        result["create_seconds"] = round(create_resources(cp, runs), 1)
+        wait_until(lambda: len(watch.status) >= n, 120, "the watch to show every resource")
+        api = kube_client(cp.workdir, cp.server)
+        stack.callback(api.close)
+        emulator.start_sampling()
+
+        # -- 2. initial sync
+        start = point(api, counters)
+        operator = start_operator(variant, cfg, kubeconfig, emulator.url, workdir / f"{variant}.log")
+        stack.callback(operator.child.stop)
+        sampler = ProcSampler(operator.child.pid)
+        sampler.start()
+        stack.callback(sampler.stop)
+        log(f"N={n} {variant}: operator up, waiting for the first status of every run")
+        timeout = max(300.0, 3 * n / cfg.qps + 120)
+        wait_until(lambda: watch.count_with_status() >= n, timeout, "every run's first status", operator.child.alive)
+        synced = point(api, counters)
+        initial_calls = call_delta(start, synced)
+        result["initial"] = {
+            "seconds": round(synced.epoch - start.epoch, 1),
+            "calls": initial_calls,
+            "writes": write_delta(start, synced),
+            "max_calls_in_1s": counters.max_in_one_second(start.epoch, synced.epoch),
+            **cpu_and_rss(sampler.window(start.mono, synced.mono)),
+        }
+        log(f"N={n} {variant}: initial sync {result['initial']['seconds']}s, {initial_calls['total']} PAI calls")
+
+        # -- 3. steady state
+        duration = cfg.duration if variant == OURS else cfg.naive_duration
+        finished_at_start = {by_key[k].run_id for k, s in watch.snapshot().items() if s in TERMINAL}
+        window_start = point(api, counters)
+        cp_cpu_start = control_plane_cpu_seconds(cp)
+        log(f"N={n} {variant}: steady state for {duration:.0f}s")
+        while time.time() < window_start.epoch + duration:
+            if not operator.child.alive():
+                raise RuntimeError(f"{variant} died:\n{operator.child.log_tail()}")
+            time.sleep(1)
+        window_end = point(api, counters)
+        cp_cpu = (control_plane_cpu_seconds(cp) - cp_cpu_start) / (window_end.mono - window_start.mono)
+        result["steady"] = steady_summary(cfg, runs, watch, sampler, counters, window_start, window_end)
+        result["steady"]["calls_for_finished_runs"] = calls_for(window_start, window_end, finished_at_start)
+        result["steady"]["control_plane_cpu_mean"] = round(cp_cpu, 3)
+        if variant == OURS:
+            result["steady"]["operator_metrics"] = operator_counters(operator.metrics())
+
+        # -- 4. most active runs end at once
+        result["mass_finish"] = mass_finish(cfg, runs, by_key, watch, emulator, operator, n, variant)
+
+        # -- 5. restart with most runs finished
+        result["restart"] = restart(cfg, variant, kubeconfig, emulator, counters, api, watch, by_key, operator, workdir)
+        result["rate_limit"] = {
+            "pai_qps_limit": limit,
+            "operator_qps": cfg.qps if variant == OURS else None,
+            "throttled": int(counters.fetch()["outcomes"].get("Throttling.User", 0)),
+            "max_calls_in_1s": counters.max_in_one_second(start.epoch, time.time()),
+        }
+        result["watch_error"] = watch.error
+    log(f"N={n} {variant}: done")
+    return result
+
+
+def steady_summary(
+    cfg: Config,
+    runs: list[BenchRun],
+    watch: ResourceWatch,
+    sampler: ProcSampler,
+    counters: EmulatorCounters,
+    a: Point,
+    b: Point,
+) -> dict[str, Any]:
+    span = b.epoch - a.epoch
+    # Lag only for changes that had a full poll interval (and some) to show before the window closed.
+    grace = cfg.interval + 10
+    measured = changes_between(runs, a.epoch, b.epoch - grace)
+    lags, late = lags_for(watch, measured, b.epoch)
+    real_changes = len(changes_between(runs, a.epoch, b.epoch))
+    events = watch.events_between(a.epoch, b.epoch)
+    modified = [e for e in events if e.type == "MODIFIED"]
+    status_changed = sum(1 for e in modified if e.status_changed)
+    mid = (a.epoch + b.epoch) / 2
+    active = sum(1 for run in runs if run.status_at(mid) not in TERMINAL)
+    calls = call_delta(a, b)
+    writes = write_delta(a, b)
+    patches = status_writes(writes)
+    per_interval = calls["total"] / span * cfg.interval
+    gets = calls.get("GetPipelineRun", 0)
+    return {
+        "seconds": round(span, 1),
+        "active_runs": active,
+        "lag": lag_summary(lags, late),
+        "real_changes": real_changes,
+        "calls": calls,
+        "calls_per_min": round(calls["total"] / span * 60, 1),
+        "calls_per_interval": round(per_interval, 1),
+        "calls_per_interval_per_active": round(per_interval / active, 4) if active else None,
+        # GetPipelineRun calls beyond one per change: the periodic detail refresh (or plain polling).
+        "gets_beyond_changes_per_interval": round(max(0, gets - status_changed) / span * cfg.interval, 1),
+        "calls_per_change": round(calls["total"] / status_changed, 2) if status_changed else None,
+        "max_calls_in_1s": counters.max_in_one_second(a.epoch, b.epoch),
+        "writes": writes,
+        "status_writes": patches,
+        "status_writes_per_min": round(patches / span * 60, 1),
+        "watch_modified": len(modified),
+        "watch_status_changes": status_changed,
+        "unchanged_writes": len(modified) - status_changed,
+        "unchanged_write_fields": changed_fields(e for e in modified if not e.status_changed),
+        "writes_per_change": round(patches / status_changed, 3) if status_changed else None,
+        **cpu_and_rss(sampler.window(a.mono, b.mono)),
+        "rss_peak_mib_lifetime": max((s.rss_mib for s in sampler.samples), default=None),
+    }
+
+
+def changed_fields(events: Iterable[WatchEvent]) -> dict[str, int]:
+    """What writes that left runStatus alone changed: field name -> number of writes touching it."""
+    tally: Counter[str] = Counter()
+    for event in events:
+        tally.update(event.fields or ("(nothing)",))
+    return dict(tally.most_common(12))
+
+
+def control_plane_cpu_seconds(cp: ControlPlane) -> float:
+    """CPU seconds used so far by etcd + kube-apiserver: what the writes cost the cluster, for context."""
+    samples = [read_proc(pid) for pid in cp.pids.values()]
+    return sum(s.cpu_seconds for s in samples if s is not None)
+
+
+def operator_counters(text: str) -> dict[str, float]:
+    """The operator's own view: PAI calls and Kubernetes writes it made (cross-check of the emulator)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name in ("paiflow_pai_calls", "paiflow_kube_writes", "paiflow_tracked_resources"):
+            for sample in family.samples:
+                if sample.name.endswith("_created"):
+                    continue
+                label = ",".join(f"{v}" for v in sample.labels.values())
+                out[f"{sample.name}{{{label}}}" if label else sample.name] = sample.value
+    return out
+
+
+def mass_finish(
+    cfg: Config,
+    runs: list[BenchRun],
+    by_key: dict[tuple[str, str], BenchRun],
+    watch: ResourceWatch,
+    emulator: EmulatorProcess,
+    operator: Operator,
+    n: int,
+    variant: str,
+) -> dict[str, Any]:
+    """90% of the still-active runs end now; the restart then finds most resources finished."""
+    rng = random.Random(n)
+    active = [by_key[k] for k, s in watch.snapshot().items() if s not in TERMINAL]
+    chosen = [run for run in active if rng.random() < 0.9]
+    ends = {run.run_id: ("Failed" if rng.random() < 0.15 else "Succeeded") for run in chosen}
+    log(f"N={n} {variant}: {len(chosen)} of {len(active)} active runs end now")
+    done = asyncio.run(emulator.transition_many([(r, [[end, None]]) for r, end in ends.items()]))
+    forced_end = max(done.values(), default=time.time())
+    changes = [(run, done[run.run_id], ends[run.run_id]) for run in chosen]
+
+    def all_seen() -> bool:
+        return all(watch.first_seen.get((run.key, status), 0) >= at - 1 for run, at, status in changes)
+
+    timeout = 3 * cfg.interval + 1.5 * len(chosen) / cfg.qps + 60
+    try:
+        wait_until(all_seen, timeout, "every ended run to show", operator.child.alive)
+    except TimeoutError as exc:
+        log(str(exc))
+    lags, late = lags_for(watch, changes, time.time())
+    seen = [watch.first_seen.get((run.key, status), time.time()) for run, _, status in changes]
+    return {
+        "ended": len(chosen),
+        # From the first run ending in PAI to the last one showing in Kubernetes.
+        "drain_seconds": round(max(seen, default=forced_end) - min(done.values(), default=forced_end), 1),
+        "lag": lag_summary(lags, late),
+    }
+
+
+def restart(
+    cfg: Config,
+    variant: str,
+    kubeconfig: Path,
+    emulator: EmulatorProcess,
+    counters: EmulatorCounters,
+    api: httpx.Client,
+    watch: ResourceWatch,
+    by_key: dict[tuple[str, str], BenchRun],
+    old: Operator,
+    workdir: Path,
+) -> dict[str, Any]:
+    old.child.stop()
+    statuses = watch.snapshot()
+    finished = {by_key[k].run_id for k, s in statuses.items() if s in TERMINAL}
+    active = {by_key[k].run_id for k, s in statuses.items() if s not in TERMINAL}
+    before = point(api, counters)
+    base = before.per_run
+    started = time.monotonic()
+    operator = start_operator(variant, cfg, kubeconfig, emulator.url, workdir / f"{variant}-restart.log")
+    healthy = time.monotonic() - started
+    sampler = ProcSampler(operator.child.pid)
+    sampler.start()
+    try:
+        # Steady when every active run has been asked about once since the restart.
+        steady_after: float | None = None
+        deadline = started + max(cfg.restart_window, 1.5 * len(active) / cfg.qps + cfg.interval + 30)
+        while time.monotonic() < deadline:
+            if not operator.child.alive():
+                raise RuntimeError(f"{variant} died after restart:\n{operator.child.log_tail()}")
+            now_runs = counters.per_run()
+            if steady_after is None and all(now_runs[r] > base[r] for r in active):
+                steady_after = time.monotonic() - started
+            if steady_after is not None and time.monotonic() - started >= cfg.restart_window:
+                break
+            time.sleep(1)
+        after = point(api, counters)
+        span = after.mono - started
+        restart_events = [e for e in watch.events_between(before.epoch, after.epoch) if e.type == "MODIFIED"]
+        calls = call_delta(before, after)
+        writes = write_delta(before, after)
+        return {
+            "resources": len(statuses),
+            "finished": len(finished),
+            "active": len(active),
+            "seconds_observed": round(span, 1),
+            "healthy_seconds": round(healthy, 1),
+            "steady_seconds": round(steady_after, 1) if steady_after is not None else None,
+            "calls": calls,
+            "calls_for_finished_runs": calls_for(before, after, finished),
+            "calls_for_active_runs": calls_for(before, after, active),
+            "writes": writes,
+            "status_writes": status_writes(writes),
+            "write_fields": changed_fields(restart_events),
+            **cpu_and_rss(sampler.samples),
+        }
+    finally:
+        sampler.stop()
+        operator.child.stop()
+
+
+# ---- shards -----------------------------------------------------------------------------------------
+
+
+def run_shards(cfg: Config, n: int) -> dict[str, Any]:
+    """Two replicas (PAIFLOW_SHARD_COUNT=2) against one control plane. Each replica talks to its own
+    emulator (same runs, its own access key), so the emulators' per-run counters say exactly which replica
+    polled which run."""
+    workdir = cfg.workdir / f"shards-n{n}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        log(f"shards: N={n}, two replicas")
+        cp = start_cluster(stack)
+        kubeconfig = cp.service_account_kubeconfig(
+            "paiflow-system", "paiflow-operator", workdir / "sa.kubeconfig", 4 * 3600
+        )
+        runs = population(n, time.time())
+        keys = [(f"LTAI5tBenchShard{i}0000", f"bench-shard-secret-{i}") for i in range(2)]
+        emulators = []
+        for i, (ak, secret) in enumerate(keys):
+            emulator = EmulatorProcess(workdir, f"emulator-{i}", {ak: secret}, cfg.latency, cfg.pai_qps_limit)
+            stack.callback(emulator.stop)
+            emulators.append(emulator.start())
+            emulator.add_runs(runs)
+        watch = ResourceWatch(cp.workdir, cp.server)
+        stack.callback(watch.stop)
+        watch.start()
+        wait_until(lambda: bool(watch.resource_version), 30, "the watch")
+        create_resources(cp, runs)
+        wait_until(lambda: len(watch.status) >= n, 120, "the watch to show every resource")
+        operators = []
+        for i, emulator in enumerate(emulators):
+            env = {"PAIFLOW_SHARD_COUNT": "2", "PAIFLOW_SHARD_INDEX": str(i)}
+            operator = start_operator(OURS, cfg, kubeconfig, emulator.url, workdir / f"replica-{i}.log", env, keys[i])
+            stack.callback(operator.child.stop)
+            operators.append(operator)
+        alive = lambda: all(o.child.alive() for o in operators)  # noqa: E731
+        synced = wait_until(lambda: watch.count_with_status() >= n, 3 * n / cfg.qps + 120, "first status", alive)
+        # Two more intervals, so every active run has been polled again by its owner.
+        time.sleep(2 * cfg.interval + 5)
+        per_replica = [e.counters.per_run() if e.counters else Counter[str]() for e in emulators]
+        tracked = [operator_counters(o.metrics()).get("paiflow_tracked_resources", -1.0) for o in operators]
+        uid_of = {by.run_id: watch.uids.get(by.key, "") for by in runs}
+        by_count: Counter[int] = Counter()
+        wrong_owner = 0
+        for run in runs:
+            pollers = [i for i in range(2) if per_replica[i][run.run_id] > 0]
+            by_count[len(pollers)] += 1
+            owner = zlib.crc32(uid_of[run.run_id].encode()) % 2
+            if pollers and pollers != [owner]:
+                wrong_owner += 1
+        return {
+            "n": n,
+            "seconds_to_first_status": round(synced, 1),
+            "runs_polled_by_one_replica": by_count[1],
+            "runs_polled_by_two_replicas": by_count[2],
+            "runs_polled_by_none": by_count[0],
+            "runs_not_polled_by_their_hash_owner": wrong_owner,
+            "runs_per_replica": [sum(1 for r in runs if per_replica[i][r.run_id] > 0) for i in range(2)],
+            "tracked_resources_per_replica": tracked,
+            "calls_per_replica": [sum(per_replica[i].values()) for i in range(2)],
+            "all_statuses_shown": watch.count_with_status() >= n,
+        }
+
+
+# ---- main -------------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_kib = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    import kopf
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "kopf": getattr(kopf, "__version__", "?"),
+        "kubernetes": K8S_VERSION,
+    }
+
+
+def _sigterm(signum: int, frame: FrameType | None) -> None:
+    # As for Ctrl-C: unwind through every `with`/finally so each child and control plane is stopped.
+    raise KeyboardInterrupt
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="100,1000,10000", help="comma-separated N (default 100,1000,10000)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=330,
+        help="steady-state seconds per N for the operator (default 330: one detail refresh of every run)",
+    )
+    parser.add_argument("--naive-duration", type=float, default=None, help="default: 4 intervals")
+    parser.add_argument("--interval", type=float, default=30, help="PAIFLOW_DEFAULT_POLL_INTERVAL seconds")
+    parser.add_argument("--qps", type=float, default=50, help="PAIFLOW_QPS (shipped default 10; see README)")
+    parser.add_argument("--pai-qps-limit", type=float, default=60, help="the emulator's QPS limit (PAI's quota)")
+    parser.add_argument("--latency", type=float, default=0.05, help="seconds the emulator adds to each answer")
+    parser.add_argument("--no-naive", action="store_true", help="skip the baseline")
+    parser.add_argument("--shards", type=int, default=None, metavar="N", help="only the shard check, with N runs")
+    parser.add_argument("--no-shards", action="store_true", help="skip the shard check after the sizes")
+    parser.add_argument("--restart-window", type=float, default=None, help="default: 2 intervals")
+    parser.add_argument("--workdir", type=Path, default=None, help="logs (default: a temporary directory)")
+    args = parser.parse_args(argv)
+    only_shards = args.shards is not None
+    sizes = () if only_shards else tuple(int(s) for s in args.sizes.split(",") if s.strip())
+    shards = args.shards if only_shards else (0 if args.no_shards else 1000)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="paiflow-bench-"))
+    return Config(
+        sizes=sizes,
+        duration=args.duration,
+        naive_duration=args.naive_duration or 4 * args.interval,
+        interval=args.interval,
+        qps=args.qps,
+        pai_qps_limit=args.pai_qps_limit,
+        latency=args.latency,
+        naive=not args.no_naive,
+        shards=shards,
+        restart_window=args.restart_window or 2 * args.interval,
+        workdir=workdir.resolve(),
+    )
+
+
+def results_for(cfg: Config) -> Iterator[tuple[int, str]]:
+    for n in cfg.sizes:
+        yield n, OURS
+        if cfg.naive:
+            yield n, NAIVE
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    log(f"logs in {cfg.workdir}")
+    doc: dict[str, Any] = {
+        "machine": machine(),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "workdir"},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "sizes": {},
+    }
+    out_json = RESULTS / ("shards.json" if not cfg.sizes else "bench.json")
+    try:
+        for n, variant in results_for(cfg):
+            doc["sizes"].setdefault(str(n), {})[variant] = run_variant(cfg, n, variant)
+            entry = doc["sizes"][str(n)]
+            if OURS in entry and NAIVE in entry:
+                entry["ratios"] = ratios(entry[OURS], entry[NAIVE])
+            # Written after every step: an interrupted run still leaves what it measured.
+            out_json.write_text(json.dumps(doc, indent=2) + "\n")
+        if cfg.shards:
+            doc["shards"] = run_shards(cfg, cfg.shards)
+            out_json.write_text(json.dumps(doc, indent=2) + "\n")
+    except KeyboardInterrupt:
+        log("interrupted: everything started has been stopped")
+        return 130
+    finally:
+        doc["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        if doc["sizes"] or "shards" in doc:
+            out_json.write_text(json.dumps(doc, indent=2) + "\n")
+    if cfg.sizes:
+        table = report.write(doc, RESULTS)
+        print(table)
+    else:
+        print(json.dumps(doc["shards"], indent=2))
+    return 0
+
+
+def ratios(ours: dict[str, Any], naive: dict[str, Any]) -> dict[str, float | None]:
+    """ours / naive: below 1 is better for every one of them."""
+    o, b = ours["steady"], naive["steady"]
+    return {
+        "calls_per_min": ratio(o["calls_per_min"], b["calls_per_min"]),
+        "status_writes_per_min": ratio(o["status_writes_per_min"], b["status_writes_per_min"]),
+        "lag_p50": ratio(o["lag"]["p50"], b["lag"]["p50"]),
+        "lag_p99": ratio(o["lag"]["p99"], b["lag"]["p99"]),
+        "cpu_mean": ratio(o["cpu_mean"], b["cpu_mean"]),
+        "rss_mean": ratio(o["rss_mean_mib"], b["rss_mean_mib"]),
+        "restart_calls": ratio(ours["restart"]["calls"]["total"], naive["restart"]["calls"]["total"]),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
