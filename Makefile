@@ -36,8 +36,8 @@ k8s-bin: $(K8S_BIN)/kube-apiserver $(K8S_BIN)/kubectl $(K8S_BIN)/etcd ## Build k
 
 .PHONY: lint
 lint: install ## ruff
-	$(BIN)/ruff check operator tests bench
-	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 
 .PHONY: typecheck
 typecheck: install ## mypy (strict)
