@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -70,15 +70,40 @@ def _status(value: Any) -> RunStatus:
         return RunStatus.UNRECOGNIZED
 
 
-class PipelineRun(_PaiModel):
-    """GetPipelineRun's answer (and one row of ListPipelineRuns)."""
+class _RunIdentity(_PaiModel):
+    """What every run row carries: its id and its status, the latter also exactly as PAI sent it."""
 
-    request_id: Text = Field(default=None, alias="RequestId")
     pipeline_run_id: str = Field(alias="PipelineRunId")
-    name: Text = Field(default=None, alias="Name")
     status: RunStatus = Field(alias="Status")
     # The status exactly as PAI sent it, so an unrecognised value is still shown to the user.
     raw_status: str = Field(default="", alias="RawStatus")
+    name: Text = Field(default=None, alias="Name")
+    node_id: Text = Field(default=None, alias="NodeId")
+
+    @field_validator("pipeline_run_id", mode="before")
+    @classmethod
+    def _strip_id(cls, value: Any) -> Any:
+        return _strip(value)
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _parse_status(cls, value: Any) -> RunStatus:
+        return _status(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_raw_status(cls, data: Any) -> Any:
+        return _with_raw_status(data)
+
+    @classmethod
+    def from_wire(cls, body: dict[str, Any]) -> Self:
+        return cls.model_validate(body)
+
+
+class PipelineRun(_RunIdentity):
+    """GetPipelineRun's answer (and one row of ListPipelineRuns)."""
+
+    request_id: Text = Field(default=None, alias="RequestId")
     message: Text = Field(default=None, alias="Message")
     duration: int | None = Field(default=None, alias="Duration")
     started_at: Timestamp = Field(default=None, alias="StartedAt")
@@ -87,7 +112,6 @@ class PipelineRun(_PaiModel):
     gmt_modified_time: Timestamp = Field(default=None, alias="GmtModifiedTime")
     pipeline_id: Text = Field(default=None, alias="PipelineId")
     workspace_id: Text = Field(default=None, alias="WorkspaceId")
-    node_id: Text = Field(default=None, alias="NodeId")
     source_type: Text = Field(default=None, alias="SourceType")
     source_id: Text = Field(default=None, alias="SourceId")
     user_id: Text = Field(default=None, alias="UserId")
@@ -98,16 +122,6 @@ class PipelineRun(_PaiModel):
     arguments: Text = Field(default=None, alias="Arguments")
     options: Text = Field(default=None, alias="Options")
 
-    @field_validator("pipeline_run_id", mode="before")
-    @classmethod
-    def _strip_id(cls, value: Any) -> Any:
-        return _strip(value)
-
-    @field_validator("status", mode="before")
-    @classmethod
-    def _parse_status(cls, value: Any) -> RunStatus:
-        return _status(value)
-
     @field_validator("duration", mode="before")
     @classmethod
     def _parse_duration(cls, value: Any) -> Any:
@@ -116,44 +130,11 @@ class PipelineRun(_PaiModel):
             return None
         return int(float(value))
 
-    @model_validator(mode="before")
-    @classmethod
-    def _keep_raw_status(cls, data: Any) -> Any:
-        return _with_raw_status(data)
 
-    @classmethod
-    def from_wire(cls, body: dict[str, Any]) -> PipelineRun:
-        return cls.model_validate(body)
-
-
-class RunStatusSummary(_PaiModel):
+class RunStatusSummary(_RunIdentity):
     """One row of ListPipelineRunsStatus: the status only, no duration, message or timestamps."""
 
-    pipeline_run_id: str = Field(alias="PipelineRunId")
-    status: RunStatus = Field(alias="Status")
-    raw_status: str = Field(default="", alias="RawStatus")
-    name: Text = Field(default=None, alias="Name")
-    node_id: Text = Field(default=None, alias="NodeId")
     is_deleted: bool | None = Field(default=None, alias="IsDeleted")
-
-    @field_validator("pipeline_run_id", mode="before")
-    @classmethod
-    def _strip_id(cls, value: Any) -> Any:
-        return _strip(value)
-
-    @field_validator("status", mode="before")
-    @classmethod
-    def _parse_status(cls, value: Any) -> RunStatus:
-        return _status(value)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _keep_raw_status(cls, data: Any) -> Any:
-        return _with_raw_status(data)
-
-    @classmethod
-    def from_wire(cls, body: dict[str, Any]) -> RunStatusSummary:
-        return cls.model_validate(body)
 
 
 class RunStatusList(_PaiModel):
