@@ -58,7 +58,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 
 
 @kopf.on.event(resource.GROUP, resource.VERSION, resource.PLURAL)
-def watch(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def watch(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    # async on purpose: kopf runs sync handlers in a thread pool, and the scheduler's heap and wake-up event
+    # belong to the event loop.
     memo.scheduler.observe(event["object"], event["type"])
 
 
