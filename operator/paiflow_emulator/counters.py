@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,6 +40,16 @@ class Counters:
         self._outcomes: Counter[str] = Counter()
         self._runs: Counter[str] = Counter()
         self._by_action: dict[str, Counter[str]] = {}
+        # PAI calls by the wall-clock second they arrived in: proves a client's rate limit on the wire.
+        self._per_second: Counter[int] = Counter()
+
+    def arrived(self, now: float | None = None) -> None:
+        with self._lock:
+            self._per_second[int(time.time() if now is None else now)] += 1
+
+    def per_second(self) -> dict[int, int]:
+        with self._lock:
+            return dict(self._per_second)
 
     def record(self, action: str, outcome: str, run_ids: Iterable[str] = ()) -> None:
         with self._lock:
@@ -70,3 +81,4 @@ class Counters:
             self._outcomes.clear()
             self._runs.clear()
             self._by_action.clear()
+            self._per_second.clear()

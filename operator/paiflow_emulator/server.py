@@ -20,7 +20,8 @@ Control API (test tool, no signature, never a PAI action), all JSON:
 - DELETE /_emulator/faults[/{id}]          removes all faults / one
 - GET    /_emulator/clock                  -> {"now": epoch, "iso": ..., "offset": seconds}
 - POST   /_emulator/clock/advance          {"seconds": n} -> same as GET /_emulator/clock
-- GET    /_emulator/counters[?runs=0]      -> {"total", "actions", "outcomes", "runs", "byAction"}
+- GET    /_emulator/counters[?runs=0][&seconds=1] -> {"total", "actions", "outcomes", "runs", "byAction"}
+                                            (+ "perSecond": {epoch second: calls arrived})
 - POST   /_emulator/reset-counters         -> {"ok": true}
 - POST   /_emulator/config                 {"latency"?, "qpsLimit"?, "qpsBurst"?} -> current config
 - POST   /_emulator/keys                   {"keys"?: {ak: secret}, "stsTokens"?: {token: ak}}
@@ -345,6 +346,7 @@ class Emulator:
 
     # ------------------------------------------------------------------ PAI API
     async def _handle_api(self, request: web.Request) -> web.StreamResponse:
+        self.counters.arrived()
         request_id = new_request_id()
         header_action = request.headers.get("x-acs-action", "")
         action = header_action or "Unknown"
@@ -609,7 +611,10 @@ class Emulator:
 
     async def _c_counters(self, request: web.Request) -> web.StreamResponse:
         include_runs = request.query.get("runs", "1") not in ("0", "false")
-        return web.json_response(self.counters.snapshot(include_runs=include_runs).to_json())
+        body = self.counters.snapshot(include_runs=include_runs).to_json()
+        if request.query.get("seconds", "0") not in ("0", "false"):
+            body["perSecond"] = {str(k): v for k, v in sorted(self.counters.per_second().items())}
+        return web.json_response(body)
 
     async def _c_reset_counters(self, request: web.Request) -> web.StreamResponse:
         self.reset_counters()
