@@ -23,6 +23,7 @@ class EmulatorProcess:
         keys: dict[str, str],
         latency: float,
         qps_limit: float | None,
+        qps_burst: float | None = None,
     ) -> None:
         self.name = name
         self.url_file = workdir / f"{name}.url"
@@ -30,8 +31,8 @@ class EmulatorProcess:
         for access_key_id, secret in keys.items():
             args += ["--keys", f"{access_key_id}:{secret}"]
         if qps_limit:
-            # Burst equal to the rate: "never more than the limit" then means "never throttled".
-            args += ["--qps-limit", str(qps_limit), "--qps-burst", str(qps_limit)]
+            # Burst defaults to the rate: "never more than the limit" then means "never throttled".
+            args += ["--qps-limit", str(qps_limit), "--qps-burst", str(qps_burst or qps_limit)]
         self.qps_limit = qps_limit
         self.child: Child = python_child(name, "paiflow_emulator", args, clean_env({}), workdir / f"{name}.log")
         self.url = ""

@@ -192,8 +192,9 @@ class EmulatorCounters(threading.Thread):
         self._stop_event = threading.Event()
         self._client = httpx.Client(base_url=url, timeout=10)
 
-    def fetch(self, runs: bool = False) -> dict[str, Any]:
-        response = self._client.get("/_emulator/counters", params={"runs": "1" if runs else "0"})
+    def fetch(self, runs: bool = False, seconds: bool = False) -> dict[str, Any]:
+        params = {"runs": "1" if runs else "0", "seconds": "1" if seconds else "0"}
+        response = self._client.get("/_emulator/counters", params=params)
         response.raise_for_status()
         data: dict[str, Any] = response.json()
         return data

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from bench.stats import ratio
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -54,7 +57,7 @@ def main_table(doc: dict[str, Any]) -> list[str]:
 
 def startup_table(doc: dict[str, Any]) -> list[str]:
     lines = [
-        "| N | operator | first sync: s / PAI calls / max calls in 1 s | mass finish: runs / s to show all "
+        "| N | operator | first sync: s / PAI calls / max calls in 1 s | mass finish: runs / s to show all / lag p99 "
         "| restart: finished / active | restart: s to healthy / steady | restart: PAI calls (to finished runs) "
         "| restart: status writes | throttled by PAI |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -67,7 +70,7 @@ def startup_table(doc: dict[str, Any]) -> list[str]:
             i, m, re_, rl = r["initial"], r["mass_finish"], r["restart"], r["rate_limit"]
             lines.append(
                 f"| {int(n):,} | {variant} | {_f(i['seconds'])} / {_f(i['calls']['total'])} / "
-                f"{_f(i['max_calls_in_1s'])} | {_f(m['ended'])} / {_f(m['drain_seconds'])} "
+                f"{_f(i['max_calls_in_1s'])} | {_f(m['ended'])} / {_f(m['drain_seconds'])} / {_f(m['lag']['p99'])} "
                 f"| {_f(re_['finished'])} / {_f(re_['active'])} "
                 f"| {_f(re_['healthy_seconds'])} / {_f(re_['steady_seconds'])} "
                 f"| {_f(re_['calls']['total'])} ({_f(re_['calls_for_finished_runs'])}) "
@@ -78,8 +81,9 @@ def startup_table(doc: dict[str, Any]) -> list[str]:
 
 def ratio_table(doc: dict[str, Any]) -> list[str]:
     lines = [
-        "| N | PAI calls | status writes | lag p50 | lag p99 | CPU | RSS | calls at restart |",
-        "|---|---|---|---|---|---|---|---|",
+        "| N | PAI calls | status writes | lag p50 | lag p99 | mass-finish lag p50 | mass-finish lag p99 | CPU | RSS "
+        "| calls at restart |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n, entry in doc["sizes"].items():
         r = entry.get("ratios")
@@ -87,7 +91,8 @@ def ratio_table(doc: dict[str, Any]) -> list[str]:
             continue
         lines.append(
             f"| {int(n):,} | {_f(r['calls_per_min'], 3)} | {_f(r['status_writes_per_min'], 3)} "
-            f"| {_f(r['lag_p50'], 2)} | {_f(r['lag_p99'], 2)} | {_f(r['cpu_mean'], 2)} | {_f(r['rss_mean'], 2)} "
+            f"| {_f(r['lag_p50'], 2)} | {_f(r['lag_p99'], 2)} | {_f(r.get('mass_finish_lag_p50'), 2)} "
+            f"| {_f(r.get('mass_finish_lag_p99'), 2)} | {_f(r['cpu_mean'], 2)} | {_f(r['rss_mean'], 2)} "
             f"| {_f(r['restart_calls'], 3)} |"
         )
     return lines
@@ -102,6 +107,19 @@ def shards_table(shards: dict[str, Any]) -> list[str]:
         f"| {shards['runs_polled_by_none']} | {shards['runs_not_polled_by_their_hash_owner']} "
         f"| {' / '.join(str(x) for x in shards['runs_per_replica'])} "
         f"| {' / '.join(_f(x, 0) for x in shards['tracked_resources_per_replica'])} |",
+    ]
+
+
+def rate_limit_table(r: dict[str, Any]) -> list[str]:
+    return [
+        "| N at once | PAIFLOW_QPS / burst | PAI quota qps | seconds | PAI calls | throttled | max calls in one second "
+        "| seconds over qps + burst | seconds after the first 5 over qps | mean qps | first sync of all (projected) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| {r['n']:,} | {r['operator_qps']:g} / {r['operator_burst']} | {r['pai_quota_qps']:g} | {_f(r['seconds'])} "
+        f"| {_f(r['calls'])} | {_f(r['throttled'])} | {_f(r['max_calls_in_a_second'])} "
+        f"| {_f(r['seconds_over_qps_plus_burst'])} | {_f(r['seconds_over_qps_after_first_5s'])} "
+        f"| {_f(r['mean_qps'], 2)} "
+        f"| {_f(r['projected_first_sync_seconds'], 0)} s |",
     ]
 
 
@@ -134,8 +152,15 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         *startup_table(doc),
     ]
-    if "shards" in doc:
+    if doc.get("shards"):
         parts += ["", "## Two replicas, PAIFLOW_SHARD_COUNT=2", "", *shards_table(doc["shards"])]
+    if doc.get("rate_limit"):
+        parts += [
+            "",
+            "## Shipped rate limit, N resources appearing at once (calls counted by the emulator per second)",
+            "",
+            *rate_limit_table(doc["rate_limit"]),
+        ]
     return "\n".join(parts) + "\n"
 
 
@@ -147,7 +172,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
 
     sizes = [int(n) for n in doc["sizes"]]
     fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
-    series = [
+    series: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
         ("status lag p99 (s)", lambda s: s["lag"]["p99"]),
         ("RSS mean (MiB)", lambda s: s["rss_mean_mib"]),
         ("PAI calls per minute", lambda s: s["calls_per_min"]),
@@ -174,7 +199,28 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def ratios(ours: dict[str, Any], naive: dict[str, Any]) -> dict[str, float | None]:
+    """ours / naive: below 1 is better for every one of them."""
+    o, b = ours["steady"], naive["steady"]
+    return {
+        "calls_per_min": ratio(o["calls_per_min"], b["calls_per_min"]),
+        "status_writes_per_min": ratio(o["status_writes_per_min"], b["status_writes_per_min"]),
+        "lag_p50": ratio(o["lag"]["p50"], b["lag"]["p50"]),
+        "lag_p99": ratio(o["lag"]["p99"], b["lag"]["p99"]),
+        # Hundreds of runs changing at once: a large sample for both, where the steady window has few.
+        "mass_finish_lag_p50": ratio(ours["mass_finish"]["lag"]["p50"], naive["mass_finish"]["lag"]["p50"]),
+        "mass_finish_lag_p99": ratio(ours["mass_finish"]["lag"]["p99"], naive["mass_finish"]["lag"]["p99"]),
+        "cpu_mean": ratio(o["cpu_mean"], b["cpu_mean"]),
+        "rss_mean": ratio(o["rss_mean_mib"], b["rss_mean_mib"]),
+        "restart_calls": ratio(ours["restart"]["calls"]["total"], naive["restart"]["calls"]["total"]),
+    }
+
+
 def write(doc: dict[str, Any], directory: Path = RESULTS) -> str:
+    # Recomputed here so that re-rendering an older JSON picks up ratios added since.
+    for entry in doc["sizes"].values():
+        if "ours" in entry and "naive" in entry:
+            entry["ratios"] = ratios(entry["ours"], entry["naive"])
     text = markdown(doc)
     (directory / "bench.md").write_text(text)
     plot(doc, directory / "bench.png")
