@@ -123,6 +123,71 @@ def rate_limit_table(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def targets_table(doc: dict[str, Any]) -> list[str]:
+    """Issue 5's targets against the largest N measured with both operators."""
+    sizes = [n for n, e in doc["sizes"].items() if "ours" in e]
+    if not sizes:
+        return []
+    n = max(sizes, key=int)
+    entry = doc["sizes"][n]
+    o, interval = entry["ours"], doc["config"]["interval"]
+    s, r = o["steady"], o["restart"]
+    active = s["active_runs"]
+    rows: list[tuple[str, str, bool | None]] = [
+        (f"p99 status lag <= {interval + 5:g} s", f"{_f(s['lag']['p99'])} s", _le(s["lag"]["p99"], interval + 5)),
+        (
+            "RSS <= 300 MiB",
+            f"steady {_f(s['rss_mean_mib'])}, peak {_f(s['rss_peak_mib_lifetime'])}; after restart peak "
+            f"{_f(r['rss_peak_mib'])}",
+            _le(max(s["rss_peak_mib_lifetime"] or 0, r["rss_peak_mib"] or 0), 300),
+        ),
+        ("mean CPU <= 0.5 core", f"{_f(s['cpu_mean'], 2)} (peak {_f(s['cpu_peak'], 2)})", _le(s["cpu_mean"], 0.5)),
+        ("status writes / real changes <= 1.05", _f(s["writes_per_change"], 3), _le(s["writes_per_change"], 1.05)),
+        ("no write for an unchanged poll", f"{s['unchanged_writes']} unchanged writes", s["unchanged_writes"] == 0),
+        (
+            "no PAI calls for finished runs (also after restart)",
+            f"{s['calls_for_finished_runs']} in steady state, {r['calls_for_finished_runs']} after restart",
+            s["calls_for_finished_runs"] == 0 and r["calls_for_finished_runs"] == 0,
+        ),
+        (
+            f"<= N/50 PAI calls per interval ({active:,} active: {active / 50:,.0f})",
+            f"{_f(s['calls_per_interval'])}",
+            _le(s["calls_per_interval"], active / 50),
+        ),
+        (
+            "the emulator never throttles (rate limit holds)",
+            f"{o['rate_limit']['throttled']} throttled",
+            o["rate_limit"]["throttled"] == 0,
+        ),
+    ]
+    ratios_ = entry.get("ratios") or {}
+    if ratios_:
+        rows += [
+            (
+                "10x fewer PAI calls than naive",
+                f"ratio {_f(ratios_['calls_per_min'], 3)}",
+                _le(ratios_["calls_per_min"], 0.1),
+            ),
+            (
+                "10x fewer status writes than naive",
+                f"ratio {_f(ratios_['status_writes_per_min'], 3)}",
+                _le(ratios_["status_writes_per_min"], 0.1),
+            ),
+            (
+                "lag no worse than naive (p99, mass finish p99)",
+                f"ratio {_f(ratios_['lag_p99'], 2)}, {_f(ratios_.get('mass_finish_lag_p99'), 2)}",
+                _le(ratios_["lag_p99"], 1.0),
+            ),
+        ]
+    lines = [f"| target (N = {int(n):,}) | measured | met |", "|---|---|---|"]
+    lines += [f"| {t} | {m} | {'yes' if ok else 'no' if ok is not None else '-'} |" for t, m, ok in rows]
+    return lines
+
+
+def _le(value: float | None, bound: float) -> bool | None:
+    return None if value is None else value <= bound
+
+
 def markdown(doc: dict[str, Any]) -> str:
     m, c = doc["machine"], doc["config"]
     parts = [
@@ -135,6 +200,14 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{c['duration']:g} s (operator), {c['naive_duration']:g} s (baseline). `ours` = `python -m paiflow_operator`"
         " as its ServiceAccount; `naive` = bench/naive_operator.py (one kopf timer per resource, GetPipelineRun and"
         " a status patch every tick).",
+        "",
+        "## Targets (issue 5)",
+        "",
+        *targets_table(doc),
+        "",
+        "The steady-state window is shorter than PAIFLOW_HEARTBEAT_INTERVAL (10 min) and starts right after the"
+        " first sync, so it holds no heartbeat write (one per unchanged active run per 10 min); it holds one"
+        " detail refresh (GetPipelineRun every 5 min) of each active run.",
         "",
         "## Steady state",
         "",
@@ -171,18 +244,20 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     sizes = [int(n) for n in doc["sizes"]]
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
+    fig, axes = plt.subplots(1, 5, figsize=(22, 4.2))
+    # Each panel reads one operator's whole result for one N.
     series: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
-        ("status lag p99 (s)", lambda s: s["lag"]["p99"]),
-        ("RSS mean (MiB)", lambda s: s["rss_mean_mib"]),
-        ("PAI calls per minute", lambda s: s["calls_per_min"]),
-        ("status writes per minute", lambda s: s["status_writes_per_min"]),
+        ("steady-state lag p99 (s)", lambda v: v["steady"]["lag"]["p99"]),
+        ("mass-finish lag p99 (s)", lambda v: v["mass_finish"]["lag"]["p99"]),
+        ("RSS mean, steady (MiB)", lambda v: v["steady"]["rss_mean_mib"]),
+        ("PAI calls per minute", lambda v: v["steady"]["calls_per_min"]),
+        ("status writes per minute", lambda v: v["steady"]["status_writes_per_min"]),
     ]
     for ax, (title, get) in zip(axes, series, strict=True):
         positive = True
         for variant, style in (("ours", "o-"), ("naive", "s--")):
             xs = [n for n in sizes if variant in doc["sizes"][str(n)]]
-            ys = [get(doc["sizes"][str(n)][variant]["steady"]) for n in xs]
+            ys = [get(doc["sizes"][str(n)][variant]) for n in xs]
             positive = positive and all(y is not None and y > 0 for y in ys)
             if xs:
                 ax.plot(xs, [float("nan") if y is None else y for y in ys], style, label=variant)

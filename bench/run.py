@@ -78,7 +78,8 @@ class Config:
     qps: float
     pai_qps_limit: float
     latency: float
-    naive: bool
+    variants: tuple[str, ...]
+    merge: bool  # add to the existing bench/results/bench.json
     shards: int  # N for the shard check; 0: skip it
     rate_limit: int  # N for the shipped-rate-limit check; 0: skip it
     rate_limit_seconds: float
@@ -308,11 +309,20 @@ def run_variant(cfg: Config, n: int, variant: str) -> dict[str, Any]:
         sampler.start()
         stack.callback(sampler.stop)
         log(f"N={n} {variant}: operator up, waiting for the first status of every run")
-        timeout = max(300.0, 3 * n / cfg.qps + 120)
-        wait_until(lambda: watch.count_with_status() >= n, timeout, "every run's first status", operator.child.alive)
+        # The baseline has no rate limit to wait for; past 5 minutes it is not keeping up, which is a result.
+        timeout = max(300.0, 3 * n / cfg.qps + 120) if variant == OURS else 300.0
+        complete = True
+        try:
+            wait_until(lambda: watch.count_with_status() >= n, timeout, "every first status", operator.child.alive)
+        except TimeoutError as exc:
+            # An operator that cannot keep up is a result, not a failure: measure what it does anyway.
+            log(f"N={n} {variant}: {exc}; {watch.count_with_status()} of {n} have a status")
+            complete = False
         synced = point(api, counters)
         initial_calls = call_delta(start, synced)
         result["initial"] = {
+            "complete": complete,
+            "with_status": watch.count_with_status(),
             "seconds": round(synced.epoch - start.epoch, 1),
             "calls": initial_calls,
             "writes": write_delta(start, synced),
@@ -340,7 +350,14 @@ def run_variant(cfg: Config, n: int, variant: str) -> dict[str, Any]:
             result["steady"]["operator_metrics"] = operator_counters(operator.metrics())
 
         # -- 4. most active runs end at once
+        before_finish = point(api, counters)
         result["mass_finish"] = mass_finish(cfg, runs, by_key, watch, emulator, operator, n, variant)
+        after_finish = point(api, counters)
+        result["mass_finish"].update(
+            calls=call_delta(before_finish, after_finish),
+            writes=write_delta(before_finish, after_finish),
+            **cpu_and_rss(sampler.window(before_finish.mono, after_finish.mono)),
+        )
 
         # -- 5. restart with most runs finished
         result["restart"] = restart(cfg, variant, kubeconfig, emulator, counters, api, watch, by_key, operator, workdir)
@@ -701,7 +718,12 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
 
 def parse_args(argv: list[str] | None = None) -> Config:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="100,1000,10000", help="comma-separated N (default 100,1000,10000)")
+    parser.add_argument("--sizes", default=None, help="comma-separated N (default 100,1000,10000)")
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help="ours,naive (default both). Given: the results join the existing bench/results/bench.json",
+    )
     parser.add_argument(
         "--duration",
         type=float,
@@ -714,21 +736,24 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument("--pai-qps-limit", type=float, default=60, help="the emulator's QPS limit (PAI's quota)")
     parser.add_argument("--latency", type=float, default=0.05, help="seconds the emulator adds to each answer")
     parser.add_argument("--no-naive", action="store_true", help="skip the baseline")
-    parser.add_argument("--shards", type=int, default=None, metavar="N", help="only the shard check, with N runs")
-    parser.add_argument(
-        "--rate-limit", type=int, default=None, metavar="N", help="only the shipped-rate-limit check, N runs"
-    )
+    parser.add_argument("--shards", type=int, default=None, metavar="N", help="the shard check with N runs")
+    parser.add_argument("--rate-limit", type=int, default=None, metavar="N", help="the rate-limit check, N runs")
     parser.add_argument("--no-shards", action="store_true", help="skip the shard check after the sizes")
     parser.add_argument("--no-rate-limit", action="store_true", help="skip the rate-limit check after the sizes")
     parser.add_argument("--rate-limit-seconds", type=float, default=90)
     parser.add_argument("--restart-window", type=float, default=None, help="default: 2 intervals")
     parser.add_argument("--workdir", type=Path, default=None, help="logs (default: a temporary directory)")
     args = parser.parse_args(argv)
-    # --shards / --rate-limit alone run just that check and add it to the existing bench/results/bench.json.
-    only = args.shards is not None or args.rate_limit is not None
-    sizes = () if only else tuple(int(s) for s in args.sizes.split(",") if s.strip())
-    shards = (args.shards or 0) if only else (0 if args.no_shards else 1000)
-    rate_limit = (args.rate_limit or 0) if only else (0 if args.no_rate_limit else max(sizes, default=0))
+    # --shards / --rate-limit without --sizes run just that check; with --variants or without --sizes the
+    # results join the existing bench/results/bench.json instead of starting it afresh.
+    only = (args.shards is not None or args.rate_limit is not None) and args.sizes is None
+    sizes = () if only else tuple(int(s) for s in (args.sizes or "100,1000,10000").split(",") if s.strip())
+    explicit = args.shards is not None or args.rate_limit is not None
+    shards = (args.shards or 0) if explicit else (0 if args.no_shards else 1000)
+    rate_limit = (args.rate_limit or 0) if explicit else (0 if args.no_rate_limit else max(sizes, default=0))
+    variants = tuple(v.strip() for v in (args.variants or f"{OURS},{NAIVE}").split(",") if v.strip())
+    if args.no_naive:
+        variants = tuple(v for v in variants if v != NAIVE)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="paiflow-bench-"))
     return Config(
         sizes=sizes,
@@ -738,7 +763,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
         qps=args.qps,
         pai_qps_limit=args.pai_qps_limit,
         latency=args.latency,
-        naive=not args.no_naive,
+        variants=variants,
+        merge=only or args.variants is not None,
         shards=shards,
         rate_limit=rate_limit,
         rate_limit_seconds=args.rate_limit_seconds,
@@ -749,9 +775,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
 
 def results_for(cfg: Config) -> Iterator[tuple[int, str]]:
     for n in cfg.sizes:
-        yield n, OURS
-        if cfg.naive:
-            yield n, NAIVE
+        for variant in (OURS, NAIVE):
+            if variant in cfg.variants:
+                yield n, variant
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -761,11 +787,12 @@ def main(argv: list[str] | None = None) -> int:
     out_json = RESULTS / "bench.json"
     log(f"logs in {cfg.workdir}")
     doc: dict[str, Any] = {"sizes": {}}
-    if not cfg.sizes and out_json.exists():
-        doc = json.loads(out_json.read_text())  # a lone check joins the last full run's results
-    doc.update(machine=machine(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    if cfg.sizes:
-        doc["config"] = {k: v for k, v in asdict(cfg).items() if k != "workdir"}
+    if cfg.merge and out_json.exists():
+        doc = json.loads(out_json.read_text())  # a partial run joins the last full run's results
+    doc.update(machine=machine())
+    if not cfg.merge:
+        doc["started"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        doc["config"] = {k: v for k, v in asdict(cfg).items() if k not in ("workdir", "merge")}
 
     def save() -> None:
         # After every step: an interrupted run still leaves what it measured.
