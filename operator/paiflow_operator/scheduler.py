@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import math
 import random
 import time
 import zlib
@@ -459,19 +460,35 @@ class Scheduler:
         if retry is Retry.INTERVAL:
             tracked.attempt = 0
             delay = s.poll_interval_for(tracked.spec.pollInterval).total_seconds()
+            batch = self._batch_key(tracked)
+            if batch is not None:
+                self._schedule(tracked, self._next_beat(batch, delay, now))
+                return
         elif retry is Retry.SLOW:
             tracked.attempt += 1
             delay = s.slow_retry_interval.total_seconds()
         else:
             tracked.attempt += 1
             delay = backoff_delay(tracked.attempt, s.backoff_base, s.backoff_max).total_seconds()
-        # Retries land anywhere in [delay/2, delay] (no synchronised retry storms); regular polls move by only
-        # +-5%, so runs that were batched together stay together.
+        # Retries land anywhere in [delay/2, delay] (no synchronised retry storms); a run polled alone moves by
+        # +-5% so that runs created together drift apart.
         if retry is Retry.INTERVAL:
             delay *= self.rng.uniform(0.95, 1.05)
         else:
             delay = self.rng.uniform(delay / 2, delay)
         self._schedule(tracked, now + delay)
+
+    @staticmethod
+    def _next_beat(batch: tuple[Any, ...], interval: float, now: float) -> float:
+        """The next tick of this batch's own beat, between half and one and a half intervals from now.
+
+        Runs that one ListPipelineRunsStatus answers share a beat, so they fall due at the same moment and
+        take one call per interval between them; each batch's beat has its own phase (a hash of its key), so
+        batches spread over the interval instead of polling together.
+        """
+        phase = zlib.crc32(repr((batch, interval)).encode()) % 100_003 / 100_003 * interval
+        beats = math.ceil((now + interval / 2 - phase) / interval)
+        return phase + beats * interval
 
     # ---- credentials from the resource's own namespace ---------------------------------------------
 

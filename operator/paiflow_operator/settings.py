@@ -42,10 +42,13 @@ class Settings(BaseSettings):
     slow_retry_interval: Duration = timedelta(minutes=5)
     backoff_base: Duration = timedelta(seconds=5)
     backoff_max: Duration = timedelta(minutes=5)
-    # A status unchanged for this long is confirmed with one write of status.lastSyncTime.
-    heartbeat_interval: Duration = timedelta(minutes=10)
-    # Batched polls only say the status; message and duration are refreshed by GetPipelineRun this often.
-    detail_refresh_interval: Duration = timedelta(minutes=5)
+    # A status unchanged for this long is confirmed with one write of status.lastSyncTime. Coarse on purpose:
+    # at 10,000 active runs, one hour is ~3 writes a second; freshness at finer grain is a metric
+    # (paiflow_oldest_status_age_seconds), which costs no write.
+    heartbeat_interval: Duration = timedelta(hours=1)
+    # Batched polls only say the status; a status change always fetches the details at once, and this
+    # refresh only catches a message that changed without one. It costs N/interval GetPipelineRun calls.
+    detail_refresh_interval: Duration = timedelta(hours=1)
     # Creation of many resources at once spreads their first polls over this window.
     initial_jitter: Duration = timedelta(seconds=5)
 

@@ -337,10 +337,10 @@ async def test_run_reaching_a_terminal_state_is_not_polled_again(harness: Harnes
     h.pai.add("r1", "Running")
     key = h.create("r1")
     await h.advance(0)
-    await h.advance(31.5)
-    assert len(h.pai.gets("r1")) == 2
+    await h.advance(h.delay(key) or 0)
+    assert len(h.pai.calls) == 2
     h.pai.states["r1"] = "Succeeded"
-    await h.advance(31.5)
+    await h.advance(h.delay(key) or 0)
     assert len(h.pai.calls) == 3
     assert h.kube.status[key]["runStatus"] == "Succeeded"
     await h.advance_in_steps(6 * 3600, 300)
@@ -440,20 +440,20 @@ async def test_runs_of_one_workspace_share_one_status_query(harness: HarnessFact
     assert sorted(c.run_ids[0] for c in h.pai.calls) == ["a", "b", "c"]
     h.pai.calls.clear()
 
-    await h.advance(35)
+    await h.advance(h.delay(keys[0]) or 0)
     assert [(c.action, sorted(c.run_ids), c.workspace, c.region) for c in h.pai.calls] == [
         ("list", ["a", "b", "c"], "ws-1", "cn-hangzhou")
     ]
     h.pai.calls.clear()
 
     h.pai.states["b"] = "Failed"
-    await h.advance(35)
+    await h.advance(h.delay(keys[0]) or 0)
     assert [c.action for c in h.pai.lists()] == ["list"]
     assert [c.run_ids for c in h.pai.gets()] == [("b",)], "only the changed run needs its details"
     assert h.kube.status[keys[1]]["runStatus"] == "Failed"
     h.pai.calls.clear()
 
-    await h.advance(35)
+    await h.advance(h.delay(keys[0]) or 0)
     assert [sorted(c.run_ids) for c in h.pai.calls] == [["a", "c"]]
 
 
@@ -471,7 +471,7 @@ async def test_a_failed_status_query_falls_back_to_each_run_only_when_it_says_no
     keys = await _polled_once(h, ["a", "b", "c"])
     h.pai.calls.clear()
     h.pai.list_error = error
-    await h.advance(35)
+    await h.advance(h.delay(keys[0]) or 0)
     assert len(h.pai.lists()) == 1
     if asks_each_run:
         # A wrong workspace must not mark every run RunNotFound: each is asked on its own and stays Ready.
@@ -491,7 +491,7 @@ async def test_batches_hold_at_most_batch_size_ids_and_split_by_workspace(harnes
     await _polled_once(h, ["a1", "a2", "a3", "a4", "a5"], "ws-a")
     await _polled_once(h, ["b1", "b2"], "ws-b")
     h.pai.calls.clear()
-    await h.advance(35)
+    await h.advance(45)  # each batch's first beat falls within [interval/2, 1.5 * interval)
     lists = h.pai.lists()
     assert lists and all(len(c.run_ids) <= 2 for c in lists)
     for call in lists:
@@ -600,6 +600,28 @@ async def test_every_pai_call_takes_a_token_from_the_global_bucket(harness: Harn
     assert len(taken) == len(h.pai.calls)
 
 
+async def test_batched_runs_share_a_beat_one_interval_apart_and_batches_differ_in_phase(
+    harness: HarnessFactory,
+) -> None:
+    h = await harness()
+    keys = {ws: await _polled_once(h, [f"{ws}-{i}" for i in range(5)], ws) for ws in ("ws-a", "ws-b", "ws-c")}
+    await h.advance(45)
+    dues = {ws: {h.tracked(k).due for k in ks} for ws, ks in keys.items()}
+    # One due time per batch, so each batch costs one status query per interval...
+    assert all(len(d) == 1 for d in dues.values()), dues
+    # ...and the batches do not all poll at the same moment.
+    assert len({d.pop() for d in dues.values()}) == 3
+    first = h.tracked(keys["ws-a"][0]).due
+    assert first is not None
+    await h.advance(first - h.clock() + 0.001)
+    assert h.tracked(keys["ws-a"][0]).due == pytest.approx(first + 30)
+    h.pai.calls.clear()
+    await h.advance_in_steps(300, 1)
+    lists = h.pai.lists()
+    # Three batches, ten intervals: one query per batch per interval, never more.
+    assert 27 <= len(lists) <= 30 and not h.pai.gets(), [c.run_ids for c in h.pai.calls]
+
+
 # ---- retries -------------------------------------------------------------------------------------------------
 
 
@@ -618,7 +640,8 @@ async def test_transient_errors_back_off_exponentially_up_to_the_cap(harness: Ha
     # Recovery resets the attempt counter: the next failure starts from the base again.
     del h.pai.errors["r1"]
     await h.advance(40)
-    assert h.delay(key) == pytest.approx(30 * 1.05)
+    # Back on its batch's beat: within [interval/2, 1.5 * interval).
+    assert 15 <= (h.delay(key) or 0) < 45
     h.pai.errors["r1"] = ServerError("boom again")
     await h.advance(h.delay(key) or 0)
     assert h.delay(key) == 5
@@ -651,8 +674,8 @@ async def test_not_found_waits_the_slow_retry_interval(harness: HarnessFactory) 
     assert [e.reason for _, e in h.kube.events] == ["RunNotFound"]
 
 
-async def test_regular_polls_keep_the_interval_within_five_percent(harness: HarnessFactory) -> None:
-    h = await harness(rng=random.Random(3))
+async def test_runs_polled_alone_keep_the_interval_within_five_percent(harness: HarnessFactory) -> None:
+    h = await harness(rng=random.Random(3), batch_status=False)
     keys = [h.create(f"r{i}", pollInterval="1m") for i in range(30)]
     for key in keys:
         h.pai.add(key[1])
