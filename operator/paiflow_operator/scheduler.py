@@ -17,7 +17,7 @@ import random
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -96,7 +96,7 @@ class TokenBucket:
                 await asyncio.sleep((1 - self._tokens) / self._rate)
 
 
-@dataclass
+@dataclass(slots=True)
 class Tracked:
     namespace: str
     name: str
@@ -349,13 +349,25 @@ class Scheduler:
             log.exception("sync of %s/%s failed unexpectedly", tracked.namespace, tracked.name)
             self._reschedule(tracked, Retry.BACKOFF)
 
+    @contextlib.asynccontextmanager
+    async def _send_slot(self, credentials: CredentialSource) -> AsyncIterator[None]:
+        """A slot among the calls in flight, then resolved credentials, then a rate-limit token, in that order.
+
+        The token is taken last, right before the request leaves: a call that took its token and then waited
+        (for a slot, or for the first credential lookup) would leave in a bunch with others and break the
+        rate limit as PAI sees it.
+        """
+        async with self.in_flight:
+            await credentials.get()  # cached afterwards: the client's own get() is then immediate
+            await self.bucket.acquire()
+            yield
+
     async def _fetch(self, tracked: Tracked) -> Observation:
         spec = tracked.spec
         try:
             credentials = await self._credentials(tracked)
             token_id = await self._token_id(tracked)
-            await self.bucket.acquire()
-            async with self.in_flight:
+            async with self._send_slot(credentials):
                 run = await self.pai.get_pipeline_run(
                     spec.pipelineRunId,
                     region=self._region(spec),
@@ -374,8 +386,7 @@ class Scheduler:
         try:
             try:
                 credentials = await self._credentials(members[0])
-                await self.bucket.acquire()
-                async with self.in_flight:
+                async with self._send_slot(credentials):
                     answer = await self.pai.list_pipeline_runs_status(
                         workspace,
                         [m.spec.pipelineRunId for m in members],

@@ -47,8 +47,8 @@ class Settings(BaseSettings):
     # (paiflow_oldest_status_age_seconds), which costs no write.
     heartbeat_interval: Duration = timedelta(hours=1)
     # Batched polls only say the status; a status change always fetches the details at once, and this
-    # refresh only catches a message that changed without one. It costs N/interval GetPipelineRun calls.
-    detail_refresh_interval: Duration = timedelta(hours=1)
+    # refresh only catches a message that changed without one. It costs N/refresh GetPipelineRun calls.
+    detail_refresh_interval: Duration = timedelta(hours=6)
     # Creation of many resources at once spreads their first polls over this window.
     initial_jitter: Duration = timedelta(seconds=5)
 
@@ -56,7 +56,8 @@ class Settings(BaseSettings):
     burst: int = Field(default=20, ge=1)
     concurrency: int = Field(default=32, ge=1, description="PAI calls in flight at most.")
     kube_concurrency: int = Field(default=8, ge=1, description="Kubernetes writes in flight at most.")
-    batch_size: int = Field(default=100, ge=1, le=1000, description="Run ids per ListPipelineRunsStatus.")
+    # PAI documents no maximum; a batch it refuses as a bad request falls back to one call per run.
+    batch_size: int = Field(default=200, ge=1, le=1000, description="Run ids per ListPipelineRunsStatus.")
     batch_status: bool = True
     # Runs due within this window are polled together so that their status queries batch.
     batch_window: Duration = timedelta(seconds=2)
