@@ -33,6 +33,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    # List in pages: one unpaged list of 10,000 objects is a memory spike the process keeps for its life.
+    settings.watching.chunk_size = config.list_chunk_size
 
     pai = PaiClient(
         endpoint_override=config.endpoint_override,
@@ -60,7 +62,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     )
 
 
-async def _return_freed_memory(every: float = 60.0) -> None:
+async def _return_freed_memory(first: float = 15.0, every: float = 60.0) -> None:
     """Hands memory freed after a relist of thousands of objects back to the OS.
 
     glibc keeps freed heap pages for reuse, so the peak of an initial list (10,000 objects parsed at once)
@@ -70,9 +72,10 @@ async def _return_freed_memory(every: float = 60.0) -> None:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return  # not glibc (e.g. musl): nothing to trim
+    await asyncio.sleep(first)  # soon after the initial list, then now and then
     while True:
-        await asyncio.sleep(every)
         libc.malloc_trim(0)
+        await asyncio.sleep(every)
 
 
 @kopf.on.event(resource.GROUP, resource.VERSION, resource.PLURAL)
