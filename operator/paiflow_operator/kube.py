@@ -60,7 +60,6 @@ class KubeApi:
         self._client = kubernetes.client.ApiClient(configuration)
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kube")
         self._instance = socket.gethostname()
-        self.writes = 0
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -99,7 +98,6 @@ class KubeApi:
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """JSON merge patch of the status subresource: the operator never writes spec or metadata."""
         path = f"/apis/{resource.GROUP}/{resource.VERSION}/namespaces/{namespace}/{resource.PLURAL}/{name}/status"
-        self.writes += 1
         result: dict[str, Any] = await self._call(
             "PATCH", path, {"status": patch}, content_type="application/merge-patch+json"
         )
@@ -130,7 +128,6 @@ class KubeApi:
             "lastTimestamp": timestamp(now),
             "count": 1,
         }
-        self.writes += 1
         await self._call("POST", f"/api/v1/namespaces/{ref.namespace}/events", body)
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes]:
