@@ -24,6 +24,7 @@ class FaultKind(StrEnum):
     THROTTLE = "throttle"  # 400 Throttling.User (status overridable)
     MALFORMED = "malformed"  # 200 with a truncated JSON body
     HANG = "hang"  # never answer (until the emulator stops)
+    HOLD = "hold"  # do what was asked (e.g. create the run), then never answer: a lost response
     NOT_FOUND = "not_found"  # the run does not exist
     BAD_CREDENTIALS = "bad_credentials"  # answer as if the access key were unknown
     ERROR = "error"  # any status/code/message given in the fault

@@ -50,6 +50,8 @@ class Run:
     share_token: str | None = None
     region: str = DEFAULT_REGION
     deleted: bool = False
+    # Created with NoConfirmRequired=false: held in Initialized until StartPipelineRun plays this timeline.
+    pending_timeline: Timeline | None = None
     _manifest_cache: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:

@@ -6,6 +6,15 @@ PAI Flow actions (ROA style, ACS3-signed, dispatched on method+path and checked 
 - ListPipelineRuns        GET /api/v1/pipelineruns                  query filters, PageNumber, PageSize,
                                                                      SortBy, Order
 - ListPipelineRunsStatus  PUT /api/v1/pipelineruns                  JSON WorkspaceId, PipelineRuns, Nodes
+- CreatePipelineRun       POST /api/v1/pipelineruns                 JSON WorkspaceId, PipelineId | PipelineManifest,
+                                                                     Name, Arguments, Options, Accessibility,
+                                                                     NoConfirmRequired, SourceType, SourceId
+- StartPipelineRun        PUT /api/v1/pipelineruns/{id}/start       (no body)
+- TerminatePipelineRun    PUT /api/v1/pipelineruns/{id}/termination (no body)
+
+Created runs play their pipeline's timeline (or ``created_timeline``) from the moment they start; with
+NoConfirmRequired=false they wait in Initialized for StartPipelineRun. Termination plays Terminating for
+``terminating_seconds``, then Terminated.
 
 Control API (test tool, no signature, never a PAI action), all JSON:
 
@@ -13,6 +22,9 @@ Control API (test tool, no signature, never a PAI action), all JSON:
 - POST   /_emulator/runs                   run or {"runs": [run, ...]} -> {"runs": [{"id": ...}, ...]}
 - GET    /_emulator/runs/{id}              -> GetPipelineRun body (verbose) plus "IsDeleted"
 - POST   /_emulator/runs/{id}/transition   {"timeline": [...]} -> {"id", "Status"}: history kept, course changed
+- GET    /_emulator/runs?name=N            -> {"runs": [GetPipelineRun body, ...]} (exact name; test lookups)
+- POST   /_emulator/pipelines              {"id", "workspaceId", "manifest"?, "timeline"?} -> {"id"}
+- POST   /_emulator/workspaces             {"ids": [...]}: once any is registered, others are unknown
 - DELETE /_emulator/runs/{id}[?purge=1]    marks deleted (IsDeleted in status lists) or forgets it
 - DELETE /_emulator/runs                   forgets every run
 - POST   /_emulator/faults                 fault or {"faults": [...]} -> {"ids": [...]}
@@ -39,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import socket
@@ -49,6 +62,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+import yaml
 from aiohttp import web
 
 from . import vendor
@@ -56,14 +70,17 @@ from .auth import AuthFailure, Verifier, collect_headers
 from .clock import Clock, iso_utc
 from .counters import HANG, MALFORMED, OK, Counters
 from .faults import Fault, FaultKind, FaultSet, Selection
-from .runs import MANIFEST_TYPES, Run, add_trailing_newlines
-from .timeline import Phase, Step, Timeline
+from .runs import MANIFEST_TYPES, Run, add_trailing_newlines, new_id
+from .timeline import TERMINAL, Phase, Step, Timeline
 
 log = logging.getLogger("paiflow_emulator")
 
 GET_RUN = "GetPipelineRun"
 LIST_RUNS = "ListPipelineRuns"
 LIST_STATUS = "ListPipelineRunsStatus"
+CREATE_RUN = "CreatePipelineRun"
+START_RUN = "StartPipelineRun"
+TERMINATE_RUN = "TerminatePipelineRun"
 RUNS_PATH = "/api/v1/pipelineruns"
 CONTROL_PREFIX = "/_emulator"
 JSON_TYPE = "application/json;charset=utf-8"
@@ -115,6 +132,16 @@ def new_request_id() -> str:
     return str(uuid.uuid4()).upper()
 
 
+@dataclasses.dataclass(slots=True)
+class Pipeline:
+    """A pipeline registered in the workspace: what CreatePipelineRun's PipelineId names."""
+
+    pipeline_id: str
+    workspace_id: str
+    manifest: str = ""
+    timeline: Timeline | None = None
+
+
 class Emulator:
     """PAI Flow stand-in. Public methods are thread-safe, so a sync test may drive an EmulatorThread's
     emulator directly while the server runs in the background loop."""
@@ -150,6 +177,11 @@ class Emulator:
         self._port = port
         self._lock = threading.RLock()
         self._runs: dict[str, Run] = {}
+        self._pipelines: dict[str, Pipeline] = {}
+        self._workspaces: set[str] = set()
+        # What a created run plays once started, unless its pipeline brings its own timeline.
+        self.created_timeline = Timeline.succeeding(queued=1, running=4)
+        self.terminating_seconds = 2.0
         self._bucket: TokenBucket | None = None
         self.set_qps_limit(qps_limit, qps_burst)
         self._runner: web.AppRunner | None = None
@@ -259,6 +291,28 @@ class Emulator:
     def clear_runs(self) -> None:
         with self._lock:
             self._runs.clear()
+
+    def runs_named(self, name: str) -> list[Run]:
+        with self._lock:
+            return [run for run in self._runs.values() if run.name == name]
+
+    def add_pipeline(
+        self,
+        pipeline_id: str | None = None,
+        *,
+        workspace_id: str = "15945",
+        manifest: str = "",
+        timeline: Timeline | None = None,
+    ) -> Pipeline:
+        pipeline = Pipeline(pipeline_id or new_id("pipeline"), workspace_id, manifest, timeline)
+        with self._lock:
+            self._pipelines[pipeline.pipeline_id] = pipeline
+        return pipeline
+
+    def add_workspace(self, *workspace_ids: str) -> None:
+        """Registers workspaces; once any is registered, CreatePipelineRun refuses the others."""
+        with self._lock:
+            self._workspaces.update(workspace_ids)
 
     # ------------------------------------------------------------------ faults, clock, auth, limits
     def add_fault(
@@ -371,7 +425,7 @@ class Emulator:
                 raise ApiError(vendor.THROTTLED)
 
             payload: dict[str, Any] = {}
-            if routed == LIST_STATUS:
+            if routed in (LIST_STATUS, CREATE_RUN):
                 payload = _json_body(body)
                 run_ids = [str(r) for r in payload.get("PipelineRuns") or []]
             elif path_run_id is not None:
@@ -379,7 +433,8 @@ class Emulator:
             elif query.get("PipelineRunId"):
                 run_ids = [query["PipelineRunId"]]
 
-            selection = self.faults.select(routed, run_ids, self.clock.now(), multi=routed != GET_RUN)
+            single = routed in (GET_RUN, START_RUN, TERMINATE_RUN)
+            selection = self.faults.select(routed, run_ids, self.clock.now(), multi=not single)
             delay = self.latency + selection.delay
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -391,18 +446,28 @@ class Emulator:
             if fault is not None and fault.kind is FaultKind.MALFORMED:
                 self.counters.record(action, MALFORMED, run_ids)
                 return _malformed(request_id)
-            if fault is not None and fault.kind is not FaultKind.NOT_FOUND:
+            if fault is not None and fault.kind not in (FaultKind.NOT_FOUND, FaultKind.HOLD):
                 headers = {"x-acs-retry-after": str(fault.retry_after_ms)} if fault.retry_after_ms else None
                 raise ApiError(fault.error(), fault.message, headers)
             # A not_found fault left here is global or aimed at a single-run call: nothing exists.
-            missing = fault is not None
+            missing = fault is not None and fault.kind is FaultKind.NOT_FOUND
             if routed == GET_RUN:
                 assert path_run_id is not None
                 result = self._get_run(path_run_id, query, force_missing=missing)
+            elif routed == CREATE_RUN:
+                result = self._create_run(payload)
+                run_ids = [result["PipelineRunId"]]
+            elif routed in (START_RUN, TERMINATE_RUN):
+                assert path_run_id is not None
+                result = self._run_action(routed, path_run_id, force_missing=missing)
             elif routed == LIST_RUNS:
                 result = self._list_runs(query, selection, nothing=missing)
             else:
                 result = self._list_status(payload, selection, nothing=missing)
+            if fault is not None and fault.kind is FaultKind.HOLD:
+                # Done, but the answer is lost: the caller cannot know whether it happened.
+                self.counters.record(action, HANG, run_ids)
+                return await self._hang(request_id)
             self.counters.record(action, OK, run_ids)
             return self._ok(request_id, result)
         except ApiError as exc:
@@ -492,6 +557,87 @@ class Emulator:
         start = (page_number - 1) * page_size
         return {"TotalCount": len(rows), "PipelineRuns": rows[start : start + page_size]}
 
+    def _create_run(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        workspace = _text_param(payload, "WorkspaceId")
+        if not workspace:
+            raise ApiError(vendor.INVALID_PARAMETER, "WorkspaceId is mandatory for this action.")
+        pipeline_id = _text_param(payload, "PipelineId")
+        manifest = _text_param(payload, "PipelineManifest")
+        if (pipeline_id is None) == (manifest is None):
+            raise ApiError(vendor.INVALID_PARAMETER, "Specify exactly one of PipelineId and PipelineManifest.")
+        with self._lock:
+            if self._workspaces and workspace not in self._workspaces:
+                raise ApiError(vendor.WORKSPACE_NOT_FOUND, f"The workspace {workspace} does not exist.")
+            pipeline = self._pipelines.get(pipeline_id) if pipeline_id else None
+        if pipeline_id is not None and (pipeline is None or pipeline.workspace_id != workspace):
+            raise ApiError(
+                vendor.PIPELINE_NOT_FOUND, f"The pipeline {pipeline_id} does not exist in workspace {workspace}."
+            )
+        if manifest is not None:
+            _document("PipelineManifest", manifest)
+        arguments = _text_param(payload, "Arguments")
+        if arguments is not None:
+            parsed = _document("Arguments", arguments)
+            if not isinstance(parsed.get("arguments", {}), dict):
+                raise ApiError(vendor.INVALID_PARAMETER, "Arguments is not valid: 'arguments' must be an object.")
+        options = _text_param(payload, "Options")
+        if options is not None:
+            _document("Options", options)
+        accessibility = _text_param(payload, "Accessibility") or "PRIVATE"
+        if accessibility not in ("PRIVATE", "PUBLIC"):
+            raise ApiError(vendor.INVALID_PARAMETER, f"Accessibility {accessibility!r} is not valid.")
+        timeline = (pipeline.timeline if pipeline else None) or self.created_timeline
+        confirm = payload.get("NoConfirmRequired") is True
+        fields: dict[str, Any] = {
+            "workspace_id": workspace,
+            "accessibility": accessibility,
+            "source_type": _text_param(payload, "SourceType") or "SDK",
+            "source_id": _text_param(payload, "SourceId") or "",
+        }
+        if _text_param(payload, "Name"):
+            fields["name"] = _text_param(payload, "Name")
+        if pipeline is not None:
+            fields["pipeline_id"] = pipeline.pipeline_id
+        if arguments is not None:
+            fields["arguments"] = arguments
+        if options is not None:
+            fields["options"] = options
+        manifest_text = manifest if manifest is not None else (pipeline.manifest if pipeline else "")
+        if manifest_text:
+            fields["manifest"] = json.dumps(_document("PipelineManifest", manifest_text), separators=(",", ":"))
+        run = Run(
+            timeline=timeline if confirm else Timeline.of(("Initialized", None)),
+            created_at=self.clock.now(),
+            region=self.region,
+            pending_timeline=None if confirm else timeline,
+            **fields,
+        )
+        self.add(run)
+        return {"PipelineRunId": run.run_id}
+
+    def _run_action(self, action: str, run_id: str, *, force_missing: bool) -> dict[str, Any]:
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None or run.deleted or force_missing:
+                raise ApiError(vendor.RUN_NOT_FOUND, f"The pipeline run {run_id} does not exist.")
+            now = self.clock.now()
+            status = run.state(now).status
+            if action == START_RUN:
+                if run.pending_timeline is None:
+                    raise ApiError(vendor.RUN_STATUS_INVALID, f"The pipeline run {run_id} is {status}, not startable.")
+                pending, run.pending_timeline = run.pending_timeline, None
+                run.timeline = run.timeline.cut(now - run.created_at).extended(pending.phases)
+            elif status == "Terminating":
+                pass  # asked again while it stops: the same answer
+            elif status in TERMINAL:
+                raise ApiError(vendor.RUN_STATUS_INVALID, f"The pipeline run {run_id} is {status} already.")
+            else:
+                run.pending_timeline = None
+                run.timeline = run.timeline.cut(now - run.created_at).then(
+                    ("Terminating", self.terminating_seconds), ("Terminated", None)
+                )
+        return {}
+
     def _list_status(self, payload: Mapping[str, Any], selection: Selection, *, nothing: bool) -> dict[str, Any]:
         requested = [] if nothing else payload.get("PipelineRuns") or []
         nodes = payload.get("Nodes") or []
@@ -527,6 +673,9 @@ class Emulator:
             ("GET", f"{p}/runs/{{run_id}}", self._c_get_run),
             ("DELETE", f"{p}/runs/{{run_id}}", self._c_delete_run),
             ("POST", f"{p}/runs/{{run_id}}/transition", self._c_transition),
+            ("GET", f"{p}/runs", self._c_find_runs),
+            ("POST", f"{p}/pipelines", self._c_add_pipeline),
+            ("POST", f"{p}/workspaces", self._c_add_workspaces),
             ("POST", f"{p}/faults", self._c_add_faults),
             ("GET", f"{p}/faults", self._c_list_faults),
             ("DELETE", f"{p}/faults", self._c_clear_faults),
@@ -552,6 +701,27 @@ class Emulator:
         now = self.clock.now()
         runs = self.add_many(Run.from_json({"region": self.region, **item}, now=now) for item in items)
         return web.json_response({"runs": [{"id": run.run_id} for run in runs]}, status=201)
+
+    async def _c_find_runs(self, request: web.Request) -> web.StreamResponse:
+        now = self.clock.now()
+        found = self.runs_named(request.query["name"])
+        return web.json_response({"runs": [run.detail(now, verbose=False) for run in found]})
+
+    async def _c_add_pipeline(self, request: web.Request) -> web.StreamResponse:
+        data = await request.json()
+        timeline = Timeline.from_json(data["timeline"]) if data.get("timeline") else None
+        manifest = data.get("manifest") or ""
+        if not isinstance(manifest, str):
+            manifest = json.dumps(manifest)
+        pipeline = self.add_pipeline(
+            data.get("id"), workspace_id=str(data["workspaceId"]), manifest=manifest, timeline=timeline
+        )
+        return web.json_response({"id": pipeline.pipeline_id}, status=201)
+
+    async def _c_add_workspaces(self, request: web.Request) -> web.StreamResponse:
+        data = await request.json()
+        self.add_workspace(*(str(w) for w in data["ids"]))
+        return web.json_response({"ok": True})
 
     async def _c_clear_runs(self, request: web.Request) -> web.StreamResponse:
         self.clear_runs()
@@ -664,13 +834,37 @@ def _route(method: str, raw_path: str) -> tuple[str | None, str | None]:
     """(action, run id) for a method and raw path; (None, None) if no PAI action lives there."""
     path = raw_path.rstrip("/") or "/"
     if path == RUNS_PATH:
-        return {"GET": LIST_RUNS, "PUT": LIST_STATUS}.get(method), None
+        return {"GET": LIST_RUNS, "PUT": LIST_STATUS, "POST": CREATE_RUN}.get(method), None
     prefix = RUNS_PATH + "/"
     if path.startswith(prefix):
         rest = path[len(prefix) :]
         if rest and "/" not in rest and method == "GET":
             return GET_RUN, unquote(rest)
+        run_id, _, verb = rest.partition("/")
+        if run_id and method == "PUT" and verb in ("start", "termination"):
+            return (START_RUN if verb == "start" else TERMINATE_RUN), unquote(run_id)
     return None, None
+
+
+def _text_param(payload: Mapping[str, Any], name: str) -> str | None:
+    value = payload.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ApiError(vendor.INVALID_PARAMETER, f"{name} must be a string.")
+    return value.strip() or None
+
+
+def _document(name: str, text: str) -> dict[str, Any]:
+    """PAI takes manifests, Arguments and Options as YAML or JSON text holding an object."""
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = str(getattr(exc, "problem", None) or "syntax error")
+        raise ApiError(vendor.INVALID_PARAMETER, f"{name} is not valid YAML or JSON: {problem}.") from None
+    if not isinstance(parsed, dict):
+        raise ApiError(vendor.INVALID_PARAMETER, f"{name} must be an object.")
+    return parsed
 
 
 def _json_body(body: bytes) -> dict[str, Any]:

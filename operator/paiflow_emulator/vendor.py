@@ -30,6 +30,9 @@ is plain data here, so the tests and the operator can read it rather than copy i
 | server fault "internal"                     | 500  | InternalError                                |
 | run does not exist (our choice)             | 404  | PipelineRunNotFound                          |
 | run shared by token, TokenId wrong (ours)   | 403  | NoPermission                                 |
+| CreatePipelineRun: pipeline unknown (ours)  | 400  | PipelineNotExist                             |
+| CreatePipelineRun: workspace unknown (ours) | 400  | WorkspaceNotExist                            |
+| Start/Terminate in the wrong state (ours)   | 400  | PipelineRunStatusInvalid                     |
 
 Throttling: the gateway's documented answer for per-user flow control is HTTP 400 ``Throttling.User``
 ("Request was denied due to user flow control."); a fault may override the status (e.g. 429) and add the
@@ -90,3 +93,8 @@ INTERNAL_ERROR = VendorError(
 )
 RUN_NOT_FOUND = VendorError(404, "PipelineRunNotFound", "The specified pipeline run does not exist.")
 NO_PERMISSION = VendorError(403, "NoPermission", "You are not authorized to access this pipeline run.")
+PIPELINE_NOT_FOUND = VendorError(400, "PipelineNotExist", "The specified pipeline does not exist.")
+WORKSPACE_NOT_FOUND = VendorError(400, "WorkspaceNotExist", "The specified workspace does not exist.")
+RUN_STATUS_INVALID = VendorError(
+    400, "PipelineRunStatusInvalid", "The operation is not allowed in the pipeline run's current status."
+)

@@ -16,6 +16,7 @@ from paiflow_operator import resource
 
 CRD_FILENAME = f"{resource.GROUP}_{resource.PLURAL}.yaml"
 _DROP_KEYS = {"title", "$defs"}
+_CEL = "x-kubernetes-validations"
 
 
 def _structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -23,6 +24,10 @@ def _structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if "$ref" in schema:
         target = defs[schema["$ref"].rsplit("/", 1)[-1]]
         merged = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+        # A field's CEL rules add to its type's own rules instead of replacing them.
+        rules = [*target.get(_CEL, []), *schema.get(_CEL, [])]
+        if rules:
+            merged[_CEL] = rules
         return _structural(merged, defs)
     if "anyOf" in schema:
         # Optional[X] arrives as anyOf [X, null]; the API server wants X (absence means null).
@@ -47,6 +52,9 @@ def _structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             out[key] = value
     if "enum" in out and "type" not in out:
         out["type"] = "string"
+    if out.get("x-kubernetes-preserve-unknown-fields"):
+        # dict[str, Any] arrives as additionalProperties: true, which a structural schema may not say.
+        out.pop("additionalProperties", None)
     return out
 
 

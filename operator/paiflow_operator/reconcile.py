@@ -140,6 +140,9 @@ def _set_condition(
         conditions[conditions.index(existing)] = new
 
 
+set_condition = _set_condition  # for the launch core, which writes the same conditions
+
+
 def _run_conditions(
     conditions: list[dict[str, Any]],
     run_status: RunStatus,

@@ -6,7 +6,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 GROUP = "paiflow-operator.dev"
 VERSION = "v1alpha1"
@@ -28,6 +28,15 @@ WORKSPACE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]{1,253}$"
+PIPELINE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,255}$"
+# The run name the user asks for; the operator appends the resource's uid (see launch_reconcile.run_name).
+RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+# PAI's CreatePipelineRun takes the manifest inline in a JSON body; keep one object well under etcd's limit.
+MAX_MANIFEST_BYTES = 512 * 1024
+FINALIZER = "paiflow-operator.dev/terminate-run"
+
+DeletionPolicy = Literal["Retain", "Terminate"]
+LaunchPhase = Literal["Creating", "Refused", "Created"]
 
 ManifestType = Literal["Raw", "Frozen", "Rendered", "Expanded", "Runtime"]
 
@@ -76,9 +85,106 @@ class CredentialsSecretRef(_Model):
     )
 
 
+class ConfigMapKeySelector(_Model):
+    """A key of a ConfigMap in the PaiPipelineRun's own namespace."""
+
+    name: str = Field(
+        description="Name of a ConfigMap in the same namespace.", pattern=SECRET_NAME_PATTERN, max_length=253
+    )
+    key: str = Field(description="Key within the ConfigMap.", pattern=SECRET_KEY_PATTERN, max_length=253)
+
+
+_FREE_FORM: dict[str, Any] = {"x-kubernetes-preserve-unknown-fields": True}
+
+
+class PipelineLaunch(_Model):
+    """What the operator sends to PAI's CreatePipelineRun. Immutable: a new run means a new resource."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        populate_by_name=True,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "[has(self.pipelineId), has(self.manifest), has(self.manifestFrom)].filter(x, x).size() == 1",
+                    "spec.launch needs exactly one of pipelineId, manifest or manifestFrom",
+                )
+            ]
+        },
+    )
+
+    workspaceId: str = Field(
+        description="PAI workspace the run is created in.", pattern=WORKSPACE_PATTERN, max_length=64
+    )
+    pipelineId: str | None = Field(
+        default=None, description="A pipeline registered in PAI.", pattern=PIPELINE_ID_PATTERN, max_length=256
+    )
+    manifest: str | None = Field(
+        default=None,
+        description="The pipeline manifest (YAML or JSON text) given inline.",
+        max_length=MAX_MANIFEST_BYTES,
+    )
+    manifestFrom: ConfigMapKeySelector | None = Field(
+        default=None,
+        description="The pipeline manifest read from a ConfigMap key in the same namespace (read once, at creation).",
+    )
+    arguments: dict[str, Any] | None = Field(
+        default=None,
+        description="PAI's Arguments document as structured YAML, e.g. {arguments: {parameters: [{name, value}]}}; "
+        "sent as JSON.",
+        json_schema_extra=_FREE_FORM,
+    )
+    options: dict[str, Any] | None = Field(
+        default=None,
+        description="PAI's Options document as structured YAML; sent as JSON.",
+        json_schema_extra=_FREE_FORM,
+    )
+    name: str | None = Field(
+        default=None,
+        description="Run name prefix in PAI (default: the resource's name). The operator appends the resource's uid, "
+        "which is how it finds the run again after a crash.",
+        pattern=RUN_NAME_PATTERN,
+        max_length=63,
+    )
+    accessibility: Literal["PRIVATE", "PUBLIC"] | None = Field(
+        default=None, description="Who sees the run in the workspace (PAI's default: PRIVATE)."
+    )
+
+    @model_validator(mode="after")
+    def _one_pipeline(self) -> PipelineLaunch:
+        # Mirrors the CRD's CEL rule, for objects that reach the operator some other way (tests, old CRDs).
+        if sum(x is not None for x in (self.pipelineId, self.manifest, self.manifestFrom)) != 1:
+            raise ValueError("spec.launch needs exactly one of pipelineId, manifest or manifestFrom")
+        return self
+
+
+_SPEC_RULES: list[Any] = [
+    _cel(
+        "has(self.pipelineRunId) != has(self.launch)",
+        "set exactly one of spec.pipelineRunId (follow an existing run) or spec.launch (start a new one)",
+    ),
+    _cel(
+        "has(oldSelf.launch) == has(self.launch)",
+        "spec.launch cannot be added to or removed from an existing PaiPipelineRun; create a new one",
+    ),
+    _cel("!self.terminate || has(self.launch)", "spec.terminate applies only to launched runs (spec.launch)"),
+    _cel(
+        "self.deletionPolicy == 'Retain' || has(self.launch)",
+        "spec.deletionPolicy Terminate applies only to launched runs (spec.launch)",
+    ),
+    _cel("!oldSelf.terminate || self.terminate", "spec.terminate cannot be undone once set"),
+]
+
+
 class PaiPipelineRunSpec(_Model):
-    pipelineRunId: str = Field(
-        description="The PAI pipeline run to follow, e.g. flow-j94y0000000000lf7a. Immutable.",
+    model_config = ConfigDict(
+        extra="ignore", populate_by_name=True, json_schema_extra={"x-kubernetes-validations": _SPEC_RULES}
+    )
+
+    pipelineRunId: str | None = Field(
+        default=None,
+        description="The PAI pipeline run to follow, e.g. flow-j94y0000000000lf7a. Immutable. "
+        "Exactly one of pipelineRunId and launch.",
         pattern=RUN_ID_PATTERN,
         max_length=128,
         json_schema_extra={
@@ -130,6 +236,36 @@ class PaiPipelineRunSpec(_Model):
         },
     )
     suspend: bool = Field(default=False, description="Stop polling PAI without deleting the resource.")
+    launch: PipelineLaunch | None = Field(
+        default=None,
+        description="Start a new PAI run (once) and follow it. Immutable. Exactly one of pipelineRunId and launch.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self == oldSelf",
+                    "spec.launch is immutable; create a new PaiPipelineRun (metadata.generateName suits repeated runs)",
+                )
+            ]
+        },
+    )
+    terminate: bool = Field(
+        default=False, description="Terminate the launched run (once); it shows Terminating, then Terminated."
+    )
+    deletionPolicy: DeletionPolicy = Field(
+        default="Retain",
+        description="What deleting this resource does to a run it launched: Retain leaves it running, Terminate "
+        "terminates it first (a finalizer holds the delete until PAI accepts the termination).",
+    )
+
+    @model_validator(mode="after")
+    def _follow_or_launch(self) -> PaiPipelineRunSpec:
+        if (self.pipelineRunId is None) == (self.launch is None):
+            raise ValueError("set exactly one of spec.pipelineRunId or spec.launch")
+        return self
+
+    @property
+    def launched(self) -> bool:
+        return self.launch is not None
 
     @field_validator("pollInterval")
     @classmethod
@@ -153,7 +289,26 @@ class Condition(_Model):
     observedGeneration: int | None = Field(default=None, ge=0)
 
 
+class LaunchStatus(_Model):
+    """The operator's record of creating the run: written before CreatePipelineRun is sent."""
+
+    phase: LaunchPhase = Field(
+        description="Creating: a CreatePipelineRun may be in flight (the operator looks the run up by name before "
+        "sending another); Refused: PAI refused the last one, no run exists; Created: pipelineRunId is the run."
+    )
+    runName: str = Field(description="The run's name in PAI: unique to this resource (it ends with its uid).")
+    claimedAt: datetime | None = Field(default=None, description="When the last create attempt was recorded.")
+    attempts: int = Field(default=0, ge=0, description="CreatePipelineRun calls sent so far.")
+    terminationRequestedAt: datetime | None = Field(
+        default=None, description="When PAI accepted TerminatePipelineRun for spec.terminate."
+    )
+
+
 class PaiPipelineRunStatus(_Model):
+    pipelineRunId: str | None = Field(
+        default=None, description="The PAI run: spec.pipelineRunId, or the run the operator launched."
+    )
+    launch: LaunchStatus | None = None
     runStatus: str | None = Field(
         default=None,
         description="PAI's Status: Initialized, Running, Succeeded, Failed, Suspended, Terminated, Unknown, "
@@ -207,7 +362,7 @@ class PaiPipelineRun(_Model):
 
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
-    {"name": "Run ID", "type": "string", "jsonPath": ".spec.pipelineRunId"},
+    {"name": "Run ID", "type": "string", "jsonPath": ".status.pipelineRunId"},
     {"name": "Status", "type": "string", "jsonPath": ".status.runStatus", "description": "PAI's Status"},
     {"name": "Duration", "type": "integer", "jsonPath": ".status.duration", "description": "Seconds"},
     {"name": "Started", "type": "date", "jsonPath": ".status.startedAt"},

@@ -40,7 +40,7 @@ from .errors import (
     ThrottledError,
     TransportError,
 )
-from .models import PipelineRun, RunList, RunStatusList
+from .models import Acknowledged, CreatedRun, PipelineRun, RunList, RunStatusList
 
 __all__ = ["API_VERSION", "DEFAULT_USER_AGENT", "PaiClient", "classify_error", "default_endpoint"]
 
@@ -325,6 +325,75 @@ class PaiClient:
             region=region,
             credentials=credentials,
             parse=RunList.model_validate,
+        )
+
+    async def create_pipeline_run(
+        self,
+        *,
+        region: str,
+        credentials: CredentialSource,
+        workspace_id: str,
+        name: str,
+        pipeline_id: str | None = None,
+        pipeline_manifest: str | None = None,
+        arguments: str | None = None,
+        options: str | None = None,
+        accessibility: str | None = None,
+        no_confirm_required: bool = True,
+        source_type: str | None = None,
+        source_id: str | None = None,
+    ) -> CreatedRun:
+        """POST /api/v1/pipelineruns. PAI has no idempotency token: every call that reaches it may make a run,
+        so callers must look the run up by name before calling again (see launch_reconcile)."""
+        if (pipeline_id is None) == (pipeline_manifest is None):
+            raise BadRequestError("exactly one of pipeline_id and pipeline_manifest", code="MissingPipeline")
+        # Key order as the SDK builds its body dict (alphabetical by field), compact separators.
+        candidates: dict[str, Any] = {
+            "Accessibility": accessibility,
+            "Arguments": arguments,
+            "Name": name,
+            "NoConfirmRequired": no_confirm_required,
+            "Options": options,
+            "PipelineId": pipeline_id,
+            "PipelineManifest": pipeline_manifest,
+            "SourceId": source_id,
+            "SourceType": source_type,
+            "WorkspaceId": workspace_id,
+        }
+        payload = {k: v for k, v in candidates.items() if v is not None}
+        return await self._call(
+            "CreatePipelineRun",
+            "POST",
+            _PIPELINERUNS_PATH,
+            query={},
+            body=payload,
+            region=region,
+            credentials=credentials,
+            parse=CreatedRun.model_validate,
+        )
+
+    async def start_pipeline_run(self, run_id: str, *, region: str, credentials: CredentialSource) -> Acknowledged:
+        return await self._run_action("StartPipelineRun", run_id, "start", region=region, credentials=credentials)
+
+    async def terminate_pipeline_run(self, run_id: str, *, region: str, credentials: CredentialSource) -> Acknowledged:
+        return await self._run_action(
+            "TerminatePipelineRun", run_id, "termination", region=region, credentials=credentials
+        )
+
+    async def _run_action(
+        self, action: str, run_id: str, verb: str, *, region: str, credentials: CredentialSource
+    ) -> Acknowledged:
+        if not run_id:
+            raise BadRequestError("pipeline run id is empty", code="MissingPipelineRunId")
+        # The SDK sends these PUTs without a body (no content-type, hash of "").
+        return await self._call(
+            action,
+            "PUT",
+            f"{_PIPELINERUNS_PATH}/{signing.percent_encode(run_id)}/{verb}",
+            query={},
+            region=region,
+            credentials=credentials,
+            parse=Acknowledged.model_validate,
         )
 
     # ------------------------------------------------------------------ plumbing

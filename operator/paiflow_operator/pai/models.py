@@ -146,3 +146,21 @@ class RunList(_PaiModel):
     request_id: Text = Field(default=None, alias="RequestId")
     total_count: int = Field(default=0, alias="TotalCount")
     pipeline_runs: list[PipelineRun] = Field(default_factory=list, alias="PipelineRuns")
+
+
+class CreatedRun(_PaiModel):
+    """CreatePipelineRun's answer: the new run's id."""
+
+    request_id: Text = Field(default=None, alias="RequestId")
+    pipeline_run_id: str = Field(alias="PipelineRunId", min_length=1)
+
+    @field_validator("pipeline_run_id", mode="before")
+    @classmethod
+    def _strip_id(cls, value: Any) -> Any:
+        return _strip(value)
+
+
+class Acknowledged(_PaiModel):
+    """StartPipelineRun's and TerminatePipelineRun's answer: a RequestId only."""
+
+    request_id: Text = Field(default=None, alias="RequestId")
