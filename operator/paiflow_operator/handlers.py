@@ -1,7 +1,7 @@
 """The thin kopf layer: kopf watches PaiPipelineRuns and feeds the scheduler, which does the rest.
 
-Only `kopf.on.event` is used: it needs no finalizer and no annotations, so the operator's only writes are
-status patches and Events, and deleting a resource never waits for the operator.
+Only `kopf.on.event` is used: it needs no finalizer and no annotations. The operator writes status patches
+and Events; its one finalizer (launched runs with deletionPolicy Terminate only) is its own, see launcher.py.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import prometheus_client
 
 from paiflow_operator import metrics, resource
 from paiflow_operator.kube import KubeApi, load_client_configuration
+from paiflow_operator.launcher import Launcher
 from paiflow_operator.pai.client import PaiClient
 from paiflow_operator.pai.credentials import DefaultChainSource
 from paiflow_operator.scheduler import Scheduler
@@ -45,6 +46,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     )
     kube = KubeApi(load_client_configuration(), concurrency=config.kube_concurrency)
     scheduler = Scheduler(config, pai, kube, DefaultChainSource())
+    scheduler.launcher = Launcher(scheduler, pai, kube)
     memo.pai, memo.kube, memo.scheduler = pai, kube, scheduler
     loop = asyncio.get_running_loop()
     memo.scheduler_task = loop.create_task(scheduler.run(), name="paiflow-scheduler")

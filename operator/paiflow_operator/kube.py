@@ -1,4 +1,5 @@
-"""The few Kubernetes calls the operator makes itself: status patches, Events, Secret reads.
+"""The few Kubernetes calls the operator makes itself: status patches, Events, Secret reads, and for launched
+runs its finalizer and a manifest ConfigMap read.
 
 kopf owns the watch; these writes go through the official `kubernetes` client, whose calls block, so they
 run on a small thread pool bounded by settings.kube_concurrency.
@@ -95,13 +96,37 @@ class KubeApi:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._request, method, path, body, content_type)
 
-    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        """JSON merge patch of the status subresource: the operator never writes spec or metadata."""
-        path = f"/apis/{resource.GROUP}/{resource.VERSION}/namespaces/{namespace}/{resource.PLURAL}/{name}/status"
+    async def patch_status(
+        self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
+        """JSON merge patch of the status subresource. With ``resource_version`` it is conditional: the API
+        server answers 409 if the object changed since (how a launch claims the right to create a run)."""
+        body: dict[str, Any] = {"status": patch}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         result: dict[str, Any] = await self._call(
-            "PATCH", path, {"status": patch}, content_type="application/merge-patch+json"
+            "PATCH", self._object_path(namespace, name) + "/status", body, content_type="application/merge-patch+json"
         )
         return result
+
+    async def patch_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str | None
+    ) -> dict[str, Any]:
+        """The operator's only metadata write: its finalizer on launched runs whose deletionPolicy needs one.
+        Conditional on resourceVersion, so that another controller's finalizer is never dropped."""
+        body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        result: dict[str, Any] = await self._call(
+            "PATCH", self._object_path(namespace, name), body, content_type="application/merge-patch+json"
+        )
+        return result
+
+    async def read_configmap(self, namespace: str, name: str) -> dict[str, str]:
+        data = await self._call("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+        return dict(data.get("data") or {})
+
+    @staticmethod
+    def _object_path(namespace: str, name: str) -> str:
+        return f"/apis/{resource.GROUP}/{resource.VERSION}/namespaces/{namespace}/{resource.PLURAL}/{name}"
 
     async def create_event(self, ref: ObjectRef, event: Event, now: datetime | None = None) -> None:
         now = now or datetime.now(UTC)

@@ -171,6 +171,8 @@ def _run_conditions(
 
 def _fields_from_run(run: PipelineRun, spec: PaiPipelineRunSpec, policy: Policy) -> dict[str, Any]:
     fields: dict[str, Any] = {
+        # Mirrored for followed runs too, so that one printer column shows the run id of both kinds.
+        "pipelineRunId": run.pipeline_run_id,
         "runStatus": (run.raw_status or run.status.value)[:MAX_RUN_STATUS],
         "message": truncate_utf8(run.message, policy.max_text_field_bytes)[0] if run.message else None,
         # A running run's Duration grows on every poll; a stale number would mislead more than none
@@ -236,7 +238,10 @@ def reconcile(
         message = observation.message or ""
     else:
         # A batched answer carries the status only; the rest of the status stays as it was.
-        desired = {"runStatus": (observation.raw_status or observation.status.value)[:MAX_RUN_STATUS]}
+        desired = {
+            "runStatus": (observation.raw_status or observation.status.value)[:MAX_RUN_STATUS],
+            "pipelineRunId": observation.pipeline_run_id,
+        }
         run_status, raw = observation.status, desired["runStatus"]
         message = current.get("message") or ""
 
@@ -248,7 +253,7 @@ def reconcile(
             Event(
                 type="Warning" if run_status in UNSUCCESSFUL else "Normal",
                 reason=run_status.value if run_status is not RunStatus.UNRECOGNIZED else "Unrecognized",
-                message=f"PAI run {spec.pipelineRunId} is {raw}" + (f": {message}" if message else ""),
+                message=f"PAI run {observation.pipeline_run_id} is {raw}" + (f": {message}" if message else ""),
             )
         )
     if previous_ready is not None and previous_ready.get("status") != "True":

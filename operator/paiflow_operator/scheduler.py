@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from paiflow_operator import metrics
 from paiflow_operator.kube import ObjectRef
+from paiflow_operator.launcher import Launcher
 from paiflow_operator.pai.credentials import CredentialSource
 from paiflow_operator.pai.errors import ErrorKind, PaiError
 from paiflow_operator.pai.models import PipelineRun, RunStatus, RunStatusList
@@ -40,7 +41,7 @@ from paiflow_operator.reconcile import (
     reconcile,
     suspended,
 )
-from paiflow_operator.resource import PaiPipelineRunSpec
+from paiflow_operator.resource import FINALIZER, PaiPipelineRunSpec
 from paiflow_operator.secret_credentials import SecretCredentials
 from paiflow_operator.settings import Settings
 from paiflow_operator.sharding import Ownership, StaticShards
@@ -93,10 +94,17 @@ class Tracked:
     busy: bool = False
     # The spec changed while a poll was in flight: look again as soon as that poll ends.
     rerun: bool = False
+    deleting: bool = False
+    finalizers: tuple[str, ...] = ()
 
     @property
     def key(self) -> Key:
         return (self.namespace, self.name)
+
+    @property
+    def run_id(self) -> str:
+        """The run followed: spec.pipelineRunId, or the one this resource launched ("" until it exists)."""
+        return self.spec.pipelineRunId or str(self.status.get("pipelineRunId") or "")
 
 
 class Scheduler:
@@ -129,6 +137,8 @@ class Scheduler:
         self.secrets = SecretCredentials(kube, settings.secret_cache_ttl.total_seconds(), clock)
         self.ownership: Ownership = ownership or StaticShards(settings.shard_count, settings.shard_index)
         self._stopping = False
+        # Set by handlers.py: starts and terminates runs of resources with spec.launch (launcher.py).
+        self.launcher: Launcher | None = None
 
     # ---- fed by the watch -------------------------------------------------------------------------
 
@@ -136,7 +146,9 @@ class Scheduler:
         """Called for every watch event (kopf.on.event): keeps the registry and the heap current."""
         meta = body.get("metadata", {})
         key: Key = (meta.get("namespace", ""), meta.get("name", ""))
-        if event_type == "DELETED" or meta.get("deletionTimestamp") or not self.owns(meta.get("uid", "")):
+        finalizers = tuple(meta.get("finalizers") or ())
+        deleting = bool(meta.get("deletionTimestamp"))
+        if event_type == "DELETED" or (deleting and FINALIZER not in finalizers) or not self.owns(meta.get("uid", "")):
             self.forget(key)
             return
         try:
@@ -153,14 +165,19 @@ class Scheduler:
             tracked = Tracked(key[0], key[1], meta.get("uid", ""), generation, spec, status, since=self.clock())
             tracked.resource_version = meta.get("resourceVersion")
             tracked.last_detail = self._detail_age_from_status(status)
+            tracked.deleting, tracked.finalizers = deleting, finalizers
             self.runs[key] = tracked
-            if not is_finished(status, generation) or spec.suspend:
+            if not is_finished(status, generation) or spec.suspend or self._launch_pending(tracked):
                 jitter = self.rng.uniform(0, self.settings.initial_jitter.total_seconds())
                 self._schedule(tracked, self.clock() + jitter)
             return
         spec_changed = generation != tracked.generation
         tracked.generation, tracked.spec, tracked.status = generation, spec, status
         tracked.resource_version = meta.get("resourceVersion")
+        tracked.deleting, tracked.finalizers = deleting, finalizers
+        if not spec_changed and tracked.due is None and not tracked.busy and self._launch_pending(tracked):
+            # Launch work with nothing scheduled (a delete, a finished run still holding the finalizer).
+            self._schedule(tracked, self.clock())
         if spec_changed:
             # A changed spec earns one fresh look, even at a finished run.
             tracked.attempt = 0
@@ -177,6 +194,9 @@ class Scheduler:
             return None
         age = (self.wallclock() - synced).total_seconds()
         return self.clock() - max(age, 0.0)
+
+    def _launch_pending(self, tracked: Tracked) -> bool:
+        return self.launcher is not None and self.launcher.wants(tracked)
 
     def owns(self, uid: str) -> bool:
         return self.ownership.owns(uid)
@@ -305,6 +325,15 @@ class Scheduler:
 
     async def _sync_one(self, tracked: Tracked) -> None:
         try:
+            if self.launcher is not None and (tracked.spec.launch is not None or tracked.finalizers):
+                outcome = await self.launcher.step(tracked)
+                if isinstance(outcome, Retry):
+                    self._reschedule(tracked, outcome)
+                    return
+                if outcome is not None:
+                    tracked.busy = False
+                    self._schedule(tracked, self.clock() + outcome)
+                    return
             if tracked.spec.suspend:
                 await self._apply(
                     tracked, suspended(tracked.spec, tracked.generation, tracked.status, self.wallclock())
@@ -342,7 +371,7 @@ class Scheduler:
             token_id = await self._token_id(tracked)
             async with self._send_slot(credentials):
                 run = await self.pai.get_pipeline_run(
-                    spec.pipelineRunId,
+                    tracked.run_id,
                     region=self._region(spec),
                     credentials=credentials,
                     verbose=spec.verbose,
@@ -362,7 +391,7 @@ class Scheduler:
                 async with self._send_slot(credentials):
                     answer = await self.pai.list_pipeline_runs_status(
                         workspace,
-                        [m.spec.pipelineRunId for m in members],
+                        [m.run_id for m in members],
                         region=region,
                         credentials=credentials,
                     )
@@ -376,7 +405,7 @@ class Scheduler:
             by_id = {row.pipeline_run_id: row for row in answer.pipeline_runs}
             work = []
             for member in members:
-                row = by_id.get(member.spec.pipelineRunId)
+                row = by_id.get(member.run_id)
                 unchanged = (
                     row is not None
                     and not row.is_deleted

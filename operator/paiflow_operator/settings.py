@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     # Runs due within this window are polled together so that their status queries batch.
     batch_window: Duration = timedelta(seconds=2)
 
+    # A launch whose CreatePipelineRun outcome is unknown (timeout, crash) waits this long after its claim
+    # before looking the run up again: longer than any create can be in flight (connect + read timeout).
+    launch_settle_time: Duration = timedelta(seconds=60)
+
     list_chunk_size: int = Field(default=500, ge=1, description="Objects per page of kopf's initial list.")
     max_text_field_bytes: int = Field(default=64 * 1024, ge=1024, le=256 * 1024)
     secret_cache_ttl: Duration = timedelta(seconds=60)

@@ -1,0 +1,280 @@
+"""Carries out launch_reconcile's decisions: ListPipelineRuns, CreatePipelineRun, TerminatePipelineRun, the
+intent record in status and the finalizer. The scheduler calls ``step`` before polling a launched run."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from paiflow_operator import launch_reconcile as core
+from paiflow_operator import metrics
+from paiflow_operator.kube import KubeError, ObjectRef
+from paiflow_operator.pai.credentials import CredentialSource
+from paiflow_operator.pai.errors import PaiError
+from paiflow_operator.pai.models import Acknowledged, CreatedRun, RunList
+from paiflow_operator.reconcile import Event, Retry, SyncResult
+from paiflow_operator.resource import FINALIZER, PaiPipelineRunSpec
+from paiflow_operator.settings import Settings
+
+if TYPE_CHECKING:
+    from paiflow_operator.scheduler import Tracked
+
+log = logging.getLogger(__name__)
+
+# One step may chain a few decisions (add finalizer, claim, look up, create); never loop for ever.
+MAX_CHAINED_STEPS = 6
+CONFLICT_RETRY_SECONDS = 1.0
+
+
+class LaunchPai(Protocol):
+    async def list_pipeline_runs(
+        self, *, region: str, credentials: CredentialSource, workspace_id: str | None = None, name: str | None = None
+    ) -> RunList: ...
+
+    async def create_pipeline_run(
+        self,
+        *,
+        region: str,
+        credentials: CredentialSource,
+        workspace_id: str,
+        name: str,
+        pipeline_id: str | None = None,
+        pipeline_manifest: str | None = None,
+        arguments: str | None = None,
+        options: str | None = None,
+        accessibility: str | None = None,
+        no_confirm_required: bool = True,
+        source_type: str | None = None,
+        source_id: str | None = None,
+    ) -> CreatedRun: ...
+
+    async def terminate_pipeline_run(
+        self, run_id: str, *, region: str, credentials: CredentialSource
+    ) -> Acknowledged: ...
+
+
+class LaunchKube(Protocol):
+    async def patch_status(
+        self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]: ...
+
+    async def patch_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str | None
+    ) -> dict[str, Any]: ...
+
+    async def read_configmap(self, namespace: str, name: str) -> dict[str, str]: ...
+
+    async def create_event(self, ref: ObjectRef, event: Event, now: datetime | None = None) -> None: ...
+
+
+class LaunchHost(Protocol):
+    """What the launcher borrows from the scheduler: credentials, the shared rate limit, the clocks."""
+
+    settings: Settings
+    wallclock: Callable[[], datetime]
+
+    async def _credentials(self, tracked: Tracked) -> CredentialSource: ...
+
+    def _send_slot(self, credentials: CredentialSource) -> AbstractAsyncContextManager[None]: ...
+
+    def _region(self, spec: PaiPipelineRunSpec) -> str: ...
+
+
+Outcome = Retry | float | None  # a retry policy, seconds to wait, or None: go on and poll the run now
+
+
+class Launcher:
+    def __init__(self, host: LaunchHost, pai: LaunchPai, kube: LaunchKube) -> None:
+        self.host = host
+        self.pai = pai
+        self.kube = kube
+        self.settle = host.settings.launch_settle_time
+
+    @staticmethod
+    def view(tracked: Tracked) -> core.View:
+        return core.View(
+            name=tracked.name,
+            uid=tracked.uid,
+            generation=tracked.generation,
+            spec=tracked.spec,
+            status=tracked.status,
+            deleting=tracked.deleting,
+            finalized=FINALIZER in tracked.finalizers,
+        )
+
+    def wants(self, tracked: Tracked) -> bool:
+        return (tracked.spec.launch is not None or FINALIZER in tracked.finalizers) and core.pending(self.view(tracked))
+
+    async def step(self, tracked: Tracked) -> Outcome:
+        for _ in range(MAX_CHAINED_STEPS):
+            now = self.host.wallclock()
+            view = self.view(tracked)
+            decision = core.decide(view, now, self.settle)
+            step = decision.step
+            if step is core.Step.FOLLOW:
+                return None
+            if step is core.Step.DONE:
+                return Retry.STOP
+            if step is core.Step.WAIT:
+                assert decision.at is not None
+                return max(0.0, (decision.at - now).total_seconds())
+            if step in (core.Step.ADD_FINALIZER, core.Step.REMOVE_FINALIZER):
+                outcome = await self._finalizer(tracked, add=step is core.Step.ADD_FINALIZER)
+                if outcome is not None:
+                    return outcome
+                if tracked.deleting and step is core.Step.REMOVE_FINALIZER:
+                    return Retry.STOP  # the API server deletes the object now
+                continue
+            if step is core.Step.CLAIM:
+                written = await self._write(tracked, core.claim(view, now), conditional=True)
+                if written is not True:
+                    return written
+                outcome = await self._lookup(tracked, create=True)
+            elif step is core.Step.LOOKUP:
+                outcome = await self._lookup(tracked, create=False)
+            else:
+                outcome = await self._terminate(tracked)
+            if outcome is not None:
+                return outcome
+            if not tracked.deleting and step is not core.Step.LOOKUP:
+                return None  # created, adopted or terminating: poll it now
+        return Retry.BACKOFF
+
+    # ---- PAI ---------------------------------------------------------------------------------------
+
+    async def _lookup(self, tracked: Tracked, *, create: bool) -> Outcome:
+        """ListPipelineRuns(WorkspaceId, Name) first, always; CreatePipelineRun only if nothing is there."""
+        view = self.view(tracked)
+        launch = tracked.spec.launch
+        assert launch is not None
+        name = core.run_name(view)
+        region = self.host._region(tracked.spec)
+        try:
+            credentials = await self.host._credentials(tracked)
+            async with self.host._send_slot(credentials):
+                listing = await self.pai.list_pipeline_runs(
+                    region=region, credentials=credentials, workspace_id=launch.workspaceId, name=name
+                )
+        except PaiError as exc:
+            return await self._failed(tracked, "ListPipelineRuns", exc)
+        found, count = core.find_run(listing.pipeline_runs, name)
+        if found is not None:
+            log.info("%s/%s: adopting PAI run %s", tracked.namespace, tracked.name, found.pipeline_run_id)
+            result = core.created(view, found.pipeline_run_id, adopted=True, duplicates=count)
+            return self._after_write(await self._write(tracked, result))
+        if not create:
+            # Deleting, and no run was ever made: nothing to terminate, the finalizer can go.
+            return await self._finalizer(tracked, add=False) or Retry.STOP
+        manifest: str | None = None
+        if launch.manifestFrom is not None:
+            ref = launch.manifestFrom
+            try:
+                manifest = (await self.kube.read_configmap(tracked.namespace, ref.name)).get(ref.key)
+                problem = None if manifest else f"ConfigMap {ref.name} has no key {ref.key!r}"
+            except KubeError as exc:
+                problem = f"ConfigMap {ref.name} is not readable: {exc.status} {exc.reason}"
+            if problem:
+                await self._write(tracked, core.configmap_missing(view, problem, self.host.wallclock()))
+                return Retry.SLOW
+        request = core.create_request(view, manifest)
+        try:
+            async with self.host._send_slot(credentials):
+                answer = await self.pai.create_pipeline_run(
+                    region=region,
+                    credentials=credentials,
+                    workspace_id=request.workspace_id,
+                    name=request.name,
+                    pipeline_id=request.pipeline_id,
+                    pipeline_manifest=request.manifest,
+                    arguments=request.arguments,
+                    options=request.options,
+                    accessibility=request.accessibility,
+                    source_id=request.source_id,
+                )
+        except PaiError as exc:
+            return await self._failed(tracked, "CreatePipelineRun", exc)
+        log.info("%s/%s: created PAI run %s", tracked.namespace, tracked.name, answer.pipeline_run_id)
+        return self._after_write(await self._write(tracked, core.created(view, answer.pipeline_run_id, adopted=False)))
+
+    async def _terminate(self, tracked: Tracked) -> Outcome:
+        run_id = tracked.status.get("pipelineRunId")
+        assert run_id
+        try:
+            credentials = await self.host._credentials(tracked)
+            async with self.host._send_slot(credentials):
+                await self.pai.terminate_pipeline_run(
+                    run_id, region=self.host._region(tracked.spec), credentials=credentials
+                )
+        except PaiError as exc:
+            return await self._failed(tracked, "TerminatePipelineRun", exc)
+        return self._after_write(await self._write(tracked, core.terminated(self.view(tracked), self.host.wallclock())))
+
+    async def _failed(self, tracked: Tracked, action: str, error: PaiError) -> Outcome:
+        result = core.failed(self.view(tracked), action, error, self.host.wallclock())
+        metrics.SYNC_ERRORS.labels(result.error_reason or "Error").inc()
+        await self._write(tracked, result)
+        return result.retry
+
+    # ---- Kubernetes --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _after_write(written: bool | Outcome) -> Outcome:
+        return None if written is True else written
+
+    async def _write(self, tracked: Tracked, result: SyncResult, *, conditional: bool = False) -> bool | Outcome:
+        """Status patch then Events. True when written; otherwise when to try again."""
+        if result.patch:
+            try:
+                written = await self.kube.patch_status(
+                    tracked.namespace,
+                    tracked.name,
+                    result.patch,
+                    resource_version=tracked.resource_version if conditional else None,
+                )
+            except KubeError as exc:
+                if exc.status == 409:
+                    # Someone wrote first (another replica, or a status we have not seen yet): decide again on
+                    # the fresh object the watch brings.
+                    return CONFLICT_RETRY_SECONDS
+                log.warning("status write for %s/%s failed: %s", tracked.namespace, tracked.name, exc)
+                return Retry.BACKOFF
+            except Exception as exc:
+                log.warning("status write for %s/%s failed: %s", tracked.namespace, tracked.name, exc)
+                return Retry.BACKOFF
+            metrics.KUBE_WRITES.labels("status").inc()
+            tracked.status = dict(written.get("status") or tracked.status)
+            tracked.resource_version = (written.get("metadata") or {}).get("resourceVersion")
+        for event in result.events:
+            try:
+                ref = ObjectRef(tracked.namespace, tracked.name, tracked.uid, tracked.resource_version)
+                await self.kube.create_event(ref, event, self.host.wallclock())
+                metrics.KUBE_WRITES.labels("event").inc()
+            except Exception as exc:
+                log.warning("event for %s/%s not posted: %s", tracked.namespace, tracked.name, exc)
+        return True
+
+    async def _finalizer(self, tracked: Tracked, *, add: bool) -> Outcome:
+        current = list(tracked.finalizers)
+        wanted = [*current, FINALIZER] if add else [f for f in current if f != FINALIZER]
+        try:
+            written = await self.kube.patch_finalizers(
+                tracked.namespace, tracked.name, wanted, tracked.resource_version
+            )
+        except KubeError as exc:
+            if exc.status == 409:
+                return CONFLICT_RETRY_SECONDS
+            if exc.status == 404:
+                return Retry.STOP  # already gone
+            log.warning("finalizer update for %s/%s failed: %s", tracked.namespace, tracked.name, exc)
+            return Retry.BACKOFF
+        except Exception as exc:
+            log.warning("finalizer update for %s/%s failed: %s", tracked.namespace, tracked.name, exc)
+            return Retry.BACKOFF
+        metrics.KUBE_WRITES.labels("metadata").inc()
+        meta = written.get("metadata") or {}
+        tracked.finalizers = tuple(meta.get("finalizers") or ())
+        tracked.resource_version = meta.get("resourceVersion")
+        return None
