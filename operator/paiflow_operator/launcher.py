@@ -267,7 +267,7 @@ class Launcher:
             if exc.status == 409:
                 return CONFLICT_RETRY_SECONDS
             if exc.status == 404:
-                return Retry.STOP  # already gone
+                return Retry.BACKOFF  # already gone: the watch's DELETED event forgets it
             log.warning("finalizer update for %s/%s failed: %s", tracked.namespace, tracked.name, exc)
             return Retry.BACKOFF
         except Exception as exc:

@@ -325,7 +325,9 @@ class Scheduler:
 
     async def _sync_one(self, tracked: Tracked) -> None:
         try:
-            if self.launcher is not None and (tracked.spec.launch is not None or tracked.finalizers):
+            # spec.suspend holds a launch back too (create suspended, unsuspend to start); a delete never waits.
+            launching = tracked.spec.launch is not None or bool(tracked.finalizers)
+            if self.launcher is not None and launching and (not tracked.spec.suspend or tracked.deleting):
                 outcome = await self.launcher.step(tracked)
                 if isinstance(outcome, Retry):
                     self._reschedule(tracked, outcome)
@@ -468,7 +470,8 @@ class Scheduler:
             return
         if retry is Retry.STOP:
             tracked.attempt = 0
-            self._schedule(tracked, None)
+            # A launched run that just ended may still hold its finalizer: one more step removes it.
+            self._schedule(tracked, now if self._launch_pending(tracked) else None)
             return
         if retry is Retry.INTERVAL:
             tracked.attempt = 0

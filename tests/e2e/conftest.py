@@ -39,6 +39,8 @@ OPERATOR_ENV = {
     "PAIFLOW_QPS": "100",
     "PAIFLOW_BURST": "100",
     "PAIFLOW_LOG_LEVEL": "DEBUG",
+    # A create whose answer was lost is looked up again after this (production: 60s).
+    "PAIFLOW_LAUNCH_SETTLE_TIME": "3s",
 }
 
 T = TypeVar("T")

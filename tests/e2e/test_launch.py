@@ -1,0 +1,273 @@
+"""Launched runs end to end: the operator (as its shipped ServiceAccount) starts a PAI run once, follows it,
+terminates it, and honours the deletion policy; the API server refuses invalid launch specs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+from typing import Any
+
+import pytest
+from tests.e2e.conftest import Runs, wait_for
+from tests.support.operator_process import OperatorProcess
+
+from paiflow_emulator.server import Emulator
+from paiflow_emulator.timeline import Timeline
+
+pytestmark = pytest.mark.cluster
+
+WORKSPACE = "3001"
+FINALIZER = "paiflow-operator.dev/terminate-run"
+
+
+def pipeline(emulator: Emulator, timeline: Timeline | None = None) -> str:
+    emulator.add_workspace(WORKSPACE)
+    return emulator.add_pipeline(
+        f"pipeline-{uuid.uuid4().hex[:12]}", workspace_id=WORKSPACE, manifest="apiVersion: core/v1", timeline=timeline
+    ).pipeline_id
+
+
+def launch(runs: Runs, name: str, launch_spec: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    body = {
+        "apiVersion": "paiflow-operator.dev/v1alpha1",
+        "kind": "PaiPipelineRun",
+        "metadata": {"name": name, "namespace": runs.namespace},
+        "spec": {"launch": {"workspaceId": WORKSPACE, **launch_spec}, **spec},
+    }
+    runs.cp.kubectl("apply", "-f", "-", input=json.dumps(body))
+    return runs.get(name)
+
+
+def runs_in_pai(emulator: Emulator, runs: Runs, name: str) -> list[Any]:
+    uid = runs.get(name)["metadata"]["uid"]
+    return [r for r in emulator.run_ids() if emulator.get_run(r).name.endswith(uid)]  # type: ignore[union-attr]
+
+
+def creates(emulator: Emulator) -> int:
+    return sum(emulator.counters.snapshot(include_runs=False).by_action.get("CreatePipelineRun", {}).values())
+
+
+def test_launch_creates_one_run_and_follows_it_to_succeeded(
+    operator: OperatorProcess, emulator: Emulator, runs: Runs
+) -> None:
+    pid = pipeline(emulator, Timeline.of(("Initialized", 1), ("Running", 3), ("Succeeded", None)))
+    before = creates(emulator)
+    arguments = {"arguments": {"parameters": [{"name": "epochs", "value": 3}, {"name": "lr", "value": 0.01}]}}
+    launch(runs, "train", {"pipelineId": pid, "arguments": arguments, "name": "resnet"})
+    ns = runs.namespace
+    waited = runs.cp.kubectl("wait", "ppr/train", "-n", ns, "--for=condition=Succeeded", "--timeout=60s")
+    assert "condition met" in waited.stdout
+    status = runs.status("train")
+    (run_id,) = runs_in_pai(emulator, runs, "train")
+    assert status["pipelineRunId"] == run_id
+    assert status["launch"]["phase"] == "Created" and status["launch"]["attempts"] == 1
+    assert status["launch"]["runName"] == f"resnet-{runs.get('train')['metadata']['uid']}"
+    assert creates(emulator) == before + 1
+    run = emulator.get_run(run_id)
+    assert run is not None and run.pipeline_id == pid and run.workspace_id == WORKSPACE
+    assert json.loads(run.arguments) == arguments  # structured YAML in, PAI's JSON text out
+    # No finalizer under the default deletionPolicy (Retain).
+    assert FINALIZER not in (runs.get("train")["metadata"].get("finalizers") or [])
+    reasons = [e["reason"] for e in runs.events("train")]
+    assert "Creating" in reasons and "Created" in reasons and reasons[-1] == "Succeeded", reasons
+    table = runs.cp.kubectl("get", "ppr", "train", "-n", ns).stdout
+    assert run_id in table.splitlines()[1]
+    time.sleep(2)
+    assert creates(emulator) == before + 1 and len(runs_in_pai(emulator, runs, "train")) == 1
+
+
+def test_inline_manifest_launch(operator: OperatorProcess, emulator: Emulator, runs: Runs) -> None:
+    emulator.add_workspace(WORKSPACE)
+    manifest = "apiVersion: core/v1\nmetadata:\n  name: inline\nspec: {}\n"
+    launch(runs, "inline", {"manifest": manifest})
+    runs.wait_status("inline", "Succeeded", timeout=60)
+    (run_id,) = runs_in_pai(emulator, runs, "inline")
+    run = emulator.get_run(run_id)
+    assert run is not None and json.loads(run.manifest or "{}")["metadata"]["name"] == "inline"
+
+
+def test_sigkill_while_pai_holds_the_create_answer_still_makes_one_run(
+    operator: OperatorProcess, emulator: Emulator, runs: Runs
+) -> None:
+    pid = pipeline(emulator, Timeline.of(("Running", 3), ("Succeeded", None)))
+    before = creates(emulator)
+    # PAI creates the run, then never answers: the operator cannot know the run exists.
+    emulator.add_fault("hold", action="CreatePipelineRun", count=1)
+    operator.stop()
+    first = OperatorProcess(
+        operator.kubeconfig,
+        operator.endpoint,
+        operator.log_path.with_name("launch-first.log"),
+        {**operator.extra_env, "PAIFLOW_READ_TIMEOUT": "60"},
+    )
+    second = OperatorProcess(
+        operator.kubeconfig, operator.endpoint, operator.log_path.with_name("launch-second.log"), operator.extra_env
+    )
+    try:
+        first.start()
+        launch(runs, "crash", {"pipelineId": pid})
+        wait_for(lambda: runs_in_pai(emulator, runs, "crash"), 30, 0.05, "the run to exist in PAI")
+        assert first.process is not None
+        os.killpg(first.process.pid, signal.SIGKILL)  # while the create's answer is still held
+        first.process.wait(5)
+        status = runs.status("crash")
+        assert status["launch"]["phase"] == "Creating" and "pipelineRunId" not in status
+        with second:
+            runs.wait_status("crash", "Succeeded", timeout=60)
+            (run_id,) = runs_in_pai(emulator, runs, "crash")
+            status = runs.status("crash")
+            assert status["pipelineRunId"] == run_id
+            assert creates(emulator) == before + 1, "a second CreatePipelineRun was sent"
+            assert "Adopted" in [e["reason"] for e in runs.events("crash")]
+    finally:
+        emulator.clear_faults()
+        if first.process is not None and first.process.poll() is None:
+            os.killpg(first.process.pid, signal.SIGKILL)
+        operator.start()
+
+
+def test_terminate_a_launched_run(operator: OperatorProcess, emulator: Emulator, runs: Runs) -> None:
+    pid = pipeline(emulator, Timeline.of(("Running", None)))
+    launch(runs, "stopme", {"pipelineId": pid})
+    runs.wait_status("stopme", "Running", timeout=30)
+    runs.cp.kubectl("patch", "ppr", "stopme", "-n", runs.namespace, "--type=merge", "-p", '{"spec":{"terminate":true}}')
+    seen: list[str] = []
+
+    def ended() -> bool:
+        current = runs.status("stopme").get("runStatus")
+        if current and (not seen or seen[-1] != current):
+            seen.append(current)
+        return current == "Terminated"
+
+    wait_for(ended, 30, 0.1, "Terminated")
+    assert "Terminating" in seen, seen
+    (run_id,) = runs_in_pai(emulator, runs, "stopme")
+    assert emulator.status_of(run_id) == "Terminated"
+    terminations = [e for e in runs.events("stopme") if e["reason"] == "TerminationRequested"]
+    assert len(terminations) == 1
+    assert runs.status("stopme")["launch"]["terminationRequestedAt"]
+    # Undoing it is refused by the API server.
+    undo = runs.cp.kubectl(
+        "patch",
+        "ppr",
+        "stopme",
+        "-n",
+        runs.namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"terminate":false}}',
+        check=False,
+    )
+    assert undo.returncode != 0 and "spec.terminate cannot be undone" in undo.stderr
+
+
+def test_delete_under_retain_leaves_the_run_running(operator: OperatorProcess, emulator: Emulator, runs: Runs) -> None:
+    pid = pipeline(emulator, Timeline.of(("Running", None)))
+    launch(runs, "keep", {"pipelineId": pid})
+    runs.wait_status("keep", "Running", timeout=30)
+    (run_id,) = runs_in_pai(emulator, runs, "keep")
+    assert not runs.get("keep")["metadata"].get("finalizers")
+    runs.cp.kubectl("delete", "ppr", "keep", "-n", runs.namespace, "--timeout=10s")
+    time.sleep(2)
+    assert emulator.status_of(run_id) == "Running"
+
+
+def test_delete_under_terminate_stops_the_run_then_lets_go(
+    operator: OperatorProcess, emulator: Emulator, runs: Runs
+) -> None:
+    pid = pipeline(emulator, Timeline.of(("Running", None)))
+    launch(runs, "stop-on-delete", {"pipelineId": pid}, deletionPolicy="Terminate")
+    runs.wait_status("stop-on-delete", "Running", timeout=30)
+    assert FINALIZER in runs.get("stop-on-delete")["metadata"]["finalizers"]
+    (run_id,) = runs_in_pai(emulator, runs, "stop-on-delete")
+    runs.cp.kubectl("delete", "ppr", "stop-on-delete", "-n", runs.namespace, "--timeout=20s")
+    assert emulator.status_of(run_id) in ("Terminating", "Terminated")
+
+
+def test_finished_run_drops_its_finalizer(operator: OperatorProcess, emulator: Emulator, runs: Runs) -> None:
+    pid = pipeline(emulator, Timeline.of(("Running", 1), ("Succeeded", None)))
+    launch(runs, "short", {"pipelineId": pid}, deletionPolicy="Terminate")
+    runs.wait_status("short", "Succeeded", timeout=30)
+    wait_for(lambda: not runs.get("short")["metadata"].get("finalizers"), 15, what="the finalizer to go")
+
+
+def test_pai_errors_on_create_show_as_conditions(operator: OperatorProcess, emulator: Emulator, runs: Runs) -> None:
+    emulator.add_workspace(WORKSPACE)
+    launch(runs, "nopipe", {"pipelineId": "pipeline-doesnotexist"})
+    cond = runs.wait_condition("nopipe", "Stalled", "True", "PipelineNotFound")
+    assert "pipeline-doesnotexist" in cond["message"]
+    launch(runs, "nows", {"pipelineId": "pipeline-x", "workspaceId": "9999"})
+    runs.wait_condition("nows", "Stalled", "True", "WorkspaceNotFound")
+    pid = pipeline(emulator)
+    launch(runs, "badargs", {"pipelineId": pid, "arguments": {"arguments": [1, 2]}})
+    cond = runs.wait_condition("badargs", "Stalled", "True", "InvalidLaunch")
+    assert "Arguments is not valid" in cond["message"]
+    assert not runs_in_pai(emulator, runs, "badargs")
+
+
+def test_permission_and_throttling_on_create(operator: OperatorProcess, emulator: Emulator, runs: Runs) -> None:
+    pid = pipeline(emulator, Timeline.of(("Running", 1), ("Succeeded", None)))
+    emulator.add_fault(
+        "error", action="CreatePipelineRun", count=1, status=403, code="Forbidden.RAM", message="User not authorized"
+    )
+    launch(runs, "denied", {"pipelineId": pid})
+    cond = runs.wait_condition("denied", "Ready", "False", "PermissionDenied")
+    assert "paiflow:CreatePipelineRun" in cond["message"]
+    # The slow retry (2s in tests) then succeeds: one run.
+    runs.wait_status("denied", "Succeeded", timeout=40)
+    assert len(runs_in_pai(emulator, runs, "denied")) == 1
+    emulator.add_fault("throttle", action="CreatePipelineRun", count=2)
+    emulator.add_fault("unavailable", action="CreatePipelineRun", count=1)
+    before = creates(emulator)
+    launch(runs, "busy", {"pipelineId": pid})
+    runs.wait_status("busy", "Succeeded", timeout=60)
+    assert len(runs_in_pai(emulator, runs, "busy")) == 1
+    reasons = [e["reason"] for e in runs.events("busy")]
+    assert "Throttled" in reasons, reasons
+    assert creates(emulator) - before >= 3
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"pipelineRunId": "flow-abc", "launch": {"workspaceId": "1", "pipelineId": "p"}}, "set exactly one of"),
+        ({}, "set exactly one of"),
+        ({"launch": {"workspaceId": "1"}}, "spec.launch needs exactly one of pipelineId, manifest or manifestFrom"),
+        (
+            {"launch": {"workspaceId": "1", "pipelineId": "p", "manifest": "x: 1"}},
+            "spec.launch needs exactly one of",
+        ),
+        ({"pipelineRunId": "flow-abc", "terminate": True}, "spec.terminate applies only to launched runs"),
+        ({"pipelineRunId": "flow-abc", "deletionPolicy": "Terminate"}, "spec.deletionPolicy Terminate applies only"),
+        ({"launch": {"workspaceId": "1", "pipelineId": "p"}, "deletionPolicy": "Delete"}, "spec.deletionPolicy"),
+    ],
+)
+def test_invalid_launch_specs_are_refused_naming_the_field(runs: Runs, spec: dict[str, Any], message: str) -> None:
+    body = {
+        "apiVersion": "paiflow-operator.dev/v1alpha1",
+        "kind": "PaiPipelineRun",
+        "metadata": {"name": "bad", "namespace": runs.namespace},
+        "spec": spec,
+    }
+    out = runs.cp.kubectl("apply", "-f", "-", input=json.dumps(body), check=False)
+    assert out.returncode != 0
+    assert message in out.stderr, out.stderr
+
+
+def test_launch_is_immutable(runs: Runs) -> None:
+    base = {
+        "apiVersion": "paiflow-operator.dev/v1alpha1",
+        "kind": "PaiPipelineRun",
+        "metadata": {"name": "fixed", "namespace": runs.namespace},
+        "spec": {"launch": {"workspaceId": "1", "pipelineId": "p"}, "suspend": True},
+    }
+    runs.cp.kubectl("apply", "-f", "-", input=json.dumps(base))
+    base["spec"]["launch"]["pipelineId"] = "q"  # type: ignore[index]
+    out = runs.cp.kubectl("apply", "-f", "-", input=json.dumps(base), check=False)
+    assert out.returncode != 0 and "spec.launch is immutable" in out.stderr, out.stderr
+    switched = {**base, "spec": {"pipelineRunId": "flow-abc"}}
+    out = runs.cp.kubectl("replace", "-f", "-", input=json.dumps(switched), check=False)
+    assert out.returncode != 0 and "cannot be added to or removed" in out.stderr, out.stderr
