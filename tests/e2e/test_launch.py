@@ -206,6 +206,8 @@ def test_pai_errors_on_create_show_as_conditions(operator: OperatorProcess, emul
     cond = runs.wait_condition("badargs", "Stalled", "True", "InvalidLaunch")
     assert "Arguments is not valid" in cond["message"]
     assert not runs_in_pai(emulator, runs, "badargs")
+    # Stalled launches retry (slowly) for ever; remove them so that later tests' faults meet only their own calls.
+    runs.cp.kubectl("delete", "ppr", "--all", "-n", runs.namespace, "--timeout=20s")
 
 
 def test_permission_and_throttling_on_create(operator: OperatorProcess, emulator: Emulator, runs: Runs) -> None:
