@@ -419,3 +419,123 @@ def test_sdk_requests_are_not_replayable(emulator_thread: EmulatorThread) -> Non
     for _ in range(20):
         client.get_pipeline_run(run.run_id, pai_models.GetPipelineRunRequest())
     assert emulator_thread.emulator.counters.snapshot().outcomes == {"ok": 20}
+
+
+# ---- the actions a launch uses: CreatePipelineRun, StartPipelineRun, TerminatePipelineRun ------------------
+
+
+def test_sdk_creates_a_run_from_a_registered_pipeline_and_it_plays_its_timeline(
+    emulator_thread: EmulatorThread,
+) -> None:
+    emu = emulator_thread.emulator
+    emu.add_pipeline(
+        "pipeline-registered01", workspace_id="24601", timeline=Timeline.of(("Running", 10), ("Succeeded", None))
+    )
+    client = sdk(emulator_thread)
+    created = client.create_pipeline_run(
+        pai_models.CreatePipelineRunRequest(
+            workspace_id="24601",
+            pipeline_id="pipeline-registered01",
+            name="train-from-sdk",
+            arguments=ARGUMENTS,
+            options=OPTIONS,
+            accessibility="PUBLIC",
+            no_confirm_required=True,
+            source_type="SDK",
+            source_id="k8s-uid-1",
+        )
+    )
+    assert created.status_code == 200
+    run_id = created.body.pipeline_run_id
+    assert run_id.startswith("flow-") and REQUEST_ID.match(created.body.request_id)
+    got = client.get_pipeline_run(run_id, pai_models.GetPipelineRunRequest()).body
+    assert (got.name, got.status, got.pipeline_id, got.workspace_id) == (
+        "train-from-sdk",
+        "Running",
+        "pipeline-registered01",
+        "24601",
+    )
+    assert (got.arguments, got.options, got.accessibility, got.source_id) == (ARGUMENTS, OPTIONS, "PUBLIC", "k8s-uid-1")
+    emu.advance(11)
+    assert client.get_pipeline_run(run_id, pai_models.GetPipelineRunRequest()).body.status == "Succeeded"
+    found = client.list_pipeline_runs(
+        pai_models.ListPipelineRunsRequest(workspace_id="24601", name="train-from-sdk")
+    ).body
+    assert [r.pipeline_run_id for r in found.pipeline_runs] == [run_id]
+
+
+def test_sdk_creates_from_an_inline_manifest_waits_for_start_then_terminates(
+    emulator_thread: EmulatorThread,
+) -> None:
+    client = sdk(emulator_thread)
+    run_id = client.create_pipeline_run(
+        pai_models.CreatePipelineRunRequest(
+            workspace_id="24601",
+            pipeline_manifest="apiVersion: core/v1\nmetadata:\n  name: inline\n",
+            name="inline",
+            no_confirm_required=False,
+        )
+    ).body.pipeline_run_id
+    get = pai_models.GetPipelineRunRequest()
+    emulator_thread.emulator.advance(30)
+    assert client.get_pipeline_run(run_id, get).body.status == "Initialized"  # waits for StartPipelineRun
+    started = client.start_pipeline_run(run_id)
+    assert started.status_code == 200 and REQUEST_ID.match(started.body.request_id)
+    emulator_thread.emulator.advance(2)
+    assert client.get_pipeline_run(run_id, get).body.status == "Running"
+    with pytest.raises(ClientException) as again:
+        client.start_pipeline_run(run_id)
+    assert again.value.code == "PipelineRunStatusInvalid"
+    stopped = client.terminate_pipeline_run(run_id)
+    assert stopped.status_code == 200
+    assert client.get_pipeline_run(run_id, get).body.status == "Terminating"
+    assert client.terminate_pipeline_run(run_id).status_code == 200  # asked twice while stopping: same answer
+    emulator_thread.emulator.advance(emulator_thread.emulator.terminating_seconds + 0.1)
+    assert client.get_pipeline_run(run_id, get).body.status == "Terminated"
+    with pytest.raises(ClientException) as done:
+        client.terminate_pipeline_run(run_id)
+    assert done.value.code == "PipelineRunStatusInvalid" and done.value.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "code", "message"),
+    [
+        ({"pipeline_id": "pipeline-nope"}, "PipelineNotExist", "pipeline-nope"),
+        ({"pipeline_id": "pipeline-known", "workspace_id": "999"}, "WorkspaceNotExist", "999"),
+        ({}, "InvalidParameter", "exactly one of PipelineId and PipelineManifest"),
+        ({"pipeline_id": "pipeline-known", "arguments": "{not json: ["}, "InvalidParameter", "Arguments"),
+        ({"pipeline_id": "pipeline-known", "accessibility": "SHARED"}, "InvalidParameter", "Accessibility"),
+    ],
+)
+def test_sdk_sees_create_refusals_as_vendor_errors(
+    emulator_thread: EmulatorThread, request_fields: dict[str, Any], code: str, message: str
+) -> None:
+    emu = emulator_thread.emulator
+    emu.add_workspace("24601")
+    emu.add_pipeline("pipeline-known", workspace_id="24601")
+    fields = {"workspace_id": "24601", "name": "refused", **request_fields}
+    with pytest.raises(ClientException) as caught:
+        sdk(emulator_thread).create_pipeline_run(pai_models.CreatePipelineRunRequest(**fields))
+    assert caught.value.code == code and caught.value.status_code == 400
+    assert message in caught.value.message
+    assert emu.runs_named("refused") == []
+
+
+def test_sdk_terminate_and_start_of_an_unknown_run(emulator_thread: EmulatorThread) -> None:
+    client = sdk(emulator_thread)
+    for call in (client.terminate_pipeline_run, client.start_pipeline_run):
+        with pytest.raises(ClientException) as caught:
+            call("flow-doesnotexist00000")
+        assert caught.value.code == "PipelineRunNotFound" and caught.value.status_code == 404
+
+
+def test_hold_fault_creates_the_run_but_loses_the_answer(emulator_thread: EmulatorThread) -> None:
+    emu = emulator_thread.emulator
+    emu.add_pipeline("pipeline-held", workspace_id="24601")
+    emu.add_fault(FaultKind.HOLD, action="CreatePipelineRun", count=1)
+    client = sdk(emulator_thread, read_timeout_ms=500)
+    request = pai_models.CreatePipelineRunRequest(workspace_id="24601", pipeline_id="pipeline-held", name="held")
+    with pytest.raises(UnretryableException):
+        client.create_pipeline_run(request)
+    (run,) = emu.runs_named("held")  # PAI made it all the same
+    assert run.pipeline_id == "pipeline-held"
