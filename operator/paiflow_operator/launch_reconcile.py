@@ -321,6 +321,7 @@ __all__ = [
     "REFUSED",
     "CreateRequest",
     "Decision",
+    "PaiError",
     "Step",
     "View",
     "claim",
