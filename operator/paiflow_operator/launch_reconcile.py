@@ -241,7 +241,7 @@ def terminated(view: View, now: datetime) -> SyncResult:
 def _progressing(conditions: list[dict[str, Any]], reason: str, message: str, generation: int, now: datetime) -> None:
     set_condition(conditions, RECONCILING, "True", reason, message, generation, now)
     set_condition(conditions, STALLED, "False", reason, message, generation, now)
-    set_condition(conditions, READY, "False", reason, message, generation, now)
+    # Ready is left alone: it says whether the status is in sync with PAI, and an earlier error stays shown.
     if not any(c.get("type") == SUCCEEDED for c in conditions):
         set_condition(conditions, SUCCEEDED, "Unknown", "Pending", "The PAI run is not created yet", generation, now)
 

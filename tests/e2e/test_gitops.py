@@ -95,6 +95,8 @@ class Case:
     fault: str | None = None  # an emulator fault on this run for the whole test
     # PAI's workspace: the operator batches status queries per workspace, and a fault on one run id fails the batch.
     workspace: str = "2001"
+    # A launched run (spec.launch): the pipeline it names, and the timeline runs created from it play.
+    launch: Obj | None = None
 
     @property
     def run_id(self) -> str:
@@ -152,6 +154,20 @@ CASES = [
     Case("generation-ahead", "InProgress", "Progressing", "Waiting for the operator to observe generation 2",
          Timeline.of(("Running", 1), ("Succeeded", None)), ready=run_status_is("Succeeded", Stalled="False")),
     Case("spec-change-observed", "Current", "Healthy", "PAI run is Succeeded"),
+    Case("launch-succeeded", "Current", "Healthy", "PAI run is Succeeded",
+         Timeline.of(("Running", 1), ("Succeeded", None)), launch={"pipelineId": "pipeline-gitops-launch"},
+         ready=run_status_is("Succeeded", Stalled="False"), workspace="2003"),
+    Case("launch-refused", "Failed", "Degraded",
+         "PipelineNotFound: pipeline pipeline-gitops-missing: CreatePipelineRun failed: The pipeline "
+         "pipeline-gitops-missing does not exist in workspace 2003. code=PipelineNotExist http=400",
+         None, launch={"pipelineId": "pipeline-gitops-missing"},
+         ready=condition_is("Stalled", "True", "PipelineNotFound"), workspace="2003"),
+    # Made by hand once the others exist: PAI answers every CreatePipelineRun with a 503 from then on.
+    Case("launch-creating", "InProgress", "Progressing",
+         "Creating PAI run launch-creating-{requestId} in workspace 2003; CreateUnconfirmed: CreatePipelineRun "
+         "failed: The request has failed due to a temporary failure of the server. code=ServiceUnavailable "
+         "http=503; the run may or may not exist, so the operator looks it up by name before any new create",
+         None, launch={"pipelineId": "pipeline-gitops-launch"}, workspace="2003"),
 ]  # fmt: skip
 BY_NAME = {case.name: case for case in CASES}
 
@@ -195,6 +211,8 @@ def stable(obj: Obj, namespace: str) -> Obj:
             status[key] = STABLE_TIME
     for cond in status.get("conditions") or []:
         cond["lastTransitionTime"] = STABLE_TIME
+    if "claimedAt" in (status.get("launch") or {}):
+        status["launch"]["claimedAt"] = STABLE_TIME
     text = REQUEST_ID.sub(STABLE_REQUEST_ID, json.dumps(out)).replace(namespace, STABLE_NAMESPACE)
     result: Obj = json.loads(text)
     return result
@@ -225,6 +243,17 @@ def write_committed_testdata(captured: dict[str, Obj], namespace: str) -> None:
         + "# relative to deploy/argocd/resource_customizations/paiflow-operator.dev/PaiPipelineRun.\n"
         + yaml.safe_dump({"tests": kstatus_tests}, sort_keys=False, width=1000)
     )
+
+
+def apply_launch(runs: Runs, case: Case) -> None:
+    assert case.launch is not None
+    body = {
+        "apiVersion": "paiflow-operator.dev/v1alpha1",
+        "kind": "PaiPipelineRun",
+        "metadata": {"name": case.name, "namespace": runs.namespace},
+        "spec": {"launch": {"workspaceId": case.workspace, **case.launch}, **case.spec},
+    }
+    runs.cp.kubectl("apply", "-f", "-", input=json.dumps(body))
 
 
 def check_kubectl_tells_the_same_story(runs: Runs, captured: dict[str, Obj]) -> None:
@@ -321,7 +350,14 @@ def test_kstatus_and_argocd_health_of_every_state(
                 )
             if case.fault:
                 faults.append(emulator.add_fault(case.fault, run_id=case.run_id, duration=600))
-            if case.ready is not None:
+            if case.launch is not None:
+                if case.timeline is not None:
+                    emulator.add_pipeline(
+                        case.launch["pipelineId"], workspace_id=case.workspace, timeline=case.timeline
+                    )
+                if case.ready is not None:
+                    apply_launch(runs, case)
+            elif case.ready is not None:
                 runs.apply(case.name, case.run_id, **case.spec)
 
         settled("suspended")  # suspended while it runs
@@ -335,6 +371,13 @@ def test_kstatus_and_argocd_health_of_every_state(
                 captured[case.name] = settled(case.name)
         check_kubectl_tells_the_same_story(runs, captured)
         check_kubectl_wait_recipes(runs)
+        # Every other launch has been captured: from now on PAI fails each create with a 503 (the slow retries of
+        # launch-refused meet it too, after its capture).
+        faults.append(emulator.add_fault("unavailable", action="CreatePipelineRun", duration=600))
+        apply_launch(runs, BY_NAME["launch-creating"])
+        ready["launch-creating"] = condition_is("Ready", "False", "CreateUnconfirmed")
+        captured["launch-creating"] = settled("launch-creating")
+        assert captured["launch-creating"]["status"]["launch"]["phase"] == "Creating"
 
         # What lasts only until the operator has seen it, a new resource and a spec change, is captured with the
         # operator stopped in its tracks.
