@@ -44,6 +44,10 @@ def test_demo_runs_to_the_end_and_leaves_nothing_behind() -> None:
     for word in ("Succeeded", "Failed", "Terminated", "Skipped", "Throttled"):
         assert word in out, word
     assert "OOMKilled" in out
+    # A launched run next to the followed ones, created once and followed to its end.
+    launched = re.search(r"\[demo\] (train-resnet50-\w+) launched PAI run (flow-\w+) \(PAI name [^,]+, 1 create", out)
+    assert launched, out[-3000:]
+    assert re.search(rf"{launched.group(1)}\s+{launched.group(2)}\s+Succeeded", out), out[-3000:]
     assert "demo-secret-never-printed" not in out + result.stderr
     workdir = re.search(r"work dir (\S+?)\)", out)
     assert workdir, out[:500]

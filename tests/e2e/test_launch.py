@@ -11,8 +11,9 @@ import uuid
 from typing import Any
 
 import pytest
+import yaml
 from tests.e2e.conftest import Runs, wait_for
-from tests.support.operator_process import OperatorProcess
+from tests.support.operator_process import REPO, OperatorProcess
 
 from paiflow_emulator.server import Emulator
 from paiflow_emulator.timeline import Timeline
@@ -273,3 +274,17 @@ def test_launch_is_immutable(runs: Runs) -> None:
     switched = {**base, "spec": {"pipelineRunId": "flow-abc"}}
     out = runs.cp.kubectl("replace", "-f", "-", input=json.dumps(switched), check=False)
     assert out.returncode != 0 and "cannot be added to or removed" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize(
+    "path", ["deploy/examples/paipipelinerun-launch.yaml", "deploy/argocd/examples/train-then-serve.yaml"]
+)
+def test_shipped_launch_examples_are_accepted_by_the_api_server(runs: Runs, path: str) -> None:
+    docs = [d for d in yaml.safe_load_all((REPO / path).read_text()) if d]
+    for doc in docs:
+        doc["metadata"]["namespace"] = runs.namespace
+    items = json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
+    out = runs.cp.kubectl("create", "--dry-run=server", "-f", "-", "-o", "json", input=items)
+    created = json.loads(out.stdout)
+    kinds = [i["kind"] for i in created.get("items", [created])]
+    assert kinds.count("PaiPipelineRun") == sum(d["kind"] == "PaiPipelineRun" for d in docs) >= 1

@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from tests.support.controlplane import ControlPlane
 from tests.support.operator_process import REPO, OperatorProcess
@@ -28,6 +29,8 @@ ACCESS_KEY_SECRET = "demo-secret-never-printed"
 NAMESPACE = "ml"
 THROTTLED_RUN = "flow-demo-throttled"
 EXAMPLE_RUN = "flow-j94y0000000000lf7a"  # the run deploy/examples/paipipelinerun.yaml refers to
+# The pipeline deploy/examples/paipipelinerun-launch.yaml launches a run of, in its workspace.
+LAUNCH_PIPELINE, LAUNCH_WORKSPACE = "pipeline-j94yabcdefghlf7a", "24601"
 SHARE_TOKEN = next(r["shareToken"] for r in scenario.DEMO["runs"] if "shareToken" in r)
 TERMINAL = {"Succeeded", "Failed", "Terminated", "Skipped"}
 
@@ -76,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
                 name="nightly-train",
                 workspace_id="15945",
             )
+            pai.add_pipeline(
+                LAUNCH_PIPELINE,
+                workspace_id=LAUNCH_WORKSPACE,
+                timeline=Timeline.of(("Initialized", 4), ("Running", 20), ("Succeeded", None)),
+            )
             # PAI throttles every call about this run for its first 25 seconds.
             pai.add_fault("throttle", run_id=THROTTLED_RUN, duration=25)
             print(f"[demo] PAI emulator at {emu.url}", flush=True)
@@ -115,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
                 ]
                 docs.append(_manifest("demo-throttled", THROTTLED_RUN))
                 cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+                # A run the operator starts itself (spec.launch), next to the ones it follows by id.
+                launched = cp.kubectl(
+                    "create", "-f", str(REPO / "deploy" / "examples" / "paipipelinerun-launch.yaml"), "-o", "name"
+                ).stdout.strip()
+                print(f"[demo] launched: {launched} (spec.launch; the operator creates its PAI run once)", flush=True)
                 print(
                     "\n[demo] to use your own kubectl on this cluster:\n"
                     f"  export KUBECONFIG={cp.kubeconfig}\n"
@@ -134,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         print("[demo] stopped: control plane, emulator and operator are gone.", flush=True)
+
+
+def pai_runs_named(item: dict[str, Any]) -> str:
+    launch = (item.get("status") or {}).get("launch") or {}
+    return f"PAI name {launch.get('runName')}, {launch.get('attempts')} create attempt(s)"
 
 
 def _watch(cp: ControlPlane, timeout: float) -> None:
@@ -162,6 +180,14 @@ def _watch(cp: ControlPlane, timeout: float) -> None:
             print("[demo] every run has ended (demo-long keeps running on purpose).", flush=True)
             events = cp.kubectl("describe", "paipipelinerun", "demo-fails", "-n", NAMESPACE).stdout.split("Events:")[-1]
             print(f"[demo] kubectl describe ppr demo-fails -n {NAMESPACE} (events):{events}", flush=True)
+            for item in items:
+                if (item["spec"].get("launch")) is not None:
+                    runs = pai_runs_named(item)
+                    print(
+                        f"[demo] {item['metadata']['name']} launched PAI run "
+                        f"{(item.get('status') or {}).get('pipelineRunId')} ({runs})",
+                        flush=True,
+                    )
             return
         time.sleep(1)
     print(f"[demo] gave up after {timeout:.0f}s", file=sys.stderr)
