@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from paiflow_operator import ratelimit
-from paiflow_operator.kube import KubeError, ObjectRef
+from paiflow_operator.kube import FIELD_MANAGER, KubeError, ObjectRef
 from paiflow_operator.pai.credentials import Credentials, CredentialSource, StaticCredentialSource
 from paiflow_operator.pai.errors import NotFoundError, PaiError, ServerError, ThrottledError
 from paiflow_operator.pai.models import PipelineRun, RunStatusList
@@ -153,10 +153,14 @@ class FakeKube:
         self.forbidden: set[tuple[str, str]] = set()
         self.secret_reads: list[tuple[str, str]] = []
         self.resource_version = 100
+        # Who last set status.runStatus, as the API server's managedFields would say.
+        self.runstatus_manager: dict[Key, str] = {}
 
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         key = (namespace, name)
         self.patches.append((key, patch))
+        if "runStatus" in patch:
+            self.runstatus_manager[key] = FIELD_MANAGER
         current = dict(self.status.get(key, {}))
         for field, value in patch.items():
             if value is None:
@@ -210,6 +214,8 @@ class Harness:
 
     def body(self, key: Key, *, uid: str | None = None) -> dict[str, Any]:
         """The object as a watch event would carry it: spec, generation, and the status PAI-side writes left."""
+        manager = self.kube.runstatus_manager.get(key)
+        managed = [{"manager": manager, "subresource": "status", "fieldsV1": {"f:status": {"f:runStatus": {}}}}]
         return {
             "metadata": {
                 "namespace": key[0],
@@ -217,6 +223,7 @@ class Harness:
                 "uid": uid or f"uid-{key[0]}-{key[1]}",
                 "generation": self.generations[key],
                 "resourceVersion": str(self.kube.resource_version),
+                "managedFields": managed if manager else [],
             },
             "spec": self.specs[key],
             "status": self.kube.status.get(key, {}),
@@ -230,6 +237,7 @@ class Harness:
         namespace: str = "team-a",
         status: dict[str, Any] | None = None,
         generation: int = 1,
+        status_by: str = FIELD_MANAGER,
         **spec: Any,
     ) -> Key:
         key = (namespace, name)
@@ -237,6 +245,8 @@ class Harness:
         self.generations[key] = generation
         if status is not None:
             self.kube.status[key] = status
+            if "runStatus" in status:
+                self.kube.runstatus_manager[key] = status_by
         self.sched.observe(self.body(key), "ADDED")
         return key
 
@@ -282,7 +292,14 @@ async def harness() -> AsyncIterator[HarnessFactory]:
     made: list[Harness] = []
 
     async def make(rng: random.Random | None = None, **settings: Any) -> Harness:
-        defaults: dict[str, Any] = {"qps": 1000, "burst": 1000, "initial_jitter": "0s"}
+        # No error grace and no circuit breaker unless a test asks: most tests look at one error at a time.
+        defaults: dict[str, Any] = {
+            "qps": 1000,
+            "burst": 1000,
+            "initial_jitter": "0s",
+            "error_grace": "0s",
+            "circuit_failures": 1_000_000,
+        }
         h = Harness(Settings(**{**defaults, **settings}), rng or random.Random(7))
         await h.start()
         made.append(h)
