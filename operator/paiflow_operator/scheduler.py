@@ -122,6 +122,11 @@ def observation_is_answer(observation: Observation) -> bool:
     return not (isinstance(observation, PaiError) and observation.retryable)
 
 
+def _ready_message(status: Mapping[str, Any]) -> str | None:
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    return None if ready is None else ready.get("message")
+
+
 def _ready_true(status: Mapping[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
 
@@ -374,7 +379,7 @@ class Scheduler:
                 return
             observation = await self._fetch(tracked)
             self._record(tracked, observation)
-            await self._apply(tracked, self._reconcile(tracked, observation))
+            await self._apply(tracked, self._reconcile(tracked, self._as_outage(tracked, observation)))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -468,7 +473,15 @@ class Scheduler:
             self._note_failure(tracked, observation)
         else:
             tracked.failing_since = None
-        await self._apply(tracked, self._reconcile(tracked, observation))
+        await self._apply(tracked, self._reconcile(tracked, self._as_outage(tracked, observation)))
+
+    def _as_outage(self, tracked: Tracked, observation: Observation) -> Observation:
+        """While its region's circuit is open, a failed call shows the outage, as the held runs do."""
+        region = self._region(tracked.spec)
+        if isinstance(observation, PaiError) and observation.retryable and self.breaker.is_open(region):
+            tracked.outage_shown = self.breaker.outage(region)
+            return self.breaker.error(region)
+        return observation
 
     def _reconcile(self, tracked: Tracked, observation: Observation) -> SyncResult:
         failing_for = 0.0 if tracked.failing_since is None else self.clock() - tracked.failing_since
@@ -619,8 +632,9 @@ class Scheduler:
         """The outage outlasted the grace: every held run shows it, once (one write each, Events per namespace)."""
         outage = self.breaker.outage(region)
         error = self.breaker.error(region)
+        shown = error.describe(with_request_id=False)
         for tracked in list(self._held.get(region, {}).values()):
-            if tracked.outage_shown == outage or tracked.busy or self.runs.get(tracked.key) is not tracked:
+            if tracked.busy or self.runs.get(tracked.key) is not tracked or _ready_message(tracked.status) == shown:
                 continue
             tracked.outage_shown = outage
             tracked.busy = True
