@@ -26,6 +26,8 @@ from paiflow_operator.reconcile import Event, timestamp
 log = logging.getLogger(__name__)
 
 COMPONENT = "paiflow-operator"
+# Named on every status write, so that managedFields tell the operator's writes from anyone else's.
+FIELD_MANAGER = "paiflow-operator"
 MAX_EVENT_MESSAGE = 1024
 
 
@@ -104,9 +106,8 @@ class KubeApi:
         body: dict[str, Any] = {"status": patch}
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
-        result: dict[str, Any] = await self._call(
-            "PATCH", self._object_path(namespace, name) + "/status", body, content_type="application/merge-patch+json"
-        )
+        path = f"{self._object_path(namespace, name)}/status?fieldManager={FIELD_MANAGER}"
+        result: dict[str, Any] = await self._call("PATCH", path, body, content_type="application/merge-patch+json")
         return result
 
     async def patch_finalizers(
@@ -116,7 +117,10 @@ class KubeApi:
         Conditional on resourceVersion, so that another controller's finalizer is never dropped."""
         body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
         result: dict[str, Any] = await self._call(
-            "PATCH", self._object_path(namespace, name), body, content_type="application/merge-patch+json"
+            "PATCH",
+            f"{self._object_path(namespace, name)}?fieldManager={FIELD_MANAGER}",
+            body,
+            content_type="application/merge-patch+json",
         )
         return result
 

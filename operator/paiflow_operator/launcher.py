@@ -13,8 +13,8 @@ from paiflow_operator import launch_reconcile as core
 from paiflow_operator import metrics
 from paiflow_operator.kube import KubeError, ObjectRef
 from paiflow_operator.pai.credentials import CredentialSource
-from paiflow_operator.pai.errors import PaiError
-from paiflow_operator.pai.models import Acknowledged, CreatedRun, RunList
+from paiflow_operator.pai.errors import BadRequestError, PaiError
+from paiflow_operator.pai.models import Acknowledged, CreatedRun, PipelineRun, RunList
 from paiflow_operator.reconcile import Event, Retry, SyncResult
 from paiflow_operator.resource import FINALIZER, PaiPipelineRunSpec
 from paiflow_operator.settings import Settings
@@ -30,6 +30,8 @@ CONFLICT_RETRY_SECONDS = 1.0
 
 
 class LaunchPai(Protocol):
+    async def get_pipeline_run(self, run_id: str, *, region: str, credentials: CredentialSource) -> PipelineRun: ...
+
     async def list_pipeline_runs(
         self, *, region: str, credentials: CredentialSource, workspace_id: str | None = None, name: str | None = None
     ) -> RunList: ...
@@ -202,12 +204,22 @@ class Launcher:
     async def _terminate(self, tracked: Tracked) -> Outcome:
         run_id = tracked.status.get("pipelineRunId")
         assert run_id
+        region = self.host._region(tracked.spec)
         try:
             credentials = await self.host._credentials(tracked)
+            # status is writable by anyone granted the status subresource: terminate only a run that PAI itself
+            # says is this resource's (its name ends with the uid), never an id someone wrote into status.
             async with self.host._send_slot(credentials):
-                await self.pai.terminate_pipeline_run(
-                    run_id, region=self.host._region(tracked.spec), credentials=credentials
+                run = await self.pai.get_pipeline_run(run_id, region=region, credentials=credentials)
+            if run.name != core.run_name(self.view(tracked)):
+                error = BadRequestError(
+                    f"PAI run {run_id} is named {run.name!r}, not {core.run_name(self.view(tracked))!r}: "
+                    "it was not launched by this resource and is not terminated",
+                    code="ForeignRun",
                 )
+                return await self._failed(tracked, "TerminatePipelineRun", error)
+            async with self.host._send_slot(credentials):
+                await self.pai.terminate_pipeline_run(run_id, region=region, credentials=credentials)
         except PaiError as exc:
             return await self._failed(tracked, "TerminatePipelineRun", exc)
         return self._after_write(await self._write(tracked, core.terminated(self.view(tracked), self.host.wallclock())))
