@@ -250,6 +250,7 @@ class Launcher:
                 if exc.status == 409:
                     # Someone wrote first (another replica, or a status we have not seen yet): decide again on
                     # the fresh object the watch brings.
+                    log.info("%s/%s: status changed under us (409), deciding again", tracked.namespace, tracked.name)
                     return CONFLICT_RETRY_SECONDS
                 log.warning("status write for %s/%s failed: %s", tracked.namespace, tracked.name, exc)
                 return Retry.BACKOFF

@@ -284,7 +284,63 @@ def test_shipped_launch_examples_are_accepted_by_the_api_server(runs: Runs, path
     for doc in docs:
         doc["metadata"]["namespace"] = runs.namespace
     items = json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
-    out = runs.cp.kubectl("create", "--dry-run=server", "-f", "-", "-o", "json", input=items)
-    created = json.loads(out.stdout)
-    kinds = [i["kind"] for i in created.get("items", [created])]
-    assert kinds.count("PaiPipelineRun") == sum(d["kind"] == "PaiPipelineRun" for d in docs) >= 1
+    out = runs.cp.kubectl("create", "--dry-run=server", "-f", "-", "-o", "name", input=items)
+    names = out.stdout.split()
+    launched = [n for n in names if n.startswith("paipipelinerun.paiflow-operator.dev/")]
+    assert len(launched) == sum(d["kind"] == "PaiPipelineRun" for d in docs) >= 1, names
+
+
+def test_two_replicas_acting_on_the_same_resources_create_one_run_each(
+    operator: OperatorProcess, emulator: Emulator, runs: Runs
+) -> None:
+    """A rolling update's overlap at its worst: two operators both believe they own every resource, see them at
+    the same instant (no jitter, both resumed together) and PAI's ListPipelineRuns is slow, so that both would
+    look up before either creates. The conditional intent write lets one replica through per resource."""
+    pid = pipeline(emulator, Timeline.of(("Running", 2), ("Succeeded", None)))
+    env = {**operator.extra_env, "PAIFLOW_INITIAL_JITTER": "0s"}
+    replicas = [
+        OperatorProcess(operator.kubeconfig, operator.endpoint, operator.log_path.with_name(f"replica-{i}.log"), env)
+        for i in range(2)
+    ]
+    names = [f"twin-{i}" for i in range(6)]
+    docs = [
+        {
+            "apiVersion": "paiflow-operator.dev/v1alpha1",
+            "kind": "PaiPipelineRun",
+            "metadata": {"name": name, "namespace": runs.namespace},
+            "spec": {"launch": {"workspaceId": WORKSPACE, "pipelineId": pid}},
+        }
+        for name in names
+    ]
+    slow_lists = emulator.add_fault("latency", action="ListPipelineRuns", delay=1.0)
+    before = creates(emulator)
+    operator.stop()
+    try:
+        for replica in replicas:
+            replica.start()
+        groups = [os.getpgid(r.process.pid) for r in replicas if r.process is not None]
+        for group in groups:
+            os.killpg(group, signal.SIGSTOP)
+        try:
+            runs.cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+        finally:
+            for group in groups:
+                os.killpg(group, signal.SIGCONT)
+        for name in names:
+            runs.wait_status(name, "Succeeded", timeout=60)
+        time.sleep(4)  # past the settle time: any late second create would have happened by now
+        logs = [r.log_text() for r in replicas]
+    finally:
+        emulator.faults.remove(slow_lists.fault_id)
+        for replica in replicas:
+            replica.stop()
+        operator.start()
+    for name in names:
+        found = runs_in_pai(emulator, runs, name)
+        assert len(found) == 1, (name, found)
+        assert runs.status(name)["pipelineRunId"] == found[0]
+    assert creates(emulator) - before == len(names)
+    made = [[n for n in names if f"/{n}: created PAI run" in text] for text in logs]
+    lost = [[n for n in names if f"/{n}: status changed under us (409)" in text] for text in logs]
+    print("created by replica:", made, "claims lost (409):", lost)
+    assert sorted(made[0] + made[1]) == sorted(names)
