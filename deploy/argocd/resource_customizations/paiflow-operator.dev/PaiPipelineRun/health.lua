@@ -1,9 +1,11 @@
 -- Argo CD health check for paiflow-operator.dev/PaiPipelineRun: a PAI pipeline run mirrored by paiflow-operator.
 -- It reads the kstatus conditions the operator writes, in kstatus' own order, so Argo CD and Flux agree:
---   Progressing  before the operator's first sync, until it has observed a spec change, and while the run is
---                Initialized, Running, Terminating or Unknown (a transient sync error is named in the message)
+--   Progressing  before the operator's first sync, until it has observed a spec change, while a launched run is
+--                being created (Reconciling=True, reason Creating), and while the run is Initialized, Running,
+--                Terminating or Unknown (a transient sync error is named in the message)
 --   Degraded     Stalled=True: the run Failed, was Terminated or Skipped, or syncing needs a human
---                (RunNotFound, AuthenticationFailed, SecretNotFound, SecretForbidden, ...)
+--                (RunNotFound, AuthenticationFailed, SecretNotFound, SecretForbidden, PipelineNotFound,
+--                InvalidLaunch, PermissionDenied, ...)
 --   Healthy      Succeeded=True
 --   Suspended    spec.suspend, or PAI's own Suspended state
 --   Unknown      a PAI status this check does not know
