@@ -344,3 +344,32 @@ def test_two_replicas_acting_on_the_same_resources_create_one_run_each(
     lost = [[n for n in names if f"/{n}: status changed under us (409)" in text] for text in logs]
     print("created by replica:", made, "claims lost (409):", lost)
     assert sorted(made[0] + made[1]) == sorted(names)
+
+
+def test_a_run_id_forged_into_status_is_never_terminated(
+    operator: OperatorProcess, emulator: Emulator, runs: Runs
+) -> None:
+    foreign = f"flow-foreign{uuid.uuid4().hex[:10]}"
+    emulator.add_run(Timeline.of(("Running", None)), run_id=foreign, name="someone-elses-run")
+    launch(runs, "forged", {"pipelineId": pipeline(emulator)}, suspend=True)  # suspended: nothing launched yet
+    forged = {"status": {"pipelineRunId": foreign, "launch": {"phase": "Created", "runName": "x"}}}
+    runs.cp.kubectl(
+        "patch", "ppr", "forged", "-n", runs.namespace, "--subresource=status", "--type=merge", "-p", json.dumps(forged)
+    )
+    runs.cp.kubectl(
+        "patch",
+        "ppr",
+        "forged",
+        "-n",
+        runs.namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"suspend":false,"terminate":true}}',
+    )
+    cond = runs.wait_condition("forged", "Ready", "False", "TerminateRefused")
+    assert "ForeignRun" in cond["message"] and foreign in cond["message"]
+    time.sleep(2)
+    assert emulator.status_of(foreign) == "Running"
+    assert (
+        emulator.counters.snapshot().by_action.get("TerminatePipelineRun", {}).get("PipelineRunStatusInvalid") is None
+    )
