@@ -376,3 +376,22 @@ def test_a_run_id_forged_into_status_is_never_terminated(
     time.sleep(2)
     assert emulator.status_of(foreign) == "Running"
     assert terminations(emulator) == before, "TerminatePipelineRun was sent for a run this resource did not launch"
+
+
+def test_manifest_from_a_configmap_needs_the_namespace_to_opt_in(
+    operator: OperatorProcess, emulator: Emulator, runs: Runs
+) -> None:
+    emulator.add_workspace(WORKSPACE)
+    ns = runs.namespace
+    manifest = "apiVersion: core/v1\nmetadata:\n  name: from-configmap\n"
+    runs.cp.kubectl("create", "configmap", "pipelines", "-n", ns, f"--from-literal=train.yaml={manifest}")
+    launch(runs, "cm", {"manifestFrom": {"name": "pipelines", "key": "train.yaml"}})
+    cond = runs.wait_condition("cm", "Stalled", "True", "ManifestUnavailable")
+    assert "403" in cond["message"] and not runs_in_pai(emulator, runs, "cm")
+    binding = yaml.safe_load((REPO / "deploy" / "examples" / "configmap-reader-rolebinding.yaml").read_text())
+    binding["metadata"]["namespace"] = ns
+    runs.cp.kubectl("apply", "-f", "-", input=json.dumps(binding))
+    runs.wait_status("cm", "Succeeded", timeout=60)  # the slow retry (2s here) now reads it
+    (run_id,) = runs_in_pai(emulator, runs, "cm")
+    run = emulator.get_run(run_id)
+    assert run is not None and json.loads(run.manifest or "{}")["metadata"]["name"] == "from-configmap"
