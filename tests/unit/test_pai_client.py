@@ -516,3 +516,51 @@ async def test_transport_error_text_never_quotes_what_a_library_echoed() -> None
             await client.get_pipeline_run("flow-1", region="cn-hangzhou", credentials=creds())
     assert "part2" not in str(info.value) and "CAIS" not in str(info.value)
     assert "LocalProtocolError" in str(info.value)
+
+
+async def test_create_pipeline_run_matches_sdk(sdk_capture: list[Any]) -> None:
+    from alibabacloud_paiflow20210202 import models as m
+
+    fields = {
+        "workspace_id": "15945",
+        "pipeline_id": "pipeline-ü1",
+        "name": "train-6f1c2f4e-0000-4000-8000-000000000001",
+        "arguments": '{"arguments":{"parameters":[{"name":"epochs","value":3}]}}',
+        "options": '{"mlflow":{"experimentId":"exp-1"}}',
+        "accessibility": "PRIVATE",
+        "source_id": "6f1c2f4e-0000-4000-8000-000000000001",
+    }
+    sdk_client().create_pipeline_run(m.CreatePipelineRunRequest(no_confirm_required=True, **fields))
+    rec = Recorder(body={"RequestId": "R", "PipelineRunId": "flow-new"})
+    async with client_with(rec) as client:
+        created = await client.create_pipeline_run(region="cn-hangzhou", credentials=creds(STS_TOKEN), **fields)
+    assert created.pipeline_run_id == "flow-new"
+    compare_with_sdk(sdk_capture[0], rec.only)
+    assert json.loads(rec.only.content)["NoConfirmRequired"] is True
+
+
+@pytest.mark.parametrize("action", ["start", "terminate"])
+async def test_start_and_terminate_match_sdk(sdk_capture: list[Any], action: str) -> None:
+    getattr(sdk_client(), f"{action}_pipeline_run")("flow-a/b ü")
+    rec = Recorder(body={"RequestId": "R"})
+    async with client_with(rec) as client:
+        await getattr(client, f"{action}_pipeline_run")(
+            "flow-a/b ü", region="cn-hangzhou", credentials=creds(STS_TOKEN)
+        )
+    compare_with_sdk(sdk_capture[0], rec.only)
+
+
+async def test_create_refusal_is_typed_and_redacted() -> None:
+    body = {"Code": "PipelineNotExist", "Message": f"no pipeline (key {AK_SECRET})", "RequestId": "R"}
+    async with client_with(Recorder(body=body, status=400)) as client:
+        with pytest.raises(NotFoundError) as caught:
+            await client.create_pipeline_run(
+                region="cn-hangzhou", credentials=creds(), workspace_id="1", name="n", pipeline_id="p"
+            )
+    assert AK_SECRET not in str(caught.value) and "PipelineNotExist" in str(caught.value)
+
+
+async def test_create_needs_exactly_one_pipeline_source() -> None:
+    async with client_with(Recorder()) as client:
+        with pytest.raises(BadRequestError):
+            await client.create_pipeline_run(region="cn-hangzhou", credentials=creds(), workspace_id="1", name="n")
