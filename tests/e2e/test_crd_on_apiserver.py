@@ -31,7 +31,7 @@ def _create(runs: Runs, spec: dict[str, Any], name: str = "bad") -> tuple[int, s
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
-        ({}, "spec.pipelineRunId: Required value"),
+        ({}, "set exactly one of spec.pipelineRunId (follow an existing run) or spec.launch"),
         ({"pipelineRunId": "flow/../../etc"}, "spec.pipelineRunId"),
         ({"pipelineRunId": "flow-ok1", "manifestType": "Cooked"}, 'spec.manifestType: Unsupported value: "Cooked"'),
         ({"pipelineRunId": "flow-ok1", "pollInterval": "1s"}, "pollInterval must be between 5s and 1h"),
@@ -78,4 +78,10 @@ def test_status_is_written_only_through_its_subresource(
     for entry in managed:
         if entry["manager"] in status_managers:
             assert entry.get("subresource") == "status", entry
-    assert runs.get("sub")["spec"] == {"pipelineRunId": rid, "suspend": False, "verbose": False}
+    assert runs.get("sub")["spec"] == {
+        "pipelineRunId": rid,
+        "suspend": False,
+        "verbose": False,
+        "terminate": False,
+        "deletionPolicy": "Retain",
+    }
