@@ -218,14 +218,18 @@ class Scheduler:
         spec_changed = generation != tracked.generation
         tracked.generation, tracked.spec, tracked.status = generation, spec, status
         tracked.resource_version = meta.get("resourceVersion")
+        newly_deleting = deleting and not tracked.deleting
         tracked.deleting, tracked.finalizers = deleting, finalizers
         if not spec_changed and tracked.due is None and not tracked.busy and self._needs_confirmation(tracked, meta):
             # Someone else wrote a terminal status into a run this operator had finished with: ask PAI once.
             self._schedule(tracked, self.clock())
             return
-        if not spec_changed and tracked.due is None and not tracked.busy and self._launch_pending(tracked):
-            # Launch work with nothing scheduled (a delete, a finished run still holding the finalizer).
-            self._schedule(tracked, self.clock())
+        if not spec_changed and newly_deleting and tracked.busy:
+            tracked.rerun = True  # a delete to act on: look again as soon as the poll in flight ends
+        if not spec_changed and not tracked.busy and self._launch_pending(tracked):
+            if tracked.due is None or newly_deleting:
+                # Launch work with nothing scheduled soon (a delete, a finished run still holding the finalizer).
+                self._schedule(tracked, self.clock())
         if spec_changed:
             # A changed spec earns one fresh look, even at a finished run.
             tracked.attempt = 0
@@ -257,6 +261,8 @@ class Scheduler:
         return self.clock() - max(age, 0.0)
 
     def _launch_pending(self, tracked: Tracked) -> bool:
+        if tracked.spec.suspend and not tracked.deleting:
+            return False  # a suspended launch waits for the spec change that unsuspends it
         return self.launcher is not None and self.launcher.wants(tracked)
 
     def owns(self, uid: str) -> bool:

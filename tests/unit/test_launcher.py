@@ -1,0 +1,224 @@
+"""The launcher inside the real scheduler, against fakes of PAI and the API server on a fake clock: the order of
+its writes and calls, and that no path creates a second run."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from tests.unit.test_scheduler import FakeKube, FakePai, Harness, Key
+
+from paiflow_operator.kube import KubeError
+from paiflow_operator.launcher import Launcher
+from paiflow_operator.pai.credentials import CredentialSource
+from paiflow_operator.pai.errors import PaiError, ThrottledError, TransportError
+from paiflow_operator.pai.models import Acknowledged, CreatedRun, PipelineRun, RunList
+from paiflow_operator.resource import FINALIZER
+from paiflow_operator.settings import Settings
+
+WORKSPACE = "ws-1"
+
+
+class LaunchPai(FakePai):
+    def __init__(self, clock: Any) -> None:
+        super().__init__(clock)
+        self.names: dict[str, str] = {}
+        self.log: list[str] = []
+        self.create_errors: list[tuple[PaiError, bool]] = []  # (error, whether PAI made the run anyway)
+
+    async def get_pipeline_run(self, run_id: str, **kwargs: Any) -> PipelineRun:
+        run = await super().get_pipeline_run(run_id, **kwargs)
+        return run.model_copy(update={"name": self.names.get(run_id)})
+
+    async def list_pipeline_runs(
+        self, *, region: str, credentials: CredentialSource, workspace_id: str | None = None, name: str | None = None
+    ) -> RunList:
+        self.log.append("list")
+        rows = [
+            {"PipelineRunId": rid, "Status": self.states[rid], "Name": n}
+            for rid, n in self.names.items()
+            if name and name in n
+        ]
+        return RunList.model_validate({"RequestId": "r", "TotalCount": len(rows), "PipelineRuns": rows})
+
+    async def create_pipeline_run(self, *, name: str, workspace_id: str, **kwargs: Any) -> CreatedRun:
+        self.log.append("create")
+        error, made = self.create_errors.pop(0) if self.create_errors else (None, True)
+        run_id = f"flow-{len(self.names) + 1}"
+        if made:
+            self.names[run_id] = name
+            self.add(run_id, "Running", workspace_id)
+        if error is not None:
+            raise error
+        return CreatedRun.model_validate({"RequestId": "r", "PipelineRunId": run_id})
+
+    async def terminate_pipeline_run(self, run_id: str, *, region: str, credentials: CredentialSource) -> Acknowledged:
+        self.log.append(f"terminate {run_id}")
+        self.states[run_id] = "Terminating"
+        return Acknowledged.model_validate({"RequestId": "r"})
+
+
+class LaunchKube(FakeKube):
+    def __init__(self) -> None:
+        super().__init__()
+        self.finalizers: dict[Key, list[str]] = {}
+        self.log: list[str] = []
+
+    async def patch_status(  # type: ignore[override]
+        self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
+        if resource_version is not None and resource_version != str(self.resource_version):
+            raise KubeError(409, "Conflict", "the object has been modified")
+        if "launch" in patch:
+            self.log.append(f"status {patch['launch'].get('phase')}")
+        return await super().patch_status(namespace, name, patch)
+
+    async def patch_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str | None
+    ) -> dict[str, Any]:
+        self.log.append(f"finalizers {finalizers}")
+        self.finalizers[(namespace, name)] = finalizers
+        self.resource_version += 1
+        return {"metadata": {"finalizers": finalizers, "resourceVersion": str(self.resource_version)}}
+
+    async def read_configmap(self, namespace: str, name: str) -> dict[str, str]:
+        raise KubeError(404, "NotFound", "no")
+
+
+class LaunchHarness(Harness):
+    def __init__(self, settings: Settings, rng: random.Random) -> None:
+        super().__init__(settings, rng)
+        self.pai = LaunchPai(self.clock)
+        self.kube = LaunchKube()
+        self.sched.pai = self.pai
+        self.sched.kube = self.kube
+        self.sched.launcher = Launcher(self.sched, self.pai, self.kube)
+        self.deleting: set[Key] = set()
+
+    def body(self, key: Key, *, uid: str | None = None) -> dict[str, Any]:
+        body = super().body(key, uid=uid)
+        body["metadata"]["finalizers"] = self.kube.finalizers.get(key, [])
+        if key in self.deleting:
+            body["metadata"]["deletionTimestamp"] = "2024-05-01T12:00:00Z"
+        return body
+
+    def launch(self, name: str, **spec: Any) -> Key:
+        key = ("team-a", name)
+        self.specs[key] = {"launch": {"workspaceId": WORKSPACE, "pipelineId": "pipeline-1"}, **spec}
+        self.generations[key] = 1
+        self.sched.observe(self.body(key), "ADDED")
+        return key
+
+    def echo(self, key: Key) -> None:
+        """The watch event of the last write."""
+        self.sched.observe(self.body(key), "MODIFIED")
+
+    def status(self, key: Key) -> dict[str, Any]:
+        return self.kube.status.get(key, {})
+
+
+Factory = Callable[..., Awaitable[LaunchHarness]]
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Factory]:
+    made: list[LaunchHarness] = []
+
+    async def make(**settings: Any) -> LaunchHarness:
+        defaults: dict[str, Any] = {
+            "qps": 1000,
+            "burst": 1000,
+            "initial_jitter": "0s",
+            "error_grace": "0s",
+            "circuit_failures": 1_000_000,
+            "backoff_base": "1s",
+            "backoff_max": "2s",
+        }
+        h = LaunchHarness(Settings(**{**defaults, **settings}), random.Random(7))
+        await h.start()
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        await h.close()
+
+
+async def test_launch_records_intent_then_looks_up_then_creates_once(harness: Factory) -> None:
+    h = await harness()
+    key = h.launch("train")
+    await h.advance(0.1)
+    assert h.kube.log[:2] == ["status Creating", "status Created"]
+    assert h.pai.log == ["list", "create"]
+    status = h.status(key)
+    assert status["pipelineRunId"] == "flow-1" and status["launch"]["phase"] == "Created"
+    assert h.pai.names["flow-1"].endswith("uid-team-a-train")
+    for _ in range(5):
+        h.echo(key)
+        await h.advance(30)
+    assert h.pai.log.count("create") == 1 and status["pipelineRunId"] == "flow-1"
+
+
+async def test_a_lost_create_answer_is_adopted_after_the_settle_time_never_created_again(harness: Factory) -> None:
+    h = await harness(launch_settle_time="60s")
+    h.pai.create_errors.append((TransportError("CreatePipelineRun: timed out"), True))
+    key = h.launch("lost")
+    await h.advance(0.1)
+    assert h.pai.log == ["list", "create"] and "pipelineRunId" not in h.status(key)
+    ready = next(c for c in h.status(key)["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "CreateUnconfirmed"
+    await h.advance_in_steps(50, 5)  # backoff retries come and go, but the create may still be in flight
+    assert h.pai.log == ["list", "create"]
+    await h.advance_in_steps(15, 5)
+    assert h.pai.log == ["list", "create", "list"]
+    assert h.status(key)["pipelineRunId"] == "flow-1" and h.status(key)["launch"]["attempts"] == 2
+    assert [e.reason for _, e in h.kube.events if e.reason == "Adopted"] == ["Adopted"]
+
+
+async def test_a_throttled_create_made_nothing_and_is_retried_at_once(harness: Factory) -> None:
+    h = await harness(launch_settle_time="60s")
+    h.pai.create_errors.append((ThrottledError("slow down", code="Throttling.User"), False))
+    key = h.launch("busy")
+    await h.advance(0.1)
+    assert h.status(key)["launch"]["phase"] == "Refused"
+    await h.advance_in_steps(4, 1)  # backoff (1-2s), no settle wait: PAI said no
+    assert h.pai.log == ["list", "create", "list", "create"]
+    assert h.status(key)["pipelineRunId"] == "flow-1" and len(h.pai.names) == 1
+
+
+async def test_a_suspended_launch_makes_no_call_and_does_not_spin(harness: Factory) -> None:
+    h = await harness()
+    key = h.launch("held", suspend=True)
+    await h.advance_in_steps(60, 5)  # settle() would fail if the scheduler kept rescheduling it
+    assert h.pai.log == [] and "launch" not in h.status(key)
+    assert h.tracked(key).due is None
+    h.update_spec(key, suspend=False)
+    await h.advance(0.1)
+    assert h.pai.log == ["list", "create"]
+
+
+async def test_terminate_policy_finalizes_first_and_a_delete_terminates_then_lets_go(harness: Factory) -> None:
+    h = await harness()
+    key = h.launch("stop", deletionPolicy="Terminate")
+    await h.advance(0.1)
+    assert h.kube.log[0] == f"finalizers {[FINALIZER]}", h.kube.log  # before anything is created
+    assert h.kube.log[1:3] == ["status Creating", "status Created"]
+    h.echo(key)
+    h.deleting.add(key)
+    h.echo(key)
+    await h.advance(0.1)
+    assert h.pai.log[-1] == "terminate flow-1"
+    assert h.kube.finalizers[key] == []
+    assert h.pai.log.count("create") == 1
+
+
+async def test_retain_policy_never_finalizes(harness: Factory) -> None:
+    h = await harness()
+    key = h.launch("keep")
+    await h.advance(0.1)
+    h.deleting.add(key)
+    h.echo(key)
+    await h.advance(1)
+    assert key not in h.kube.finalizers and not any(e.startswith("terminate") for e in h.pai.log)
