@@ -226,10 +226,10 @@ class Scheduler:
             return
         if not spec_changed and newly_deleting and tracked.busy:
             tracked.rerun = True  # a delete to act on: look again as soon as the poll in flight ends
-        if not spec_changed and not tracked.busy and self._launch_pending(tracked):
-            if tracked.due is None or newly_deleting:
-                # Launch work with nothing scheduled soon (a delete, a finished run still holding the finalizer).
-                self._schedule(tracked, self.clock())
+        soon = tracked.due is None or newly_deleting
+        if not spec_changed and not tracked.busy and soon and self._launch_pending(tracked):
+            # Launch work with nothing scheduled soon (a delete, a finished run still holding the finalizer).
+            self._schedule(tracked, self.clock())
         if spec_changed:
             # A changed spec earns one fresh look, even at a finished run.
             tracked.attempt = 0
