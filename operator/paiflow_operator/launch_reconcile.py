@@ -40,6 +40,7 @@ from paiflow_operator.resource import PaiPipelineRunSpec
 CREATING = "Creating"
 REFUSED = "Refused"
 CREATED = "Created"
+CANCELLED = "Cancelled"  # spec.terminate came before any run was created: none ever will be
 # PAI documents no limit for a run name; stay well inside what its console shows.
 MAX_RUN_NAME = 128
 
@@ -52,7 +53,9 @@ class Step(StrEnum):
     WAIT = "wait"  # a create may still be in flight: look up only after `at`
     LOOKUP = "lookup"  # deleting while Creating: find the run (to terminate it) without creating one
     TERMINATE = "terminate"
+    CANCEL = "cancel"  # terminate asked before a run exists: record that none will be created
     DONE = "done"  # deleting, nothing left to do
+    FOLLOW_NOTHING = "follow-nothing"  # cancelled before creation: no run to poll
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,17 @@ def decide(view: View, now: datetime, settle: timedelta) -> Decision:
             return Decision(Step.LOOKUP)
         return Decision(Step.REMOVE_FINALIZER)  # nothing was ever created
 
+    if not run_id and spec.terminate:
+        # Terminated before it ran: never create. A create already in flight may have made a run, though:
+        # find it (without creating one) and terminate it.
+        if phase == CREATING:
+            if settled_at is not None and now < settled_at:
+                return Decision(Step.WAIT, settled_at)
+            return Decision(Step.LOOKUP)
+        if phase != CANCELLED:
+            return Decision(Step.CANCEL)
+        return Decision(Step.REMOVE_FINALIZER if view.finalized else Step.FOLLOW_NOTHING)
+
     wants_finalizer = spec.deletionPolicy == "Terminate" and not ended
     if wants_finalizer and not view.finalized:
         return Decision(Step.ADD_FINALIZER)  # before the run exists, so that no delete can slip past it
@@ -133,7 +147,7 @@ def pending(view: View) -> bool:
     """Whether the launcher has work for this resource (the scheduler then wakes it even if its run ended)."""
     # Seen from far in the future every wait is over: what is left is real work.
     step = decide(view, _FAR_FUTURE, timedelta(0)).step
-    return step not in (Step.FOLLOW, Step.DONE)
+    return step not in (Step.FOLLOW, Step.DONE, Step.FOLLOW_NOTHING)
 
 
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
@@ -230,6 +244,24 @@ def created(view: View, run_id: str, *, adopted: bool, duplicates: int = 1) -> S
     return SyncResult(patch=patch, events=events, retry=Retry.INTERVAL)
 
 
+def cancelled(view: View, now: datetime) -> SyncResult:
+    """spec.terminate before any run was created: none will be, and the resource reads as terminated."""
+    launch = launch_status(view.status)
+    conditions = [dict(c) for c in view.status.get("conditions") or []]
+    message = "Terminated by spec.terminate before its PAI run was created; no run was created"
+    g = view.generation
+    set_condition(conditions, READY, "True", "Cancelled", message, g, now)
+    set_condition(conditions, SUCCEEDED, "False", "Cancelled", message, g, now)
+    set_condition(conditions, RECONCILING, "False", "Cancelled", message, g, now)
+    set_condition(conditions, STALLED, "True", "Cancelled", message, g, now)
+    patch = {
+        "launch": {**launch, "phase": CANCELLED, "runName": run_name(view)},
+        "conditions": conditions,
+        "observedGeneration": g,
+    }
+    return SyncResult(patch=patch, events=[Event("Normal", "Cancelled", message)], retry=Retry.STOP)
+
+
 def terminated(view: View, now: datetime) -> SyncResult:
     launch = launch_status(view.status)
     patch = {"launch": {**launch, "terminationRequestedAt": timestamp(now)}}
@@ -316,6 +348,7 @@ def configmap_missing(view: View, message: str, now: datetime) -> SyncResult:
 
 
 __all__ = [
+    "CANCELLED",
     "CREATED",
     "CREATING",
     "REFUSED",
@@ -324,6 +357,7 @@ __all__ = [
     "PaiError",
     "Step",
     "View",
+    "cancelled",
     "claim",
     "configmap_missing",
     "create_request",

@@ -118,6 +118,13 @@ class Launcher:
             step = decision.step
             if step is core.Step.FOLLOW:
                 return None
+            if step is core.Step.FOLLOW_NOTHING:
+                return Retry.STOP
+            if step is core.Step.CANCEL:
+                written = await self._write(tracked, core.cancelled(view, now))
+                if written is not True:
+                    return written
+                continue
             if step is core.Step.DONE:
                 return Retry.STOP
             if step is core.Step.WAIT:
@@ -168,6 +175,10 @@ class Launcher:
             result = core.created(view, found.pipeline_run_id, adopted=True, duplicates=count)
             return self._after_write(await self._write(tracked, result))
         if not create:
+            if not tracked.deleting:
+                # spec.terminate while a create was unconfirmed, and none was made: none will be.
+                written = await self._write(tracked, core.cancelled(view, self.host.wallclock()))
+                return Retry.STOP if written is True else written
             # Deleting, and no run was ever made: nothing to terminate, the finalizer can go.
             return await self._finalizer(tracked, add=False) or Retry.STOP
         manifest: str | None = None

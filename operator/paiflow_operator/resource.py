@@ -36,7 +36,7 @@ MAX_MANIFEST_BYTES = 512 * 1024
 FINALIZER = "paiflow-operator.dev/terminate-run"
 
 DeletionPolicy = Literal["Retain", "Terminate"]
-LaunchPhase = Literal["Creating", "Refused", "Created"]
+LaunchPhase = Literal["Creating", "Refused", "Created", "Cancelled"]
 
 ManifestType = Literal["Raw", "Frozen", "Rendered", "Expanded", "Runtime"]
 
@@ -294,7 +294,8 @@ class LaunchStatus(_Model):
 
     phase: LaunchPhase = Field(
         description="Creating: a CreatePipelineRun may be in flight (the operator looks the run up by name before "
-        "sending another); Refused: PAI refused the last one, no run exists; Created: pipelineRunId is the run."
+        "sending another); Refused: PAI refused the last one, no run exists; Created: pipelineRunId is the run; "
+        "Cancelled: spec.terminate came first, no run was or will be created."
     )
     runName: str = Field(description="The run's name in PAI: unique to this resource (it ends with its uid).")
     claimedAt: datetime | None = Field(default=None, description="When the last create attempt was recorded.")

@@ -395,3 +395,16 @@ def test_manifest_from_a_configmap_needs_the_namespace_to_opt_in(
     (run_id,) = runs_in_pai(emulator, runs, "cm")
     run = emulator.get_run(run_id)
     assert run is not None and json.loads(run.manifest or "{}")["metadata"]["name"] == "from-configmap"
+
+
+def test_terminate_from_the_start_creates_no_run(operator: OperatorProcess, emulator: Emulator, runs: Runs) -> None:
+    before = creates(emulator)
+    launch(runs, "never", {"pipelineId": pipeline(emulator)}, terminate=True)
+    failed = runs.cp.kubectl(
+        "wait", "ppr/never", "-n", runs.namespace, "--for=condition=Succeeded=False", "--timeout=20s"
+    )
+    assert "condition met" in failed.stdout
+    assert runs.condition("never", "Succeeded")["reason"] == "Cancelled"  # type: ignore[index]
+    assert runs.status("never")["launch"]["phase"] == "Cancelled"
+    time.sleep(2)
+    assert creates(emulator) == before and not runs_in_pai(emulator, runs, "never")

@@ -172,3 +172,17 @@ def test_create_errors(error: Exception, reason: str, retry: Retry, phase: str) 
     assert ready["status"] == "False" and ready["reason"] == reason
     if reason == "PermissionDenied":
         assert "paiflow:CreatePipelineRun" in ready["message"]
+
+
+def test_terminate_before_any_run_exists_cancels_without_creating() -> None:
+    assert core.decide(view(terminate=True), NOW, SETTLE).step is core.Step.CANCEL
+    cancelled = {"launch": {"phase": "Cancelled", "runName": "x"}}
+    assert core.decide(view(cancelled, terminate=True), NOW, SETTLE).step is core.Step.FOLLOW_NOTHING
+    assert not core.pending(view(cancelled, terminate=True))
+    # A create may be in flight: wait for it to settle, then look (never create) so as to terminate what it made.
+    assert core.decide(view(creating(5), terminate=True), NOW, SETTLE).step is core.Step.WAIT
+    assert core.decide(view(creating(120), terminate=True), NOW, SETTLE).step is core.Step.LOOKUP
+    result = core.cancelled(view(terminate=True), NOW)
+    assert result.patch is not None and result.patch["launch"]["phase"] == "Cancelled"
+    succeeded = next(c for c in result.patch["conditions"] if c["type"] == "Succeeded")
+    assert (succeeded["status"], succeeded["reason"]) == ("False", "Cancelled")

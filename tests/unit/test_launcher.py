@@ -222,3 +222,23 @@ async def test_retain_policy_never_finalizes(harness: Factory) -> None:
     h.echo(key)
     await h.advance(1)
     assert key not in h.kube.finalizers and not any(e.startswith("terminate") for e in h.pai.log)
+
+
+async def test_terminate_set_before_the_run_was_created_creates_nothing(harness: Factory) -> None:
+    h = await harness()
+    key = h.launch("never", terminate=True, deletionPolicy="Terminate")
+    await h.advance(0.1)
+    await h.advance_in_steps(30, 5)
+    assert h.pai.log == [] and h.status(key)["launch"]["phase"] == "Cancelled"
+    assert key not in h.kube.finalizers or h.kube.finalizers[key] == []
+
+
+async def test_terminate_while_a_create_is_unconfirmed_finds_and_terminates_that_run(harness: Factory) -> None:
+    h = await harness(launch_settle_time="10s")
+    h.pai.create_errors.append((TransportError("CreatePipelineRun: timed out"), True))
+    key = h.launch("late")
+    await h.advance(0.1)
+    h.update_spec(key, terminate=True)
+    await h.advance_in_steps(12, 1)
+    assert h.pai.log == ["list", "create", "list", "terminate flow-1"]
+    assert h.status(key)["pipelineRunId"] == "flow-1"
