@@ -11,6 +11,11 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from paiflow_operator.pai.models import TERMINAL_STATUSES
+
+# Final statuses as written to status.runStatus: a change to one of these is a completion.
+ENDED = frozenset(str(status) for status in TERMINAL_STATUSES)
+
 PAI_CALLS = Counter(
     "paiflow_pai_calls_total",
     "PAI API calls by action and outcome (ok or the error kind).",
@@ -24,11 +29,31 @@ PAI_LATENCY = Histogram(
 )
 SYNC_ERRORS = Counter("paiflow_sync_errors_total", "Failed syncs by reason.", ["reason"])
 KUBE_WRITES = Counter("paiflow_kube_writes_total", "Kubernetes writes by kind.", ["kind"])
+# As Tekton's pipelinerun_total / pipelinerun_duration_seconds: by namespace and final status, never by run
+# (bounded cardinality: namespaces x 4 terminal statuses). Counted once, when the operator writes the end.
+RUNS_COMPLETED = Counter(
+    "paiflow_runs_completed_total",
+    "PAI runs seen ending (status written as Succeeded, Failed, Terminated or Skipped), by namespace and status.",
+    ["namespace", "status"],
+)
+RUN_DURATION = Histogram(
+    "paiflow_run_duration_seconds",
+    "Duration of ended PAI runs as PAI reports it, by namespace and final status.",
+    ["namespace", "status"],
+    buckets=(30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 172800),
+)
 
 
 def observe_pai_call(action: str, outcome: str, seconds: float) -> None:
     PAI_CALLS.labels(action, outcome).inc()
     PAI_LATENCY.labels(action).observe(seconds)
+
+
+def observe_completion(namespace: str, run_status: str, duration_seconds: float | None) -> None:
+    """One run ended (its terminal status was just written). PAI may not report a duration: count it anyway."""
+    RUNS_COMPLETED.labels(namespace, run_status).inc()
+    if duration_seconds is not None and duration_seconds >= 0:
+        RUN_DURATION.labels(namespace, run_status).observe(duration_seconds)
 
 
 @dataclass(frozen=True)

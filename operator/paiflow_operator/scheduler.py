@@ -439,6 +439,12 @@ class Scheduler:
             try:
                 written = await self.kube.patch_status(tracked.namespace, tracked.name, result.patch)
                 metrics.KUBE_WRITES.labels("status").inc()
+                after = written.get("status") or {}
+                if (
+                    after.get("runStatus") != tracked.status.get("runStatus")
+                    and after.get("runStatus") in metrics.ENDED
+                ):
+                    metrics.observe_completion(tracked.namespace, after["runStatus"], after.get("duration"))
                 tracked.status = dict(written.get("status") or tracked.status)
                 tracked.resource_version = (written.get("metadata") or {}).get("resourceVersion")
             except Exception as exc:
