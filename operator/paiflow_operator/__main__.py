@@ -116,9 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"paiflow-operator: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
-    from paiflow_operator import handlers  # noqa: F401  (registers the kopf handlers)
+    from paiflow_operator import handlers, metrics  # noqa: F401  (handlers registers the kopf handlers)
 
     configure_logging(settings)
+    metrics.DEFAULT_POLL_INTERVAL.set(settings.default_poll_interval.total_seconds())
     kopf.run(
         standalone=True,
         clusterwide=not settings.namespaces,

@@ -7,7 +7,7 @@ from collections import Counter as TallyCounter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -47,6 +47,25 @@ RUN_DURATION = Histogram(
 def observe_pai_call(action: str, outcome: str, seconds: float) -> None:
     PAI_CALLS.labels(action, outcome).inc()
     PAI_LATENCY.labels(action).observe(seconds)
+
+# Alerts compare status ages with it (PaiflowStatusesStale): "stale" is a multiple of the configured interval.
+DEFAULT_POLL_INTERVAL = Gauge(
+    "paiflow_default_poll_interval_seconds", "The default poll interval (PAIFLOW_DEFAULT_POLL_INTERVAL)."
+)
+_namespaces_seen: set[str] = set()
+
+
+def namespace_seen(namespace: str) -> None:
+    """Creates the completion series of a namespace at 0 when its first run is seen.
+
+    Prometheus' increase() cannot count a series' first sample: without this, the first failure in a
+    namespace (the counter born at 1) would never raise the failed-runs alert.
+    """
+    if namespace in _namespaces_seen:
+        return
+    _namespaces_seen.add(namespace)
+    for status in sorted(ENDED):
+        RUNS_COMPLETED.labels(namespace, status)
 
 
 def observe_completion(namespace: str, run_status: str, duration_seconds: float | None) -> None:
