@@ -48,6 +48,7 @@ def observe_pai_call(action: str, outcome: str, seconds: float) -> None:
     PAI_CALLS.labels(action, outcome).inc()
     PAI_LATENCY.labels(action).observe(seconds)
 
+
 # Alerts compare status ages with it (PaiflowStatusesStale): "stale" is a multiple of the configured interval.
 DEFAULT_POLL_INTERVAL = Gauge(
     "paiflow_default_poll_interval_seconds", "The default poll interval (PAIFLOW_DEFAULT_POLL_INTERVAL)."
