@@ -105,4 +105,5 @@ docker-push: ## Push IMAGE
 
 .PHONY: deploy
 deploy: ## Apply deploy/OVERLAY (base, overlays/rrsa, ...) with IMAGE to the current kubeconfig's cluster
-	hack/kustomize-with-image.sh "deploy/$(OVERLAY)" "$(IMAGE)" | kubectl apply --server-side -f -
+	kubectl apply --server-side -f crds/
+	hack/kustomize-with-image.sh "deploy/$(OVERLAY)" "$(IMAGE)" | kubectl apply -f -

@@ -24,7 +24,8 @@ fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-# A kustomization outside the repository may use a local directory anywhere as a resource.
+# kustomize takes a directory outside the kustomization's own as a resource only by a relative path.
+dir=$(realpath --relative-to="$tmp" "$dir")
 cat >"$tmp/kustomization.yaml" <<YAML
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization

@@ -437,13 +437,11 @@ class Scheduler:
             tracked.last_ok = self.clock()
         if result.patch:
             try:
+                was = tracked.status.get("runStatus")  # read before the await: the watch may echo our write first
                 written = await self.kube.patch_status(tracked.namespace, tracked.name, result.patch)
                 metrics.KUBE_WRITES.labels("status").inc()
                 after = written.get("status") or {}
-                if (
-                    after.get("runStatus") != tracked.status.get("runStatus")
-                    and after.get("runStatus") in metrics.ENDED
-                ):
+                if after.get("runStatus") != was and after.get("runStatus") in metrics.ENDED:
                     metrics.observe_completion(tracked.namespace, after["runStatus"], after.get("duration"))
                 tracked.status = dict(written.get("status") or tracked.status)
                 tracked.resource_version = (written.get("metadata") or {}).get("resourceVersion")
