@@ -23,10 +23,11 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from paiflow_operator import metrics
-from paiflow_operator.kube import KubeError, ObjectRef
-from paiflow_operator.pai.credentials import CredentialSource, StaticCredentialSource
-from paiflow_operator.pai.errors import CredentialsError, ErrorKind, PaiError
+from paiflow_operator.kube import ObjectRef
+from paiflow_operator.pai.credentials import CredentialSource
+from paiflow_operator.pai.errors import ErrorKind, PaiError
 from paiflow_operator.pai.models import PipelineRun, RunStatus, RunStatusList
+from paiflow_operator.ratelimit import TokenBucket
 from paiflow_operator.reconcile import (
     Event,
     Observation,
@@ -40,7 +41,9 @@ from paiflow_operator.reconcile import (
     suspended,
 )
 from paiflow_operator.resource import PaiPipelineRunSpec
+from paiflow_operator.secret_credentials import SecretCredentials
 from paiflow_operator.settings import Settings
+from paiflow_operator.sharding import Ownership, StaticShards
 
 log = logging.getLogger(__name__)
 
@@ -72,30 +75,6 @@ class KubeWriter(Protocol):
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes]: ...
 
 
-class TokenBucket:
-    """Global PAI rate limit: at most `rate` calls per second on average, `burst` at once."""
-
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._tokens = float(burst)
-        self._clock = clock
-        self._updated = clock()
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        # The lock makes waiters queue in order, so the limit holds however many tasks wait.
-        async with self._lock:
-            while True:
-                now = self._clock()
-                self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate)
-                self._updated = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return
-                await asyncio.sleep((1 - self._tokens) / self._rate)
-
-
 @dataclass(slots=True)
 class Tracked:
     namespace: str
@@ -120,12 +99,6 @@ class Tracked:
         return (self.namespace, self.name)
 
 
-@dataclass(frozen=True)
-class SecretProblem:
-    code: str
-    message: str
-
-
 class Scheduler:
     def __init__(
         self,
@@ -137,6 +110,7 @@ class Scheduler:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        ownership: Ownership | None = None,
     ) -> None:
         self.settings = settings
         self.pai = pai
@@ -152,7 +126,8 @@ class Scheduler:
         self._heap: list[tuple[float, int, Key]] = []
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._secrets: dict[tuple[str, str], tuple[float, dict[str, bytes] | SecretProblem]] = {}
+        self.secrets = SecretCredentials(kube, settings.secret_cache_ttl.total_seconds(), clock)
+        self.ownership: Ownership = ownership or StaticShards(settings.shard_count, settings.shard_index)
         self._stopping = False
 
     # ---- fed by the watch -------------------------------------------------------------------------
@@ -204,9 +179,7 @@ class Scheduler:
         return self.clock() - max(age, 0.0)
 
     def owns(self, uid: str) -> bool:
-        """Hash sharding: each replica owns the uids that hash to its index, so each run has one poller."""
-        count = self.settings.shard_count
-        return count == 1 or zlib.crc32(uid.encode()) % count == self.settings.shard_index
+        return self.ownership.owns(uid)
 
     def forget(self, key: Key) -> None:
         # Dropping the entry is enough: heap entries and in-flight results for it are ignored.
@@ -507,54 +480,14 @@ class Scheduler:
 
     # ---- credentials from the resource's own namespace ---------------------------------------------
 
-    async def _secret(self, namespace: str, name: str) -> dict[str, bytes]:
-        cached = self._secrets.get((namespace, name))
-        now = self.clock()
-        if cached is None or now - cached[0] >= self.settings.secret_cache_ttl.total_seconds():
-            try:
-                value: dict[str, bytes] | SecretProblem = await self.kube.read_secret(namespace, name)
-            except KubeError as exc:
-                if exc.status == 404:
-                    value = SecretProblem("SecretNotFound", f"Secret {namespace}/{name} not found")
-                elif exc.status == 403:
-                    value = SecretProblem(
-                        "SecretForbidden",
-                        f"the operator may not read Secret {namespace}/{name}: bind the ClusterRole "
-                        f"paiflow-operator-secret-reader in namespace {namespace}",
-                    )
-                else:
-                    raise CredentialsError(f"reading Secret {namespace}/{name} failed: {exc.status}") from None
-            cached = (now, value)
-            self._secrets[(namespace, name)] = cached
-        if isinstance(cached[1], SecretProblem):
-            raise CredentialsError(cached[1].message, code=cached[1].code)
-        return cached[1]
-
     async def _credentials(self, tracked: Tracked) -> CredentialSource:
         ref = tracked.spec.credentialsSecretRef
         if ref is None:
             return self.default_credentials
-        data = await self._secret(tracked.namespace, ref.name)
-        missing = [k for k in (ref.accessKeyIdKey, ref.accessKeySecretKey) if not data.get(k)]
-        if missing:
-            raise CredentialsError(
-                f"Secret {tracked.namespace}/{ref.name} has no key {', '.join(missing)}",
-                code="SecretKeyMissing",
-            )
-        token = data.get(ref.securityTokenKey)
-        return StaticCredentialSource(
-            data[ref.accessKeyIdKey].decode().strip(),
-            data[ref.accessKeySecretKey].decode().strip(),
-            token.decode().strip() if token else None,
-        )
+        return await self.secrets.credentials(tracked.namespace, ref)
 
     async def _token_id(self, tracked: Tracked) -> str | None:
         ref = tracked.spec.tokenSecretRef
         if ref is None:
             return None
-        data = await self._secret(tracked.namespace, ref.name)
-        if not data.get(ref.key):
-            raise CredentialsError(
-                f"Secret {tracked.namespace}/{ref.name} has no key {ref.key}", code="SecretKeyMissing"
-            )
-        return data[ref.key].decode().strip()
+        return await self.secrets.share_token(tracked.namespace, ref)

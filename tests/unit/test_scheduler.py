@@ -19,13 +19,14 @@ from typing import Any
 
 import pytest
 
-from paiflow_operator import scheduler as scheduler_module
+from paiflow_operator import ratelimit
 from paiflow_operator.kube import KubeError, ObjectRef
 from paiflow_operator.pai.credentials import Credentials, CredentialSource, StaticCredentialSource
 from paiflow_operator.pai.errors import NotFoundError, PaiError, ServerError, ThrottledError
 from paiflow_operator.pai.models import PipelineRun, RunStatusList
+from paiflow_operator.ratelimit import TokenBucket
 from paiflow_operator.reconcile import Event
-from paiflow_operator.scheduler import Key, Scheduler, TokenBucket, Tracked
+from paiflow_operator.scheduler import Key, Scheduler, Tracked
 from paiflow_operator.settings import Settings
 
 SAMPLE_PATH = Path(__file__).parent / "data" / "get_pipeline_run_sample.json"
@@ -561,8 +562,8 @@ async def test_token_bucket_never_exceeds_rate_times_elapsed_plus_burst(monkeypa
         clock.t += delay
         await real_sleep(0)
 
-    # Only the scheduler module sees the fake sleep; the event loop itself keeps the real one.
-    monkeypatch.setattr(scheduler_module, "asyncio", types.SimpleNamespace(Lock=asyncio.Lock, sleep=fake_sleep))
+    # Only the rate-limit module sees the fake sleep; the event loop itself keeps the real one.
+    monkeypatch.setattr(ratelimit, "asyncio", types.SimpleNamespace(Lock=asyncio.Lock, sleep=fake_sleep))
     rate, burst = 4.0, 3
     bucket = TokenBucket(rate, burst, clock)
     stamps: list[float] = []
