@@ -122,13 +122,14 @@ def test_helm_lint_passes_with_defaults_and_with_everything_on(helm: Helm) -> No
 def test_chart_renders_every_setting_as_the_operators_environment(helm: Helm) -> None:
     docs = helm.template(
         "--set", "config.qps=4.5", "--set", "config.batchStatus=false", "--set", "config.defaultPollInterval=45s",
-        "--set", "watchNamespaces={ml,etl}",
+        "--set", "watchNamespaces={ml,etl}", "--set", "config.extraRegions={cn-chengdu,cn-guangzhou}",
     )  # fmt: skip
     env = env_of(docs)
     assert env["PAIFLOW_QPS"] == "4.5"
     assert env["PAIFLOW_BATCH_STATUS"] == "false"
     assert env["PAIFLOW_DEFAULT_POLL_INTERVAL"] == "45s"
     assert env["PAIFLOW_NAMESPACES"] == "ml,etl"
+    assert env["PAIFLOW_EXTRA_REGIONS"] == "cn-chengdu,cn-guangzhou"  # lists as the comma-separated form
     assert env["PAIFLOW_LOG_FORMAT"] == "json"
     # Settings left null keep the operator's own default: no variable at all.
     assert "PAIFLOW_BURST" not in env
