@@ -138,3 +138,32 @@ def test_ended_either_way_wait_from_the_readme_outlasts_a_pause(
     assert waiter.returncode == 0, err
     assert "condition met" in out
     assert runs.status("paused")["runStatus"] == "Succeeded"
+
+
+def test_kubectl_habits_short_plural_field_selectors_and_explain(
+    operator: OperatorProcess, emulator: Emulator, runs: Runs, run_id: RunIds
+) -> None:
+    ns = runs.namespace
+    ok, bad = run_id(), run_id()
+    emulator.add_run(Timeline.of(("Succeeded", None)), run_id=ok)
+    emulator.add_run(Timeline.of(("Failed", None, "OOMKilled")), run_id=bad)
+    runs.apply("fine", ok)
+    runs.apply("broken", bad)
+    runs.wait_status("fine", "Succeeded")
+    runs.wait_status("broken", "Failed")
+
+    def names(*args: str) -> list[str]:
+        out = runs.cp.kubectl("get", *args, "-n", ns, "-o", "name").stdout.split()
+        return sorted(n.split("/", 1)[1] for n in out)
+
+    assert names("pprs") == ["broken", "fine"]
+    # Filtered by the API server (CRD selectableFields), not by kubectl.
+    assert names("pprs", "--field-selector", "status.runStatus=Failed") == ["broken"]
+    assert names("pprs", "--field-selector", "status.runStatus!=Failed") == ["fine"]
+    assert names("pprs", "--field-selector", f"spec.pipelineRunId={ok}") == ["fine"]
+    refused = runs.cp.kubectl("get", "pprs", "-n", ns, "--field-selector", "status.message=x", check=False)
+    assert refused.returncode != 0 and "field label not supported" in refused.stderr
+
+    explained = runs.cp.kubectl("explain", "paipipelineruns.spec").stdout
+    assert "Which PAI pipeline run to follow" in explained
+    assert "pipelineRunId" in explained
