@@ -3,6 +3,7 @@ that carries every operator setting and the CRD as generated."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -135,3 +136,10 @@ def test_chart_carries_the_generated_crd() -> None:
     assert (CHART / "crds" / crdgen.CRD_FILENAME).read_text() == (REPO / "crds" / crdgen.CRD_FILENAME).read_text(), (
         "the chart's CRD differs from crds/: run `make crds` and commit the result"
     )
+
+
+def test_chart_schema_knows_every_setting_and_nothing_else() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    config = schema["properties"]["config"]
+    assert config["additionalProperties"] is False  # a misspelt setting is refused, not silently ignored
+    assert set(config["properties"]) == {camel(name) for name in Settings.model_fields} - {"namespaces"}
