@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     slow_retry_interval: Duration = timedelta(minutes=5)
     backoff_base: Duration = timedelta(seconds=5)
     backoff_max: Duration = timedelta(minutes=5)
+    # A retryable PAI error (5xx, throttling, timeout) shows in a resource's conditions once it has lasted this
+    # long: a blip costs no write, an outage still shows. Three poll intervals, as the staleness alert.
+    error_grace: Duration = timedelta(seconds=90)
+    # Retryable failures in a row, in one region, that open its circuit: calls are then held and one probes.
+    circuit_failures: int = Field(default=5, ge=1)
+    circuit_probe_interval: Duration = timedelta(seconds=5)
+    circuit_probe_max: Duration = timedelta(seconds=15)
     # A status unchanged for this long is confirmed with one write of status.lastSyncTime. Coarse on purpose:
     # at 10,000 active runs, one hour is ~3 writes a second; freshness at finer grain is a metric
     # (paiflow_oldest_status_age_seconds), which costs no write.
