@@ -74,9 +74,10 @@ typecheck: install ## mypy (strict)
 	$(BIN)/mypy
 
 .PHONY: crds
-crds: install ## Regenerate crds/ (and the chart's copy) from the pydantic models
+crds: install ## Regenerate crds/ (and the chart's copy and settings schema) from the pydantic models
 	$(BIN)/python -m paiflow_operator.crdgen --output crds/
 	$(BIN)/python -m paiflow_operator.crdgen --output charts/paiflow-operator/crds/
+	$(BIN)/python hack/chart_schema.py
 
 .PHONY: test
 test: install k8s-bin tools-bin ## Every test: lint, types, unit, integration and end-to-end against a real API server
