@@ -20,6 +20,7 @@ mod_dir=$here/$tool
 [[ -f $mod_dir/go.mod ]] || { echo "build.sh: unknown tool '$tool' (no $mod_dir/go.mod)" >&2; exit 2; }
 command -v go >/dev/null 2>&1 || { echo "build.sh: 'go' is not on PATH (Go >= $(sed -n 's/^go //p' "$mod_dir/go.mod") needed)" >&2; exit 1; }
 
+tags=
 case $tool in
     helm)
         module=helm.sh/helm/v4
@@ -31,6 +32,9 @@ case $tool in
         module=github.com/prometheus/prometheus
         pkg=github.com/prometheus/prometheus/cmd/promtool
         stamp_var=github.com/prometheus/common/version.Version
+        # Rule checks and unit tests need no service discovery: leaving Prometheus' SD plugins (AWS, Azure,
+        # GCE, Kubernetes, ...) out drops 18% of the packages to compile.
+        tags=remove_all_sd
         ;;
     actionlint)
         module=github.com/rhysd/actionlint
@@ -50,7 +54,7 @@ echo "building $tool into $bin_dir (first build: minutes; later ones: cached)" >
     cd "$mod_dir"
     version=$(go list -m -f '{{.Version}}' "$module")
     ldflags="-s -w -X $stamp_var=$version"
-    go build -trimpath -buildvcs=false "-ldflags=$ldflags" -o "$tmp/$tool" "$pkg"
+    go build -trimpath -buildvcs=false "-tags=$tags" "-ldflags=$ldflags" -o "$tmp/$tool" "$pkg"
 )
 mv -f "$tmp/$tool" "$bin_dir/$tool"
 echo "built $tool in $(($(date +%s) - start))s: $bin_dir/$tool" >&2
