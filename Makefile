@@ -106,5 +106,5 @@ docker-push: ## Push IMAGE
 
 .PHONY: deploy
 deploy: ## Apply deploy/OVERLAY (base, overlays/rrsa, ...) with IMAGE to the current kubeconfig's cluster
-	kubectl apply --server-side -f crds/
+	kubectl apply -f crds/
 	hack/kustomize-with-image.sh "deploy/$(OVERLAY)" "$(IMAGE)" | kubectl apply -f -
