@@ -371,3 +371,30 @@ def test_install_upgrade_uninstall(helm: Helm, installed: ControlPlane, namespac
         assert gone.strip() == "", f"{kind}/{name} left behind"
     # CRDs in the chart's crds/ are never deleted by helm (nor upgraded): the runs survive an uninstall.
     assert installed.kubectl("get", "crd", "paipipelineruns.paiflow-operator.dev", "-o", "name").stdout.strip()
+
+
+def test_make_deploy_applies_the_crd_and_the_users_image(installed: ControlPlane, tmp_path: Path) -> None:
+    """`make deploy IMAGE=...`, as the README writes it, against the API server (kubectl from PATH)."""
+    image = f"{USER_IMAGE}:9.9.9"
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
+        "PATH": f"{installed.kubectl_path.parent}:{os.environ['PATH']}",
+        "KUBECONFIG": str(installed.kubeconfig),
+        "HOME": str(tmp_path),
+    }
+    result = subprocess.run(
+        ["make", "--no-print-directory", "deploy", f"IMAGE={image}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "customresourcedefinition.apiextensions.k8s.io/paipipelineruns.paiflow-operator.dev" in result.stdout
+    deployment = json.loads(
+        installed.kubectl("get", "deployment", "paiflow-operator", "-n", "paiflow-system", "-o", "json").stdout
+    )
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == image
