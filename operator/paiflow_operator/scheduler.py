@@ -507,7 +507,7 @@ class Scheduler:
         region = self._region(tracked.spec)
         if isinstance(observation, PaiError) and observation.retryable:
             self._note_failure(tracked, observation)
-            self.breaker.failed(region, observation)
+            self.breaker.failed(region, observation, tracked.key)
             if (
                 self.breaker.is_open(region)
                 and self.breaker.open_for(region) >= self.policy.error_grace.total_seconds()
