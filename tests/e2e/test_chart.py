@@ -398,3 +398,22 @@ def test_make_deploy_applies_the_crd_and_the_users_image(installed: ControlPlane
     )
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == image
+
+
+def test_chart_deployment_is_hardened_like_deploy_base(helm: Helm, installed: ControlPlane) -> None:
+    chart = only(helm.template(), "Deployment")["spec"]
+    base = only(kustomize(installed, REPO / "deploy" / "base"), "Deployment")["spec"]
+    assert chart["replicas"] == base["replicas"] and chart["strategy"] == base["strategy"]
+    chart_pod, base_pod = chart["template"]["spec"], base["template"]["spec"]
+    for key in ("securityContext", "automountServiceAccountToken", "terminationGracePeriodSeconds", "volumes"):
+        assert chart_pod[key] == base_pod[key], key
+    (chart_container,) = chart_pod["containers"]
+    (base_container,) = base_pod["containers"]
+    for key in ("securityContext", "ports", "livenessProbe", "readinessProbe", "resources", "volumeMounts"):
+        assert chart_container[key] == base_container[key], key
+    # Same settings by default (the chart lists every one; unset ones keep the operator's defaults).
+    assert env_of(helm.template()) == {
+        **env_of(kustomize(installed, REPO / "deploy" / "base")),
+        "PAIFLOW_HEALTH_PORT": "8080",
+        "PAIFLOW_METRICS_PORT": "9090",
+    }
