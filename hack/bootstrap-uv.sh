@@ -18,16 +18,25 @@ if ! command -v "$python" >/dev/null 2>&1; then
     echo "bootstrap-uv: no Python at '$python' (set PYTHON=/path/to/python3, >= 3.11)" >&2
     exit 1
 fi
-# Debian and Ubuntu ship venv's pip bootstrap (ensurepip) in a separate package; without it `python3 -m venv`
-# fails half-way with "ensurepip is not available".
+# Debian and Ubuntu ship venv's pip bootstrap (ensurepip) in a separate package, python3-venv, which a stock
+# system lacks (and pip with it). Then uv's wheel is fetched and unpacked with the standard library alone,
+# checked against the same pinned hashes (hack/fetch_uv.py).
 if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
-    cat >&2 <<MSG
-bootstrap-uv: $python cannot create a virtual environment (its venv/ensurepip modules are missing).
-Either install them:            sudo apt-get install python3-venv      (Debian/Ubuntu)
-or put a uv binary on PATH:     see https://docs.astral.sh/uv/getting-started/installation/
+    echo "bootstrap-uv: $python has no venv/ensurepip (python3-venv); fetching uv's wheel from PyPI instead" >&2
+    rm -rf "$venv.tmp"
+    if ! "$python" "$(dirname "$requirements")/fetch_uv.py" "$requirements" "$venv.tmp"; then
+        cat >&2 <<MSG
+bootstrap-uv: could not get uv. Either install Python's venv module: sudo apt-get install python3-venv
+(Debian/Ubuntu), or put a uv binary on PATH (https://docs.astral.sh/uv/getting-started/installation/),
 and run make again. Nothing was installed.
 MSG
-    exit 1
+        rm -rf "$venv.tmp"
+        exit 1
+    fi
+    rm -rf "$venv"
+    mv "$venv.tmp" "$venv"
+    "$venv/bin/uv" --version
+    exit 0
 fi
 
 rm -rf "$venv.tmp"

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -82,10 +84,6 @@ def test_bootstrap_installs_pinned_uv_beside_an_externally_managed_python(system
         timeout=600,
         check=False,
     )
-    if "cannot create a virtual environment" in result.stderr:
-        # Debian without python3-venv: the script must say what to do, and it did.
-        assert "apt-get install python3-venv" in result.stderr and result.returncode == 1
-        return
     assert result.returncode == 0, result.stderr
     uv = venv / "bin" / "uv"
     version = subprocess.run([str(uv), "--version"], capture_output=True, text=True, check=True).stdout
@@ -127,21 +125,53 @@ def test_makefile_prefers_a_uv_binary_on_path(tmp_path: Path) -> None:
     assert "bootstrap-uv.sh" not in result.stdout
 
 
-def test_bootstrap_explains_a_python_without_venv(tmp_path: Path) -> None:
-    """Debian's python3 without the python3-venv package: a clear way out, nothing half-installed."""
+def python_without_venv(tmp_path: Path) -> tuple[str, dict[str, str]]:
+    """The running python3, made to look like Debian's without python3-venv (ensurepip fails to import)."""
     shadow = tmp_path / "shadow"
     (shadow / "ensurepip").mkdir(parents=True)
     (shadow / "ensurepip" / "__init__.py").write_text("raise ImportError('ensurepip is not available')\n")
     python = sysconfig.get_config_var("BINDIR") + "/python3"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAIFLOW_")}
+    env.update(PYTHONPATH=str(shadow), HOME=str(tmp_path))
+    return python, env
+
+
+def test_bootstrap_without_venv_fetches_the_pinned_wheel(tmp_path: Path) -> None:
+    """A stock Debian 12 python3 has neither venv's ensurepip nor pip: uv's wheel is fetched and hash-checked."""
+    python, env = python_without_venv(tmp_path)
     venv = tmp_path / "uv-venv"
     result = subprocess.run(
-        [str(BOOTSTRAP), python, str(venv)],
+        [str(BOOTSTRAP), python, str(venv)], capture_output=True, text=True, env=env, timeout=600, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "no venv/ensurepip" in result.stderr and "fetch_uv: uv-" in result.stderr
+    version = subprocess.run([str(venv / "bin" / "uv"), "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout.startswith(f"uv {UV_VERSION}")
+
+
+def test_fetch_refuses_a_wheel_whose_hash_is_not_pinned(tmp_path: Path) -> None:
+    tampered = tmp_path / "uv-requirements.txt"
+    text = (REPO / "hack" / "uv-requirements.txt").read_text()
+    tampered.write_text(re.sub(r"sha256:[0-9a-f]{64}", "sha256:" + "0" * 64, text))
+    result = subprocess.run(
+        [sys.executable, str(REPO / "hack" / "fetch_uv.py"), str(tampered), str(tmp_path / "out")],
         capture_output=True,
         text=True,
-        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(shadow), "HOME": str(tmp_path)},
+        timeout=120,
         check=False,
     )
+    assert result.returncode != 0
+    assert "is not pinned" in result.stderr and "refusing" in result.stderr
+    assert not (tmp_path / "out" / "bin" / "uv").exists()
+
+
+def test_bootstrap_explains_what_to_do_when_nothing_works(tmp_path: Path) -> None:
+    """No venv module and PyPI unreachable: a clear way out, nothing half-installed."""
+    python, env = python_without_venv(tmp_path)
+    env["PAIFLOW_PYPI_SIMPLE"] = "http://127.0.0.1:9/simple"  # discard port: refused at once
+    venv = tmp_path / "uv-venv"
+    result = subprocess.run([str(BOOTSTRAP), python, str(venv)], capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 1
-    assert "cannot create a virtual environment" in result.stderr
+    assert "could not get uv" in result.stderr
     assert "apt-get install python3-venv" in result.stderr and "uv binary on PATH" in result.stderr
     assert not venv.exists() and not Path(f"{venv}.tmp").exists()
