@@ -29,6 +29,11 @@ PAI_LATENCY = Histogram(
 )
 SYNC_ERRORS = Counter("paiflow_sync_errors_total", "Failed syncs by reason.", ["reason"])
 KUBE_WRITES = Counter("paiflow_kube_writes_total", "Kubernetes writes by kind.", ["kind"])
+PAI_CIRCUIT_OPEN = Gauge(
+    "paiflow_pai_circuit_open",
+    "1 while calls to PAI Flow in a region are held after failures in a row (one call probes), else 0.",
+    ["region"],
+)
 # As Tekton's pipelinerun_total / pipelinerun_duration_seconds: by namespace and final status, never by run
 # (bounded cardinality: namespaces x 4 terminal statuses). Counted once, when the operator writes the end.
 RUNS_COMPLETED = Counter(
