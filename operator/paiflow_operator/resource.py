@@ -14,8 +14,11 @@ API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "PaiPipelineRun"
 PLURAL = "paipipelineruns"
 SINGULAR = "paipipelinerun"
-SHORT_NAMES = ["ppr", "pairun"]
+# `pprs` as Tekton has `prs`: kubectl matches short names exactly, so the plural needs its own.
+SHORT_NAMES = ["ppr", "pprs", "pairun"]
 CATEGORIES = ["pai"]
+# `kubectl get pprs --field-selector status.runStatus=Failed` (CRD selectableFields, GA in Kubernetes 1.32).
+SELECTABLE_FIELDS = [{"jsonPath": ".status.runStatus"}, {"jsonPath": ".spec.pipelineRunId"}]
 
 MIN_POLL_INTERVAL = "5s"
 MAX_POLL_INTERVAL = "1h"
@@ -177,6 +180,9 @@ _SPEC_RULES: list[Any] = [
 
 
 class PaiPipelineRunSpec(_Model):
+    """Which PAI pipeline run to follow (its id, region, workspace) or to start (launch), with what credentials
+    and how often."""
+
     model_config = ConfigDict(
         extra="ignore", populate_by_name=True, json_schema_extra={"x-kubernetes-validations": _SPEC_RULES}
     )
@@ -306,6 +312,9 @@ class LaunchStatus(_Model):
 
 
 class PaiPipelineRunStatus(_Model):
+    """The run as PAI last reported it, and for launched runs the operator's record of creating it (written by
+    the operator only)."""
+
     pipelineRunId: str | None = Field(
         default=None, description="The PAI run: spec.pipelineRunId, or the run the operator launched."
     )
