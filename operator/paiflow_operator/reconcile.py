@@ -330,7 +330,7 @@ def _on_error(
         events.append(Event("Warning", reason, str(error)))
     if _find(conditions, SUCCEEDED) is None:
         _set_condition(conditions, SUCCEEDED, "Unknown", REASON_PENDING, "Not yet read from PAI", generation, now)
-    patch = {"observedGeneration": generation, "conditions": conditions}
+    patch = {"observedGeneration": generation, "conditions": conditions, **_followed_id(spec)}
     retry = Retry.SLOW if needs_human else Retry.BACKOFF
     return SyncResult(patch=_only_changes(current, patch), events=events, retry=retry, error_reason=reason)
 
@@ -353,8 +353,13 @@ def suspended(spec: PaiPipelineRunSpec, generation: int, current: Mapping[str, A
     previous_ready = _find(list(current.get("conditions") or []), READY)
     if previous_ready is None or previous_ready.get("reason") != REASON_SUSPENDED:
         events.append(Event("Normal", REASON_SUSPENDED, message))
-    patch = {"observedGeneration": generation, "conditions": conditions}
+    patch = {"observedGeneration": generation, "conditions": conditions, **_followed_id(spec)}
     return SyncResult(patch=_only_changes(current, patch), events=events, retry=Retry.STOP)
+
+
+def _followed_id(spec: PaiPipelineRunSpec) -> dict[str, Any]:
+    """A followed run's id goes to status with the first write of any kind: the RUN ID column reads status."""
+    return {"pipelineRunId": spec.pipelineRunId} if spec.pipelineRunId else {}
 
 
 def _only_changes(current: Mapping[str, Any], patch: dict[str, Any]) -> dict[str, Any] | None:
