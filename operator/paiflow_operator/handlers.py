@@ -15,11 +15,14 @@ import kopf
 import prometheus_client
 
 from paiflow_operator import metrics, resource
+from paiflow_operator.handover import Handover
 from paiflow_operator.kube import KubeApi, load_client_configuration
+from paiflow_operator.membership import LeaseMembership, default_identity
 from paiflow_operator.pai.client import PaiClient
 from paiflow_operator.pai.credentials import DefaultChainSource
 from paiflow_operator.scheduler import Scheduler
-from paiflow_operator.settings import get_settings
+from paiflow_operator.settings import Settings, get_settings
+from paiflow_operator.sharding import StaticShards
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +47,31 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         observer=metrics.observe_pai_call,
     )
     kube = KubeApi(load_client_configuration(), concurrency=config.kube_concurrency)
-    scheduler = Scheduler(config, pai, kube, DefaultChainSource())
-    memo.pai, memo.kube, memo.scheduler = pai, kube, scheduler
+    membership: LeaseMembership | None = None
+    if config.leases and config.shard_count == 1:
+        membership = LeaseMembership(
+            kube,
+            namespace=config.operator_namespace,
+            identity=default_identity(config.pod_name),
+            group=config.lease_group,
+            duration=config.lease_duration.total_seconds(),
+            renew_interval=config.lease_renew_interval.total_seconds(),
+        )
+    scheduler = Scheduler(
+        config,
+        pai,
+        kube,
+        DefaultChainSource(),
+        ownership=membership or StaticShards(config.shard_count, config.shard_index),
+    )
+    memo.pai, memo.kube, memo.scheduler, memo.membership = pai, kube, scheduler, membership
+    memo.feed = scheduler.observe
+    if membership is not None:
+        handover = Handover(scheduler, membership)
+        membership.on_change = handover.rebalance
+        memo.feed = handover.observe
+        # Before kopf starts watching: the first events already know the members.
+        await membership.start()
     loop = asyncio.get_running_loop()
     memo.scheduler_task = loop.create_task(scheduler.run(), name="paiflow-scheduler")
     memo.trim_task = loop.create_task(_return_freed_memory(), name="paiflow-malloc-trim")
@@ -53,13 +79,18 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     if config.metrics_port:
         prometheus_client.start_http_server(config.metrics_port)
     log.info(
-        "paiflow-operator started: region=%s namespaces=%s shard=%d/%d qps=%s",
+        "paiflow-operator started: region=%s namespaces=%s %s qps=%s",
         config.default_region,
         ",".join(config.namespaces) or "*",
-        config.shard_index,
-        config.shard_count,
+        _sharing(config, membership),
         config.qps,
     )
+
+
+def _sharing(config: Settings, membership: LeaseMembership | None) -> str:
+    if membership is not None:
+        return f"identity={membership.identity} lease={membership.namespace}/{membership.lease_name}"
+    return f"shard={config.shard_index}/{config.shard_count}"
 
 
 async def _return_freed_memory(first: float = 15.0, every: float = 60.0) -> None:
@@ -82,7 +113,7 @@ async def _return_freed_memory(first: float = 15.0, every: float = 60.0) -> None
 async def watch(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     # async on purpose: kopf runs sync handlers in a thread pool, and the scheduler's heap and wake-up event
     # belong to the event loop.
-    memo.scheduler.observe(event["object"], event["type"])
+    memo.feed(event["object"], event["type"])
 
 
 @kopf.on.probe(id="trackedRuns")
@@ -95,8 +126,17 @@ def tracked_runs(memo: kopf.Memo, **_: Any) -> int:
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    # SIGTERM: stop polling, let in-flight calls go, close connections. PAI runs are left alone.
+    # SIGTERM: hand the runs over (others poll them before this replica stops), stop polling, let in-flight
+    # calls go, close connections. PAI runs are left alone.
+    membership: LeaseMembership | None = memo.membership
+    if membership is not None:
+        config = get_settings()
+        # The others notice at their next round and poll what they took within the initial jitter.
+        drain = config.lease_renew_interval + config.initial_jitter + config.batch_window
+        await membership.leave(drain.total_seconds())
     await memo.scheduler.stop()
+    if membership is not None:
+        await membership.stop()
     memo.scheduler_task.cancel()
     memo.trim_task.cancel()
     await asyncio.gather(memo.scheduler_task, memo.trim_task, return_exceptions=True)

@@ -7,7 +7,7 @@ from collections import Counter as TallyCounter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -24,6 +24,16 @@ PAI_LATENCY = Histogram(
 )
 SYNC_ERRORS = Counter("paiflow_sync_errors_total", "Failed syncs by reason.", ["reason"])
 KUBE_WRITES = Counter("paiflow_kube_writes_total", "Kubernetes writes by kind.", ["kind"])
+MEMBERS = Gauge(
+    "paiflow_members",
+    "Replicas the runs are shared among, as this replica sees them (itself included; 0: not a member).",
+)
+MEMBER = Gauge("paiflow_member", "1 while this replica holds a live Lease and owns runs, else 0.")
+HANDOVERS = Counter(
+    "paiflow_handovers_total",
+    "Runs handed over when the members changed: taken from other replicas, or released to them.",
+    ["direction"],
+)
 
 
 def observe_pai_call(action: str, outcome: str, seconds: float) -> None:
