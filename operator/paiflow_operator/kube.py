@@ -58,13 +58,16 @@ def load_client_configuration() -> kubernetes.client.Configuration:
 
 class KubeApi:
     def __init__(self, configuration: kubernetes.client.Configuration, concurrency: int = 8) -> None:
-        configuration.connection_pool_maxsize = max(concurrency, 4)
+        configuration.connection_pool_maxsize = max(concurrency, 4) + 2
         self._client = kubernetes.client.ApiClient(configuration)
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kube")
+        # Lease renewals never queue behind a burst of status writes: a late renewal costs the membership.
+        self._lease_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kube-lease")
         self._instance = socket.gethostname()
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._lease_executor.shutdown(wait=False, cancel_futures=True)
         self._client.close()
 
     def _request(
@@ -121,7 +124,8 @@ class KubeApi:
     ) -> Any:
         loop = asyncio.get_running_loop()
         call = functools.partial(self._request, method, path, body, content_type, query, request_timeout)
-        return await loop.run_in_executor(self._executor, call)
+        executor = self._lease_executor if path.startswith(LEASES) else self._executor
+        return await loop.run_in_executor(executor, call)
 
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """JSON merge patch of the status subresource: the operator never writes spec or metadata."""

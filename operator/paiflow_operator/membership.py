@@ -162,7 +162,7 @@ class LeaseMembership:
         self._round_at: float | None = None  # start of the last complete renew-and-list round
         self._created = False
         self._leaving = False
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._gc: set[asyncio.Task[None]] = set()
 
     # ---- Ownership -------------------------------------------------------------------------------------
@@ -186,7 +186,11 @@ class LeaseMembership:
         """One round at once (so the first watch events already see the members), then one per interval."""
         await self._guarded_round()
         self.refresh()
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="paiflow-membership")
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._loop(), name="paiflow-membership"),
+            loop.create_task(self._watchdog(), name="paiflow-membership-deadline"),
+        ]
 
     async def _loop(self) -> None:
         while True:
@@ -195,19 +199,26 @@ class LeaseMembership:
             self.refresh()
             await asyncio.sleep(max(0.0, self.renew_interval - (self.clock() - started)))
 
+    async def _watchdog(self) -> None:
+        # A round may take up to the renew deadline; the deadline itself is checked meanwhile too.
+        while True:
+            await asyncio.sleep(self.renew_interval / 2)
+            self.refresh()
+
     async def _guarded_round(self) -> None:
         try:
-            await asyncio.wait_for(self.round(), self.renew_interval)
+            await asyncio.wait_for(self.round(), self.renew_deadline)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # an unreachable API server must not stop the loop
-            log.warning("membership: renewing or listing Leases in %s failed: %s", self.namespace, exc)
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            log.warning("membership: renewing or listing Leases in %s failed: %s", self.namespace, reason)
 
     async def round(self) -> None:
         """Renew this replica's Lease and list the group's; a complete round restarts the renew deadline."""
         sent = self.clock()
         await self._renew()
-        items = await self.api.list_leases(self.namespace, f"{GROUP_LABEL}={self.group}", self.renew_interval)
+        items = await self.api.list_leases(self.namespace, f"{GROUP_LABEL}={self.group}", self.renew_deadline)
         now = self.clock()
         others = [m for m in map(Member.from_lease, items) if m is not None and m.name != self.lease_name]
         self._live, expired = self.observer.update(others, now)
@@ -254,7 +265,7 @@ class LeaseMembership:
                 "spec": {**spec, "acquireTime": micro_time(now)},
             }
             try:
-                await self.api.create_lease(self.namespace, body, self.renew_interval)
+                await self.api.create_lease(self.namespace, body, self.renew_deadline)
                 self._created = True
                 return
             except KubeError as exc:
@@ -266,7 +277,7 @@ class LeaseMembership:
                 self.namespace,
                 self.lease_name,
                 {"metadata": {"labels": {GROUP_LABEL: self.group}, "annotations": annotations}, "spec": spec},
-                self.renew_interval,
+                self.renew_deadline,
             )
         except KubeError as exc:
             if exc.status == 404:  # deleted by a replica that thought us dead: announce ourselves afresh
@@ -287,7 +298,7 @@ class LeaseMembership:
         if self._round_at is None:
             return
         try:
-            await asyncio.wait_for(self._renew(), self.renew_interval)
+            await asyncio.wait_for(self._renew(), self.renew_deadline)
         except Exception as exc:  # then the others take over when the Lease expires
             log.warning("membership: could not mark the Lease as leaving: %s", exc)
             return
@@ -296,10 +307,10 @@ class LeaseMembership:
 
     async def stop(self) -> None:
         """Stop renewing and delete this replica's Lease (after the scheduler stopped polling)."""
-        for task in [self._task, *self._gc]:
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(*(t for t in [self._task, *self._gc] if t is not None), return_exceptions=True)
+        tasks = [*self._tasks, *self._gc]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._members = ()
         if self._created:
             try:
