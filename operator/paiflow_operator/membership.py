@@ -252,37 +252,39 @@ class LeaseMembership:
             "renewTime": micro_time(now),
         }
         annotations = {LEAVING_ANNOTATION: "true" if self._leaving else None}
-        if not self._created:
-            body = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {
-                    "name": self.lease_name,
-                    "namespace": self.namespace,
-                    "labels": {GROUP_LABEL: self.group},
-                    "annotations": {k: v for k, v in annotations.items() if v is not None},
-                },
-                "spec": {**spec, "acquireTime": micro_time(now)},
-            }
+        if self._created:
             try:
-                await self.api.create_lease(self.namespace, body, self.renew_deadline)
-                self._created = True
+                await self.api.patch_lease(
+                    self.namespace,
+                    self.lease_name,
+                    {"metadata": {"labels": {GROUP_LABEL: self.group}, "annotations": annotations}, "spec": spec},
+                    self.renew_deadline,
+                )
                 return
             except KubeError as exc:
-                if exc.status != 409:
+                if exc.status != 404:
                     raise
-                self._created = True  # ours from before a restart with the same name: take it over
+                # Deleted by a replica that thought this one dead (it was cut off): announce it afresh.
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": self.lease_name,
+                "namespace": self.namespace,
+                "labels": {GROUP_LABEL: self.group},
+                "annotations": {k: v for k, v in annotations.items() if v is not None},
+            },
+            "spec": {**spec, "acquireTime": micro_time(now)},
+        }
         try:
-            await self.api.patch_lease(
-                self.namespace,
-                self.lease_name,
-                {"metadata": {"labels": {GROUP_LABEL: self.group}, "annotations": annotations}, "spec": spec},
-                self.renew_deadline,
-            )
+            await self.api.create_lease(self.namespace, body, self.renew_deadline)
         except KubeError as exc:
-            if exc.status == 404:  # deleted by a replica that thought us dead: announce ourselves afresh
-                self._created = False
+            if exc.status != 409:
+                raise
+            # Left from before a restart under the same name (a StatefulSet pod): take it over at the next renewal.
+            self._created = True
             raise
+        self._created = True
 
     async def _delete_expired(self, member: Member) -> None:
         with contextlib.suppress(Exception):
