@@ -197,7 +197,7 @@ class Replica:
         self.link = Down(api)
         self.changes = 0
         self.membership = LeaseMembership(
-            self.link,  # type: ignore[arg-type]
+            self.link,
             namespace=NAMESPACE,
             identity=identity,
             duration=duration,
