@@ -31,8 +31,8 @@ pytestmark = pytest.mark.cluster
 
 N = int(os.environ.get("PAIFLOW_SCALE_RUNS", "300"))
 INTERVAL = 3.0  # poll interval, seconds
-LEASE = 3.0  # lease duration, seconds
-RENEW = 0.5  # lease renew interval, seconds
+LEASE = 5.0  # lease duration, seconds
+RENEW = 1.0  # lease renew interval, seconds (renew deadline: 5 - 2 * 1 = 3 s)
 RUNNING = 3600.0  # every run stays Running until the test ends it
 NAMESPACE = "scale-out"
 WORKSPACE = "3001"
@@ -127,7 +127,7 @@ class Replicas:
         process.process.wait(10)
 
     def metric(self, identity: str, name: str) -> float:
-        match = re.search(rf"^{name} (\S+)$", self.running[identity].metrics(), re.MULTILINE)
+        match = re.search(rf"^{re.escape(name)} (\S+)$", self.running[identity].metrics(), re.MULTILINE)
         return float(match.group(1)) if match else -1.0
 
     def wait_members(self, timeout: float = 30.0) -> None:
@@ -201,6 +201,8 @@ def test_replicas_share_runs_take_over_from_the_dead_and_hand_over_on_stop(
 
     # 2. SIGKILL one: the survivors poll each of its runs within lease duration + one poll interval.
     victim_runs = {rid for rid, uid in cluster.uids.items() if rendezvous_owner(uid, IDENTITIES[:3]) == "replica-1"}
+    taken_metric = 'paiflow_handovers_total{direction="taken"}'
+    taken_before = sum(replicas.metric(i, taken_metric) for i in ("replica-0", "replica-2"))
     emulator.reset_counters()
     killed = time.monotonic()
     replicas.kill("replica-1")
@@ -216,6 +218,9 @@ def test_replicas_share_runs_take_over_from_the_dead_and_hand_over_on_stop(
     print(f"take-over after SIGKILL: {len(victim_runs)} runs, slowest {takeover:.2f}s (bound {LEASE + INTERVAL:g}s)")
     assert takeover <= LEASE + INTERVAL, f"slowest take-over {takeover:.2f}s"
     replicas.wait_members()
+    # Each replica's metrics tell the story: two members seen, the victim's runs counted as taken over.
+    taken = sum(replicas.metric(i, taken_metric) for i in ("replica-0", "replica-2")) - taken_before
+    assert taken >= len(victim_runs), (taken, len(victim_runs))
     emulator.reset_counters()
     time.sleep(2 * INTERVAL + 1)
     check_each_polled_by_its_owner(cluster, ["replica-0", "replica-2"])
