@@ -22,7 +22,7 @@ from paiflow_operator.pai.client import PaiClient
 from paiflow_operator.pai.credentials import DefaultChainSource
 from paiflow_operator.scheduler import Scheduler
 from paiflow_operator.settings import Settings, get_settings
-from paiflow_operator.sharding import StaticShards
+from paiflow_operator.sharding import KeyOwnership, StaticShards
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +57,15 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
             duration=config.lease_duration.total_seconds(),
             renew_interval=config.lease_renew_interval.total_seconds(),
         )
-    scheduler = Scheduler(
-        config,
-        pai,
-        kube,
-        DefaultChainSource(),
-        ownership=membership or StaticShards(config.shard_count, config.shard_index),
-    )
-    memo.pai, memo.kube, memo.scheduler, memo.membership = pai, kube, scheduler, membership
+    # Work that must happen once (run launching, workspace scans) asks memo.ownership.owns_key(key) too.
+    ownership: KeyOwnership = membership or StaticShards(config.shard_count, config.shard_index)
+    scheduler = Scheduler(config, pai, kube, DefaultChainSource(), ownership=ownership)
+    memo.pai, memo.kube, memo.scheduler = pai, kube, scheduler
+    memo.membership, memo.ownership = membership, ownership
     memo.feed = scheduler.observe
     if membership is not None:
         handover = Handover(scheduler, membership)
-        membership.on_change = handover.rebalance
+        membership.subscribe(handover.rebalance)
         memo.feed = handover.observe
         # Before kopf starts watching: the first events already know the members.
         await membership.start()
@@ -116,6 +113,13 @@ async def watch(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     memo.feed(event["object"], event["type"])
 
 
+@kopf.on.probe(id="members")
+def members(memo: kopf.Memo, **_: Any) -> int | None:
+    # Replicas sharing the runs as this one sees them (0: it holds no live Lease); None without Leases.
+    membership: LeaseMembership | None = memo.membership
+    return None if membership is None else len(membership.members)
+
+
 @kopf.on.probe(id="trackedRuns")
 def tracked_runs(memo: kopf.Memo, **_: Any) -> int:
     task: asyncio.Task[None] = memo.scheduler_task
@@ -128,7 +132,7 @@ def tracked_runs(memo: kopf.Memo, **_: Any) -> int:
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     # SIGTERM: hand the runs over (others poll them before this replica stops), stop polling, let in-flight
     # calls go, close connections. PAI runs are left alone.
-    membership: LeaseMembership | None = memo.membership
+    membership: LeaseMembership | None = getattr(memo, "membership", None)
     if membership is not None:
         config = get_settings()
         # The others notice at their next round and poll what they took within the initial jitter.

@@ -154,7 +154,7 @@ class LeaseMembership:
         self.renew_deadline = duration - 2 * renew_interval
         self.clock = clock
         self.wallclock = wallclock
-        self.on_change = on_change
+        self._listeners: list[Callable[[], object]] = [on_change] if on_change is not None else []
         self.lease_name = lease_name(group, identity)
         self.observer = Observer()
         self._members: tuple[str, ...] = ()
@@ -179,6 +179,10 @@ class LeaseMembership:
         """Whether this replica owns `key` (a run's uid, a workspace id...): work that must happen once."""
         members = self._members
         return bool(members) and rendezvous_owner(key, members) == self.identity
+
+    def subscribe(self, listener: Callable[[], object]) -> None:
+        """`listener()` runs (in the event loop, synchronously) after every change of `members`."""
+        self._listeners.append(listener)
 
     # ---- the loop ------------------------------------------------------------------------------------
 
@@ -241,8 +245,11 @@ class LeaseMembership:
         if members != self._members:
             log.info("membership: %d member(s) now share the runs: %s", len(members), ", ".join(members) or "-")
             self._members = members
-            if self.on_change is not None:
-                self.on_change()
+            for listener in self._listeners:
+                try:
+                    listener()
+                except Exception:
+                    log.exception("membership: a listener failed on a membership change")
 
     async def _renew(self) -> None:
         now = self.wallclock()

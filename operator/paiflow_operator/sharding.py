@@ -12,6 +12,12 @@ class Ownership(Protocol):
     def owns(self, uid: str) -> bool: ...
 
 
+class KeyOwnership(Ownership, Protocol):
+    """Also owns work by any key (a workspace id, a run to create), with the same replica split as runs."""
+
+    def owns_key(self, key: str) -> bool: ...
+
+
 class StaticShards:
     """Fixed shards from settings (PAIFLOW_SHARD_COUNT/INDEX): a pure function of the uid, so every replica
     agrees without talking to the others."""
