@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+from datetime import timedelta
 from typing import Any
 
 import kopf
@@ -69,6 +70,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         memo.feed = handover.observe
         # Before kopf starts watching: the first events already know the members.
         await membership.start()
+        # Joins when kopf's initial list is over (the first `watch` call, see `listed`); with no resources at
+        # all there is no such call, hence this bound.
+        memo.join_task = asyncio.get_running_loop().create_task(_join_anyway(membership, config.lease_duration))
     loop = asyncio.get_running_loop()
     memo.scheduler_task = loop.create_task(scheduler.run(), name="paiflow-scheduler")
     memo.trim_task = loop.create_task(_return_freed_memory(), name="paiflow-malloc-trim")
@@ -106,10 +110,25 @@ async def _return_freed_memory(first: float = 15.0, every: float = 60.0) -> None
         await asyncio.sleep(every)
 
 
+async def _join_anyway(membership: LeaseMembership, after: timedelta) -> None:
+    await asyncio.sleep(after.total_seconds())
+    membership.ready()
+
+
+@kopf.index(resource.GROUP, resource.VERSION, resource.PLURAL, id="listed")
+async def listed(**_: Any) -> None:
+    """Stores nothing. An index makes kopf hold every other handler until the initial list of all resources is
+    complete (kopf's indexing guarantee), so the first `watch` call below means "every run listed"."""
+    return None
+
+
 @kopf.on.event(resource.GROUP, resource.VERSION, resource.PLURAL)
 async def watch(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     # async on purpose: kopf runs sync handlers in a thread pool, and the scheduler's heap and wake-up event
     # belong to the event loop.
+    membership: LeaseMembership | None = memo.membership
+    if membership is not None and membership.joining:
+        membership.ready()
     memo.feed(event["object"], event["type"])
 
 
@@ -140,6 +159,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         await membership.leave(drain.total_seconds())
     await memo.scheduler.stop()
     if membership is not None:
+        memo.join_task.cancel()
         await membership.stop()
     memo.scheduler_task.cancel()
     memo.trim_task.cancel()

@@ -11,7 +11,9 @@ A run (its uid, or any other key: `owns_key`) belongs to the live member with th
 completed a renew-and-list round for renew_deadline (lease_duration - 2 * renew interval) owns nothing: it
 stops before the others, whose clocks started no earlier than its last renewal, can take its runs over.
 A replica leaving cleanly marks its Lease `leaving`: the others take its runs at their next round, while it
-keeps polling them for a drain period, then stops and deletes its Lease.
+keeps polling them for a drain period, then stops and deletes its Lease. A replica joining while others
+work marks its Lease `joining` until its watch has listed every run (`ready()`): the others keep its share
+until then, so no run waits for a newcomer that has not seen it yet.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 GROUP_LABEL = "paiflow-operator.dev/membership"
 LEAVING_ANNOTATION = "paiflow-operator.dev/leaving"
+JOINING_ANNOTATION = "paiflow-operator.dev/joining"
 
 
 class LeaseApi(Protocol):
@@ -80,6 +83,7 @@ class Member:
     duration: float
     resource_version: str
     leaving: bool
+    joining: bool
     # Any change of these counts as a renewal (client-go compares the whole leader record likewise).
     record: tuple[Any, ...]
 
@@ -90,14 +94,17 @@ class Member:
         identity, duration = spec.get("holderIdentity"), spec.get("leaseDurationSeconds")
         if not identity or not isinstance(duration, int) or duration <= 0:
             return None  # released or not one of ours
-        leaving = (meta.get("annotations") or {}).get(LEAVING_ANNOTATION) == "true"
+        annotations = meta.get("annotations") or {}
+        leaving = annotations.get(LEAVING_ANNOTATION) == "true"
+        joining = annotations.get(JOINING_ANNOTATION) == "true"
         return cls(
             name=str(meta.get("name", "")),
             identity=str(identity),
             duration=float(duration),
             resource_version=str(meta.get("resourceVersion", "")),
             leaving=leaving,
-            record=(identity, spec.get("renewTime"), duration, leaving),
+            joining=joining,
+            record=(identity, spec.get("renewTime"), duration, leaving, joining),
         )
 
 
@@ -162,6 +169,7 @@ class LeaseMembership:
         self._round_at: float | None = None  # start of the last complete renew-and-list round
         self._created = False
         self._leaving = False
+        self._joining = True
         self._tasks: list[asyncio.Task[None]] = []
         self._gc: set[asyncio.Task[None]] = set()
 
@@ -179,6 +187,18 @@ class LeaseMembership:
         """Whether this replica owns `key` (a run's uid, a workspace id...): work that must happen once."""
         members = self._members
         return bool(members) and rendezvous_owner(key, members) == self.identity
+
+    @property
+    def joining(self) -> bool:
+        return self._joining
+
+    def ready(self) -> None:
+        """This replica has seen every run (kopf's initial list is over): it takes its share now, and the others
+        release it when they see the `joining` mark gone (at the next renewal)."""
+        if self._joining:
+            self._joining = False
+            log.info("membership: every run listed; joining the members")
+            self.refresh()
 
     def subscribe(self, listener: Callable[[], object]) -> None:
         """`listener()` runs (in the event loop, synchronously) after every change of `members`."""
@@ -238,8 +258,10 @@ class LeaseMembership:
         if self._leaving:
             return
         active = self._round_at is not None and self.clock() - self._round_at < self.renew_deadline
-        others = {m.identity for m in self._live if not m.leaving and m.identity != self.identity}
-        members = tuple(sorted(others | {self.identity})) if active else ()
+        others = {m.identity for m in self._live if not (m.leaving or m.joining) and m.identity != self.identity}
+        if self._joining and active and not others:
+            self._joining = False  # nobody else polls anything: nothing to wait for
+        members = tuple(sorted(others | {self.identity})) if active and not self._joining else ()
         metrics.MEMBERS.set(len(members))
         metrics.MEMBER.set(1 if active else 0)
         if members != self._members:
@@ -258,7 +280,10 @@ class LeaseMembership:
             "leaseDurationSeconds": int(self.duration),
             "renewTime": micro_time(now),
         }
-        annotations = {LEAVING_ANNOTATION: "true" if self._leaving else None}
+        annotations = {
+            LEAVING_ANNOTATION: "true" if self._leaving else None,
+            JOINING_ANNOTATION: "true" if self._joining else None,
+        }
         if self._created:
             try:
                 await self.api.patch_lease(

@@ -82,7 +82,7 @@ def test_a_member_leaving_moves_only_its_own_runs() -> None:
 
 
 def member(name: str, renew: str, duration: int = 10, leaving: bool = False) -> Member:
-    return Member(name, name, float(duration), "1", leaving, (name, renew, duration, leaving))
+    return Member(name, name, float(duration), "1", leaving, False, (name, renew, duration, leaving))
 
 
 def test_a_lease_lives_while_it_changes_whatever_its_renew_time_says() -> None:
@@ -207,6 +207,8 @@ class Replica:
             on_change=self.changed,
         )
 
+        self.listed = True  # kopf's initial list is over (handlers call ready() then)
+
     def changed(self) -> None:
         self.changes += 1
 
@@ -216,6 +218,8 @@ class Replica:
         with contextlib.suppress(KubeError):
             await self.membership.round()
         self.membership.refresh()
+        if self.listed:
+            self.membership.ready()
         await asyncio.sleep(0)  # lets the tidy-up task of an expired Lease run
 
 
@@ -231,7 +235,8 @@ async def test_replicas_agree_on_members_and_split_the_runs_exactly() -> None:
     api = FakeLeases()
     skews = [timedelta(hours=-1), timedelta(0), timedelta(days=1)]  # wall clocks far apart
     replicas = [Replica(api, f"replica-{i}", skews[i]) for i in range(3)]
-    await advance(replicas, 6)
+    # Round 1: each announces itself (the later ones as joining, then ready); round 2: the marks go; round 3: seen.
+    await advance(replicas, 9)
     for r in replicas:
         assert r.membership.members == ("replica-0", "replica-1", "replica-2")
     owned = [[uid for uid in UIDS[:3000] if r.membership.owns(uid)] for r in replicas]
@@ -297,6 +302,32 @@ async def test_a_leaving_replica_keeps_its_runs_while_the_others_take_them_then_
     assert all(b.membership.owns(uid) for uid in mine) and all(a.membership.owns(uid) for uid in mine)
     await b.membership.stop()
     assert b.membership.lease_name not in api.items and not b.membership.owns(next(iter(mine)))
+
+
+async def test_a_newcomer_takes_its_share_only_once_it_has_listed_every_run() -> None:
+    api = FakeLeases()
+    a, b = Replica(api, "replica-a", timedelta(0)), Replica(api, "replica-b", timedelta(0))
+    await advance([a, b], 6)
+    c = Replica(api, "replica-c", timedelta(0))
+    c.listed = False  # its watch is still listing
+    await advance([a, b, c], 9)
+    assert a.membership.members == b.membership.members == ("replica-a", "replica-b")
+    assert c.membership.members == () and c.membership.joining
+    assert api.items[c.membership.lease_name]["metadata"]["annotations"]["paiflow-operator.dev/joining"] == "true"
+    c.membership.ready()  # the first watch event after kopf's initial list
+    assert c.membership.members == ("replica-a", "replica-b", "replica-c")
+    await advance([c, a, b], 3)  # c renews without the mark, then the others see it
+    assert a.membership.members == b.membership.members == c.membership.members
+    assert "paiflow-operator.dev/joining" not in api.items[c.membership.lease_name]["metadata"]["annotations"]
+
+
+async def test_the_first_replica_does_not_wait_for_its_list() -> None:
+    api = FakeLeases()
+    a = Replica(api, "replica-a", timedelta(0))
+    a.listed = False
+    await advance([a], 3)
+    # Nobody else polls anything: waiting for the list would only delay the first polls.
+    assert a.membership.members == ("replica-a",) and not a.membership.joining
 
 
 def test_lease_settings_are_checked() -> None:
