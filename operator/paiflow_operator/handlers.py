@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -71,8 +72,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         # Before kopf starts watching: the first events already know the members.
         await membership.start()
         # Joins when kopf's initial list is over (the first `watch` call, see `listed`); with no resources at
-        # all there is no such call, hence this bound.
-        memo.join_task = asyncio.get_running_loop().create_task(_join_anyway(membership, config.lease_duration))
+        # all there is no such call, hence this task.
+        memo.listing = Listing()
+        memo.join_task = asyncio.get_running_loop().create_task(_join_anyway(membership, memo, config.lease_duration))
     loop = asyncio.get_running_loop()
     memo.scheduler_task = loop.create_task(scheduler.run(), name="paiflow-scheduler")
     memo.trim_task = loop.create_task(_return_freed_memory(), name="paiflow-malloc-trim")
@@ -110,26 +112,51 @@ async def _return_freed_memory(first: float = 15.0, every: float = 60.0) -> None
         await asyncio.sleep(every)
 
 
-async def _join_anyway(membership: LeaseMembership, after: timedelta) -> None:
+@dataclass
+class Listing:
+    """A joining replica's progress through kopf's initial list. Shared by reference: kopf gives each
+    resource's handlers a shallow copy of the memo, so attributes set there would not be seen elsewhere."""
+
+    started: bool = False
+    unfed: set[str | None] = field(default_factory=set)
+
+
+async def _join_anyway(membership: LeaseMembership, memo: kopf.Memo, after: timedelta, bound: float = 600) -> None:
+    """No resource listed within `after`: none exist, join. Resources being listed: `watch` joins once fed
+    every one; this waits for it, up to `bound` seconds in case kopf never gets there."""
     await asyncio.sleep(after.total_seconds())
+    waited = after.total_seconds()
+    listing: Listing = memo.listing
+    while listing.started and membership.joining and waited < bound:
+        await asyncio.sleep(1)
+        waited += 1
     membership.ready()
 
 
 @kopf.index(resource.GROUP, resource.VERSION, resource.PLURAL, id="listed")
-async def listed(**_: Any) -> None:
-    """Stores nothing. An index makes kopf hold every other handler until the initial list of all resources is
-    complete (kopf's indexing guarantee), so the first `watch` call below means "every run listed"."""
+async def listed(uid: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """Stores nothing in kopf's index. An index makes kopf hold every other handler until the initial list of
+    all resources is complete (kopf's indexing guarantee): a joining replica notes each listed run here, and
+    joins once `watch` has been fed all of them."""
+    membership: LeaseMembership | None = memo.membership
+    if membership is not None and membership.joining:
+        listing: Listing = memo.listing
+        listing.started = True
+        listing.unfed.add(uid)
     return None
 
 
 @kopf.on.event(resource.GROUP, resource.VERSION, resource.PLURAL)
-async def watch(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def watch(event: kopf.RawEvent, uid: str | None, memo: kopf.Memo, **_: Any) -> None:
     # async on purpose: kopf runs sync handlers in a thread pool, and the scheduler's heap and wake-up event
     # belong to the event loop.
+    memo.feed(event["object"], event["type"])
     membership: LeaseMembership | None = memo.membership
     if membership is not None and membership.joining:
-        membership.ready()
-    memo.feed(event["object"], event["type"])
+        listing: Listing = memo.listing
+        listing.unfed.discard(uid)
+        if not listing.unfed:
+            membership.ready()
 
 
 @kopf.on.probe(id="members")
