@@ -95,6 +95,7 @@ def crd() -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": resource.PRINTER_COLUMNS,
+                    "selectableFields": resource.SELECTABLE_FIELDS,
                     "schema": {"openAPIV3Schema": openapi_schema()},
                 }
             ],

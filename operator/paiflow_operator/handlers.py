@@ -47,6 +47,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         read_timeout=config.read_timeout,
         max_connections=config.concurrency,
         observer=metrics.observe_pai_call,
+        extra_regions=config.extra_regions,
     )
     kube = KubeApi(load_client_configuration(), concurrency=config.kube_concurrency)
     membership: LeaseMembership | None = None
@@ -151,6 +152,7 @@ async def watch(event: kopf.RawEvent, uid: str | None, memo: kopf.Memo, **_: Any
     # async on purpose: kopf runs sync handlers in a thread pool, and the scheduler's heap and wake-up event
     # belong to the event loop.
     memo.feed(event["object"], event["type"])
+    metrics.namespace_seen(event["object"].get("metadata", {}).get("namespace", ""))
     membership: LeaseMembership | None = memo.membership
     if membership is not None and membership.joining:
         listing: Listing = memo.listing

@@ -39,6 +39,8 @@ OPERATOR_ENV = {
     "PAIFLOW_QPS": "100",
     "PAIFLOW_BURST": "100",
     "PAIFLOW_LOG_LEVEL": "DEBUG",
+    # Errors show at once here: the tests look at one error at a time (the grace has tests of its own).
+    "PAIFLOW_ERROR_GRACE": "0s",
 }
 
 T = TypeVar("T")
