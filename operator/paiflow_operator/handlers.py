@@ -19,7 +19,7 @@ import prometheus_client
 from paiflow_operator import metrics, resource
 from paiflow_operator.handover import Handover
 from paiflow_operator.kube import KubeApi, load_client_configuration
-from paiflow_operator.membership import LeaseMembership, default_identity
+from paiflow_operator.membership import LeaseMembership, default_identity, group_for
 from paiflow_operator.pai.client import PaiClient
 from paiflow_operator.pai.credentials import DefaultChainSource
 from paiflow_operator.scheduler import Scheduler
@@ -56,7 +56,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
             kube,
             namespace=config.operator_namespace,
             identity=default_identity(config.pod_name),
-            group=config.lease_group,
+            group=group_for(config.lease_group, config.namespaces),
             duration=config.lease_duration.total_seconds(),
             renew_interval=config.lease_renew_interval.total_seconds(),
         )

@@ -25,6 +25,7 @@ import os
 import re
 import socket
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -68,6 +69,15 @@ def lease_name(group: str, identity: str) -> str:
     """A valid object name (DNS subdomain) for this replica's Lease."""
     cleaned = re.sub(r"[^a-z0-9.-]+", "-", f"{group}-{identity}".lower()).strip("-.")
     return cleaned[:253].rstrip("-.")
+
+
+def group_for(group: str, namespaces: Iterable[str]) -> str:
+    """Replicas share runs only with replicas that watch the same namespaces: one watching only `ml` must not
+    be handed runs of `etl` it never sees. So the namespaces, when given, are part of the group."""
+    watched = sorted(set(namespaces))
+    if not watched:
+        return group
+    return f"{group[:54]}-{zlib.crc32(','.join(watched).encode()):08x}"
 
 
 def micro_time(now: datetime) -> str:

@@ -19,7 +19,14 @@ from tests.unit.test_scheduler import DEFAULT_KEYS, FakeClock, FakeKube, FakePai
 
 from paiflow_operator.handover import Handover
 from paiflow_operator.kube import KubeError
-from paiflow_operator.membership import LEAVING_ANNOTATION, LeaseMembership, Member, Observer, lease_name
+from paiflow_operator.membership import (
+    LEAVING_ANNOTATION,
+    LeaseMembership,
+    Member,
+    Observer,
+    group_for,
+    lease_name,
+)
 from paiflow_operator.scheduler import Scheduler
 from paiflow_operator.settings import Settings
 from paiflow_operator.sharding import StaticShards, rendezvous_owner
@@ -396,6 +403,14 @@ def test_handover_moves_runs_between_the_scheduler_and_the_others_store_as_membe
     gone = body(0)
     handover.observe(gone, "DELETED")
     assert ("ns", "r0") not in scheduler.runs and ("ns", "r0") not in handover.others
+
+
+def test_replicas_watching_other_namespaces_are_another_group() -> None:
+    assert group_for("paiflow-operator", []) == "paiflow-operator"
+    ml = group_for("paiflow-operator", ["ml"])
+    assert ml != group_for("paiflow-operator", ["ml", "etl"]) and ml.startswith("paiflow-operator-")
+    assert group_for("paiflow-operator", ["etl", "ml"]) == group_for("paiflow-operator", ["ml", "etl", "ml"])
+    assert len(group_for("g" * 63, ["ml"])) <= 63  # a label value
 
 
 def test_static_shards_also_own_keys() -> None:
