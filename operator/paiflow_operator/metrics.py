@@ -39,6 +39,11 @@ HANDOVERS = Counter(
     "Runs handed over when the members changed: taken from other replicas, or released to them.",
     ["direction"],
 )
+PAI_CIRCUIT_OPEN = Gauge(
+    "paiflow_pai_circuit_open",
+    "1 while calls to PAI Flow in a region are held after failures in a row (one call probes), else 0.",
+    ["region"],
+)
 # As Tekton's pipelinerun_total / pipelinerun_duration_seconds: by namespace and final status, never by run
 # (bounded cardinality: namespaces x 4 terminal statuses). Counted once, when the operator writes the end.
 RUNS_COMPLETED = Counter(

@@ -520,7 +520,8 @@ class Scheduler:
         region = self._region(tracked.spec)
         if isinstance(observation, PaiError) and observation.retryable:
             self._note_failure(tracked, observation)
-            self.breaker.failed(region, observation, tracked.key)
+            if self.breaker.failed(region, observation, tracked.key):
+                metrics.PAI_CIRCUIT_OPEN.labels(region).set(1)
             if (
                 self.breaker.is_open(region)
                 and self.breaker.open_for(region) >= self.policy.error_grace.total_seconds()
@@ -637,6 +638,7 @@ class Scheduler:
 
     def _release(self, region: str) -> None:
         """The circuit closed: every held run goes now, spread over a moment (the rate limit paces the rest)."""
+        metrics.PAI_CIRCUIT_OPEN.labels(region).set(0)
         held = self._held.pop(region, {})
         if held:
             log.info("resuming %d runs held while PAI Flow in %s did not answer", len(held), region)

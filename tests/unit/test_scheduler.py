@@ -1023,3 +1023,19 @@ async def test_runs_waiting_for_a_call_count_as_active_for_the_oldest_status_age
     await h.advance(40)
     by_status = {run.run_status: run.active for run in h.sched.snapshot()}
     assert by_status == {"Succeeded": False, "Running": True}
+
+
+async def test_the_circuit_state_is_a_metric(harness: HarnessFactory) -> None:
+    from prometheus_client import REGISTRY
+
+    h = await harness(batch_status=False, error_grace="1h", circuit_failures=3)
+    for name in ("a", "b", "c"):
+        h.pai.add(name)
+        h.create(name)
+    await h.advance(0)
+    h.pai.down = ServerError("boom", http_status=503)
+    await h.advance_in_steps(90, 1)
+    assert REGISTRY.get_sample_value("paiflow_pai_circuit_open", {"region": "cn-hangzhou"}) == 1
+    h.pai.down = None
+    await h.advance_in_steps(30, 1)
+    assert REGISTRY.get_sample_value("paiflow_pai_circuit_open", {"region": "cn-hangzhou"}) == 0
