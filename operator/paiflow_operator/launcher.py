@@ -84,6 +84,8 @@ class LaunchHost(Protocol):
 
     def _region(self, spec: PaiPipelineRunSpec) -> str: ...
 
+    def owns(self, uid: str) -> bool: ...
+
 
 Outcome = Retry | float | None  # a retry policy, seconds to wait, or None: go on and poll the run now
 
@@ -138,6 +140,8 @@ class Launcher:
                     return Retry.STOP  # the API server deletes the object now
                 continue
             if step is core.Step.CLAIM:
+                if not self.host.owns(tracked.uid):
+                    return Retry.STOP  # handed over (Lease membership changed): the new owner launches
                 written = await self._write(tracked, core.claim(view, now), conditional=True)
                 if written is not True:
                     return written
@@ -192,6 +196,10 @@ class Launcher:
             if problem:
                 await self._write(tracked, core.configmap_missing(view, problem, self.host.wallclock()))
                 return Retry.SLOW
+        if not self.host.owns(tracked.uid):
+            # Ownership moved while we looked: leave the create to the new owner. The claim we wrote makes it
+            # wait the settle time and look up first, as for any create whose outcome it cannot know.
+            return Retry.STOP
         request = core.create_request(view, manifest)
         try:
             async with self.host._send_slot(credentials):
