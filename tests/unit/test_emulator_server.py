@@ -428,14 +428,13 @@ async def test_sample_quirks_trailing_newlines(http: aiohttp.ClientSession) -> N
     assert not body["Status"].endswith("\n")
 
 
-async def test_ten_thousand_runs_are_cheap(emu: Emulator, http: aiohttp.ClientSession) -> None:
-    started = time.perf_counter()
+async def test_ten_thousand_runs_load_and_answer(emu: Emulator, http: aiohttp.ClientSession) -> None:
+    # How fast is the benchmark's business (bench/), not a test's: no timed assertion here.
     emu.load_scenario({"runs": [{"timeline": [["Running", 30], ["Succeeded"]], "age": i % 60} for i in range(10_000)]})
     ids = emu.run_ids()
     assert len(ids) == 10_000
     status, body, _ = await call(http, emu, "PUT", RUNS, "ListPipelineRunsStatus", body={"PipelineRuns": ids[:100]})
     assert status == 200 and len(body["PipelineRuns"]) == 100
-    assert time.perf_counter() - started < 5
 
 
 def test_cli_serves_the_demo_and_stops_on_sigterm(tmp_path: Path) -> None:
