@@ -14,12 +14,13 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from paiflow_operator import metrics, resource
+from paiflow_operator import metrics, resource, workspace_resource
 from paiflow_operator.kube import KubeApi, load_client_configuration
 from paiflow_operator.pai.client import PaiClient
 from paiflow_operator.pai.credentials import DefaultChainSource
 from paiflow_operator.scheduler import Scheduler
 from paiflow_operator.settings import get_settings
+from paiflow_operator.workspace_scan import WorkspaceScanner
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     kube = KubeApi(load_client_configuration(), concurrency=config.kube_concurrency)
     scheduler = Scheduler(config, pai, kube, DefaultChainSource())
     memo.pai, memo.kube, memo.scheduler = pai, kube, scheduler
+    memo.scanner = WorkspaceScanner(config, pai, kube, scheduler)
     loop = asyncio.get_running_loop()
     memo.scheduler_task = loop.create_task(scheduler.run(), name="paiflow-scheduler")
     memo.trim_task = loop.create_task(_return_freed_memory(), name="paiflow-malloc-trim")
@@ -83,6 +85,13 @@ async def watch(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     # async on purpose: kopf runs sync handlers in a thread pool, and the scheduler's heap and wake-up event
     # belong to the event loop.
     memo.scheduler.observe(event["object"], event["type"])
+    memo.scanner.observe_run(event["object"], event["type"])
+
+
+@kopf.on.event(resource.GROUP, resource.VERSION, workspace_resource.PLURAL)
+async def watch_workspaces(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    # Each PaiWorkspace gets one scan task (workspace_scan.py); like runs, no finalizer and no annotations.
+    memo.scanner.observe_workspace(event["object"], event["type"])
 
 
 @kopf.on.probe(id="trackedRuns")
@@ -96,6 +105,7 @@ def tracked_runs(memo: kopf.Memo, **_: Any) -> int:
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     # SIGTERM: stop polling, let in-flight calls go, close connections. PAI runs are left alone.
+    await memo.scanner.stop()
     await memo.scheduler.stop()
     memo.scheduler_task.cancel()
     memo.trim_task.cancel()

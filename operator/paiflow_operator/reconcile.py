@@ -31,8 +31,9 @@ IN_PROGRESS = frozenset(
 UNSUCCESSFUL = frozenset({RunStatus.FAILED, RunStatus.TERMINATED, RunStatus.SKIPPED})
 # Errors that need a human (fix the run id, the keys, the Secret): retried slowly, reported as Stalled.
 NEEDS_HUMAN = frozenset({ErrorKind.NOT_FOUND, ErrorKind.AUTH, ErrorKind.CREDENTIALS, ErrorKind.BAD_REQUEST})
-# Fields that move on every poll: written only along with a real change or a heartbeat.
-VOLATILE_FIELDS = frozenset({"requestId", "lastSyncTime"})
+# Fields that move on every poll: written only along with a real change or a heartbeat. PAI may move
+# GmtModifiedTime on every read of a running run (undocumented), so modifiedAt alone never costs a write.
+VOLATILE_FIELDS = frozenset({"requestId", "lastSyncTime", "modifiedAt"})
 TEXT_FIELDS = ("manifest", "arguments", "options")
 # PAI's message is copied into conditions; metav1.Condition allows 32 KiB, a reader wants far less.
 MAX_CONDITION_MESSAGE = 4096
