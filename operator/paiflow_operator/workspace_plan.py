@@ -193,6 +193,8 @@ def plan(
         if item.owner_uid == ws.uid:
             owned.append(item)
 
+    rows = list(rows)
+    latest: dict[str, str] = {r.pipeline_run_id: r.raw_status or r.status.value for r in rows}
     ttl = parse_duration(spec.ttlAfterFinished) if spec.ttlAfterFinished is not None else None
     remaining = 0
     for item in owned:
@@ -202,8 +204,8 @@ def plan(
             out.deletes.append(item)
             continue
         remaining += 1
-        if item.run_status:
-            out.counts[item.run_status] = out.counts.get(item.run_status, 0) + 1
+        # This scan's row is fresher than the resource's status as the watch last showed it.
+        _count(out.counts, latest.get(item.run_id) or item.run_status)
     out.owned = remaining
 
     window_start = now - parse_duration(spec.importWindow)
@@ -223,11 +225,17 @@ def plan(
     room = max(spec.maxRuns - remaining, 0)
     for row in candidates[:room]:
         out.creates.append(run_body(ws, spec, row))
+        _count(out.counts, row.raw_status or row.status.value)
     out.over_cap = max(len(candidates) - room, 0)
     return out
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _count(counts: dict[str, int], status: str | None) -> None:
+    if status:
+        counts[status] = counts.get(status, 0) + 1
 
 
 def _modified(row: PipelineRun) -> datetime:

@@ -1,0 +1,158 @@
+"""Workspace scans against the emulator over real sockets: the real PaiClient, Scheduler and WorkspaceScanner,
+with the API server replaced by an in-memory fake that counts writes."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from tests.integration.conftest import ACCESS_KEY
+
+from paiflow_emulator import Emulator, Timeline
+from paiflow_operator.kube import KubeError, ObjectRef
+from paiflow_operator.pai.client import PaiClient
+from paiflow_operator.pai.credentials import StaticCredentialSource
+from paiflow_operator.reconcile import Event
+from paiflow_operator.scheduler import Scheduler
+from paiflow_operator.settings import Settings
+from paiflow_operator.workspace_scan import WorkspaceScanner
+
+_uids = itertools.count(1)
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.workspace_status: dict[str, Any] = {}
+        self.writes: list[tuple[str, str]] = []  # (verb, name)
+
+    async def create_run(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        key = (namespace, body["metadata"]["name"])
+        if key in self.objects:
+            raise KubeError(409, "AlreadyExists", "taken")
+        obj = {**body, "metadata": {**body["metadata"], "uid": f"uid-{next(_uids)}", "generation": 1}}
+        self.objects[key] = obj
+        self.writes.append(("create", key[1]))
+        return obj
+
+    async def delete_run(self, namespace: str, name: str, uid: str) -> None:
+        self.objects.pop((namespace, name))
+        self.writes.append(("delete", name))
+
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        obj = self.objects[(namespace, name)]
+        status = {**(obj.get("status") or {}), **patch}
+        obj["status"] = {k: v for k, v in status.items() if v is not None}
+        self.writes.append(("status", name))
+        return obj
+
+    async def patch_workspace_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        self.workspace_status = {k: v for k, v in {**self.workspace_status, **patch}.items() if v is not None}
+        self.writes.append(("workspace-status", name))
+        return {"status": self.workspace_status}
+
+    async def create_event(self, ref: ObjectRef, event: Event, now: datetime | None = None) -> None:
+        pass
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, bytes]:
+        raise KubeError(404, "NotFound", "no secrets here")
+
+    def count(self, verb: str) -> int:
+        return sum(1 for v, _ in self.writes if v == verb)
+
+
+@pytest.fixture
+async def parts(emulator: Emulator) -> AsyncIterator[tuple[Emulator, FakeKube, Scheduler, WorkspaceScanner]]:
+    settings = Settings(
+        endpoint_override=emulator.url, workspace_page_size=10, workspace_create_qps=1000, workspace_create_burst=1000
+    )
+    client = PaiClient(endpoint_override=emulator.url)
+    kube = FakeKube()
+    creds = StaticCredentialSource(*ACCESS_KEY)
+    # The scan compares PAI's times with the wall clock: the emulator's run clock is frozen in 2023.
+    wall = datetime.fromtimestamp(emulator.clock.now(), tz=UTC)
+    scheduler = Scheduler(settings, client, kube, creds, wallclock=lambda: wall)
+    scanner = WorkspaceScanner(settings, client, kube, scheduler, wallclock=lambda: wall)
+    try:
+        yield emulator, kube, scheduler, scanner
+    finally:
+        await scanner.stop()
+        await scheduler.stop()
+        await client.aclose()
+
+
+def workspace(**spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "team-a", "name": "prod", "uid": "uid-ws", "generation": 1},
+        "spec": {"workspaceId": "ws-1", **spec},
+    }
+
+
+async def settle(scheduler: Scheduler) -> None:
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if not any(t.busy for t in scheduler.runs.values()):
+            return
+
+
+async def test_import_creates_and_writes_first_status_from_rows(
+    parts: tuple[Emulator, FakeKube, Scheduler, WorkspaceScanner],
+) -> None:
+    emu, kube, scheduler, scanner = parts
+    for i in range(25):
+        emu.add_run(Timeline.running_forever(), age=60 + i, workspace_id="ws-1", run_id=f"flow-{i:03d}")
+    emu.add_run(Timeline.running_forever(), age=60, workspace_id="ws-2", run_id="flow-elsewhere")
+    emu.reset_counters()
+    scanner.observe_workspace(workspace(), "ADDED")
+    watched = scanner.workspaces[("team-a", "prod")]
+    assert watched.task is not None
+    watched.task.cancel()  # driven by hand below
+    await scanner.scan_once(watched)
+    await settle(scheduler)
+    assert kube.count("create") == 25 and kube.count("status") == 25
+    assert all(o["status"]["runStatus"] == "Running" for o in kube.objects.values())
+    counters = emu.counters.snapshot(include_runs=False).to_json()
+    # 3 pages of 10 plus one closing look at page 1; no GetPipelineRun at all.
+    assert counters["actions"] == {"ListPipelineRuns": 4}
+    assert kube.workspace_status["imported"] == 25
+
+    # Nothing changed: the next scan writes nothing.
+    before = len(kube.writes)
+    for obj in kube.objects.values():
+        scheduler.observe(obj, "MODIFIED")
+        scanner.observe_run(obj, "MODIFIED")
+    await scanner.scan_once(watched)
+    await settle(scheduler)
+    assert kube.writes[before:] == []
+
+
+@pytest.mark.parametrize("mode", ["transition", "read"])
+async def test_changes_reach_runs_through_the_scan_without_get_pipeline_run(
+    parts: tuple[Emulator, FakeKube, Scheduler, WorkspaceScanner], mode: str
+) -> None:
+    emu, kube, scheduler, scanner = parts
+    emu.modified_time = mode
+    for i in range(5):
+        emu.add_run(Timeline.running_forever(), age=60 + i, workspace_id="ws-1", run_id=f"flow-{i:03d}")
+    scanner.observe_workspace(workspace(), "ADDED")
+    watched = scanner.workspaces[("team-a", "prod")]
+    assert watched.task is not None
+    watched.task.cancel()
+    await scanner.scan_once(watched)
+    await settle(scheduler)
+    for obj in kube.objects.values():
+        scheduler.observe(obj, "MODIFIED")
+    emu.transition("flow-002", ("Succeeded", None))
+    emu.advance(5)
+    emu.reset_counters()
+    writes = len(kube.writes)
+    await scanner.scan_once(watched)
+    await settle(scheduler)
+    assert kube.objects[("team-a", "flow-002")]["status"]["runStatus"] == "Succeeded"
+    # One status write for the one real change; "read" mode moves every running run's GmtModifiedTime.
+    assert [w for w in kube.writes[writes:] if w[0] == "status"] == [("status", "flow-002")]
+    assert emu.counters.snapshot(include_runs=False).to_json()["actions"] == {"ListPipelineRuns": 1}
