@@ -455,9 +455,7 @@ class Emulator:
             raise ApiError(vendor.NO_PERMISSION)
         verbose = query.get("Verbose", "false").lower() == "true"
         manifest_type = _manifest_type(query.get("ManifestType"))
-        return run.detail(
-            self.clock.now(), verbose=verbose, manifest_type=manifest_type, modified=self.modified_time
-        )
+        return run.detail(self.clock.now(), verbose=verbose, manifest_type=manifest_type, modified=self.modified_time)
 
     def _list_runs(self, query: Mapping[str, str], selection: Selection, *, nothing: bool) -> dict[str, Any]:
         if self.list_hook is not None:
