@@ -533,7 +533,12 @@ class Scheduler:
 
     def unsynced(self, key: ScanKey) -> int:
         """Runs of this scan key never read from PAI yet: the scan then reads the whole import window."""
-        return sum(1 for t in self.runs.values() if t.status.get("runStatus") is None and self.scan_key(t) == key)
+        return sum(
+            1
+            for t in self.runs.values()
+            # Never answered at all (an error writes conditions): a run PAI does not know stops counting.
+            if t.status.get("runStatus") is None and not t.status.get("conditions") and self.scan_key(t) == key
+        )
 
     def apply_rows(self, key: ScanKey, rows: Mapping[str, PipelineRun]) -> int:
         """Feeds one scan's rows (run id -> ListPipelineRuns row) to the runs of that scan key, through the same
