@@ -12,7 +12,8 @@ from tests.support.controlplane import BinariesMissingError, ControlPlane
 
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[ControlPlane]:
-    """One etcd + kube-apiserver + kube-controller-manager for the whole session (or the cluster in PAIFLOW_TEST_KUBECONFIG).
+    """One etcd + kube-apiserver + kube-controller-manager for the whole session (or the cluster in
+    PAIFLOW_TEST_KUBECONFIG).
 
     Tests share it, so each works in its own namespace (`namespace` fixture) and names anything
     cluster-scoped uniquely. Nothing is built here: missing binaries fail the test, because a skip

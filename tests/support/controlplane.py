@@ -595,8 +595,6 @@ class ControlPlane:
                 # No serving endpoint: nothing scrapes or probes it here.
                 "--secure-port=0",
                 "--use-service-account-credentials=false",
-                # Notice CRDs installed after start-up soon (default 30 s) so their owners are collected.
-                "--garbage-collector-resource-sync-period=5s" if False else "--v=1",
             ],
             self.workdir / "kube-controller-manager.log",
         )
