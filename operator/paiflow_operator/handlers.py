@@ -43,6 +43,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         read_timeout=config.read_timeout,
         max_connections=config.concurrency,
         observer=metrics.observe_pai_call,
+        extra_regions=config.extra_regions,
     )
     kube = KubeApi(load_client_configuration(), concurrency=config.kube_concurrency)
     scheduler = Scheduler(config, pai, kube, DefaultChainSource())

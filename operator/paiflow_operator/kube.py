@@ -25,6 +25,8 @@ from paiflow_operator.reconcile import Event, timestamp
 log = logging.getLogger(__name__)
 
 COMPONENT = "paiflow-operator"
+# Named on every status write, so that managedFields tell the operator's writes from anyone else's.
+FIELD_MANAGER = "paiflow-operator"
 MAX_EVENT_MESSAGE = 1024
 
 
@@ -98,7 +100,10 @@ class KubeApi:
 
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """JSON merge patch of the status subresource: the operator never writes spec or metadata."""
-        path = f"/apis/{resource.GROUP}/{resource.VERSION}/namespaces/{namespace}/{resource.PLURAL}/{name}/status"
+        path = (
+            f"/apis/{resource.GROUP}/{resource.VERSION}/namespaces/{namespace}/{resource.PLURAL}/{name}/status"
+            f"?fieldManager={FIELD_MANAGER}"
+        )
         result: dict[str, Any] = await self._call(
             "PATCH", path, {"status": patch}, content_type="application/merge-patch+json"
         )

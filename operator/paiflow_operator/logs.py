@@ -10,6 +10,9 @@ import kopf
 
 from paiflow_operator.settings import Settings
 
+# Fields the operator's own lines carry (logging's `extra`), so that a log pipeline can filter on them.
+CONTEXT_FIELDS = ("namespace", "resource", "run_id", "reason")
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -19,6 +22,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for name in CONTEXT_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

@@ -26,13 +26,22 @@ REASON_PENDING = "Pending"
 
 # A status PAI adds later is still polled, so it reads as in progress rather than done.
 IN_PROGRESS = frozenset(
-    {RunStatus.INITIALIZED, RunStatus.RUNNING, RunStatus.TERMINATING, RunStatus.UNKNOWN, RunStatus.UNRECOGNIZED}
+    {
+        RunStatus.INITIALIZED,
+        RunStatus.READY_TO_SCHEDULE,
+        RunStatus.STARTING,
+        RunStatus.WORKFLOW_SERVICE_STARTING,
+        RunStatus.RUNNING,
+        RunStatus.TERMINATING,
+        RunStatus.UNKNOWN,
+        RunStatus.UNRECOGNIZED,
+    }
 )
 UNSUCCESSFUL = frozenset({RunStatus.FAILED, RunStatus.TERMINATED, RunStatus.SKIPPED})
 # Errors that need a human (fix the run id, the keys, the Secret): retried slowly, reported as Stalled.
 NEEDS_HUMAN = frozenset({ErrorKind.NOT_FOUND, ErrorKind.AUTH, ErrorKind.CREDENTIALS, ErrorKind.BAD_REQUEST})
-# Fields that move on every poll: written only along with a real change or a heartbeat. PAI may move
-# GmtModifiedTime on every read of a running run (undocumented), so modifiedAt alone never costs a write.
+# Fields that move on every poll (PAI may bump GmtModifiedTime on every read of a running run): written only
+# along with a real change or a heartbeat.
 VOLATILE_FIELDS = frozenset({"requestId", "lastSyncTime", "modifiedAt"})
 TEXT_FIELDS = ("manifest", "arguments", "options")
 # PAI's message is copied into conditions; metav1.Condition allows 32 KiB, a reader wants far less.
@@ -66,6 +75,9 @@ class SyncResult:
 class Policy:
     heartbeat_interval: timedelta = timedelta(minutes=10)
     max_text_field_bytes: int = 64 * 1024
+    # A retryable PAI error (5xx, throttling, timeout, a garbled answer) is only written to the resource once
+    # it has lasted this long: a blip costs no write and no Event, a real outage still shows.
+    error_grace: timedelta = timedelta(0)
 
 
 Observation = PipelineRun | RunStatusSummary | PaiError
@@ -89,6 +101,15 @@ def truncate_utf8(text: str, limit: int) -> tuple[str, bool]:
     if len(data) <= limit:
         return text, False
     return data[:limit].decode("utf-8", errors="ignore"), True
+
+
+def reason_for(run_status: RunStatus, raw: str) -> str:
+    """A condition or Event reason: the RunStatus name, or PAI's own value for one this operator does not know
+    (made to fit metav1.Condition's reason syntax)."""
+    if run_status is not RunStatus.UNRECOGNIZED:
+        return run_status.value
+    cleaned = "".join(ch for ch in raw if ch.isascii() and (ch.isalnum() or ch == "_"))[:MAX_RUN_STATUS]
+    return cleaned if cleaned[:1].isalpha() else "Unrecognized"
 
 
 def run_status_of(status: Mapping[str, Any]) -> RunStatus | None:
@@ -150,21 +171,17 @@ def _run_conditions(
     now: datetime,
 ) -> None:
     detail = f"PAI run is {raw}" + (f": {message}" if message else "")
+    reason = reason_for(run_status, raw)
     if run_status is RunStatus.SUCCEEDED:
         _set_condition(conditions, SUCCEEDED, "True", "Succeeded", detail, generation, now)
     elif run_status in UNSUCCESSFUL:
-        _set_condition(conditions, SUCCEEDED, "False", run_status.value, detail, generation, now)
+        _set_condition(conditions, SUCCEEDED, "False", reason, detail, generation, now)
     else:
-        reason = run_status.value if run_status is not RunStatus.UNRECOGNIZED else "Unrecognized"
         _set_condition(conditions, SUCCEEDED, "Unknown", reason, detail, generation, now)
-    if run_status in IN_PROGRESS:
-        _set_condition(conditions, RECONCILING, "True", run_status.value, detail, generation, now)
-    else:
-        _set_condition(conditions, RECONCILING, "False", run_status.value, detail, generation, now)
-    if run_status in UNSUCCESSFUL:
-        _set_condition(conditions, STALLED, "True", run_status.value, detail, generation, now)
-    else:
-        _set_condition(conditions, STALLED, "False", run_status.value, detail, generation, now)
+    in_progress = "True" if run_status in IN_PROGRESS else "False"
+    _set_condition(conditions, RECONCILING, in_progress, reason, detail, generation, now)
+    stalled = "True" if run_status in UNSUCCESSFUL else "False"
+    _set_condition(conditions, STALLED, stalled, reason, detail, generation, now)
 
 
 def _fields_from_run(run: PipelineRun, spec: PaiPipelineRunSpec, policy: Policy) -> dict[str, Any]:
@@ -217,15 +234,17 @@ def reconcile(
     observation: Observation,
     now: datetime,
     policy: Policy = Policy(),
+    failing_for: timedelta = timedelta(0),
 ) -> SyncResult:
-    """Computes what to write after one look at PAI. ``current`` is the resource's status as stored."""
+    """Computes what to write after one look at PAI. ``current`` is the resource's status as stored;
+    ``failing_for`` is how long this run's calls have been failing with retryable errors."""
     conditions = [dict(c) for c in current.get("conditions") or []]
     events: list[Event] = []
     previous_run_status = current.get("runStatus")
     previous_ready = _find(conditions, READY)
 
     if isinstance(observation, PaiError):
-        return _on_error(spec, generation, current, conditions, observation, now, policy)
+        return _on_error(spec, generation, current, conditions, observation, now, policy, failing_for)
 
     desired: dict[str, Any]
     if isinstance(observation, PipelineRun):
@@ -245,7 +264,7 @@ def reconcile(
         events.append(
             Event(
                 type="Warning" if run_status in UNSUCCESSFUL else "Normal",
-                reason=run_status.value if run_status is not RunStatus.UNRECOGNIZED else "Unrecognized",
+                reason=reason_for(run_status, raw),
                 message=f"PAI run {spec.pipelineRunId} is {raw}" + (f": {message}" if message else ""),
             )
         )
@@ -274,10 +293,21 @@ def _on_error(
     error: PaiError,
     now: datetime,
     policy: Policy,
+    failing_for: timedelta,
 ) -> SyncResult:
     # The last good status is kept: only conditions (and observedGeneration) change.
     reason = error.code if error.kind is ErrorKind.CREDENTIALS and error.code else error.kind.value
-    reason = "".join(ch for ch in reason if ch.isalnum() or ch == "_") or "Error"
+    reason = "".join(ch for ch in reason if ch.isascii() and (ch.isalnum() or ch == "_")) or "Error"
+    previous = _find(conditions, READY)
+    in_sync = previous is not None and previous.get("status") == "True"
+    if (
+        error.retryable
+        and in_sync
+        and failing_for < policy.error_grace
+        and current.get("observedGeneration") == generation
+    ):
+        # Within the grace: retried quietly, the resource still says what was last confirmed.
+        return SyncResult(patch=None, retry=Retry.BACKOFF, error_reason=reason)
     # The condition leaves out PAI's RequestId, new on every retry, so that a repeated error writes nothing;
     # the Event carries it for support cases.
     message = error.describe(with_request_id=False)

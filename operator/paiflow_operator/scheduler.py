@@ -19,14 +19,15 @@ import zlib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from paiflow_operator import metrics
-from paiflow_operator.kube import ObjectRef
+from paiflow_operator.circuit import CircuitBreaker
+from paiflow_operator.kube import FIELD_MANAGER, KubeError, ObjectRef
 from paiflow_operator.pai.credentials import CredentialSource
-from paiflow_operator.pai.errors import ErrorKind, PaiError
-from paiflow_operator.pai.models import PipelineRun, RunStatus, RunStatusList
+from paiflow_operator.pai.errors import ErrorKind, MalformedResponseError, PaiError
+from paiflow_operator.pai.models import PipelineRun, RunStatusList
 from paiflow_operator.ratelimit import TokenBucket
 from paiflow_operator.reconcile import (
     Event,
@@ -44,6 +45,7 @@ from paiflow_operator.resource import PaiPipelineRunSpec
 from paiflow_operator.secret_credentials import SecretCredentials
 from paiflow_operator.settings import Settings
 from paiflow_operator.sharding import Ownership, StaticShards
+from paiflow_operator.write_gate import WriteGate
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +99,40 @@ class Tracked:
     rerun: bool = False
     # A workspace scan last answered for this run at this clock time (workspace_scan.py): polled slowly.
     scan_seen: float | None = None
+    # Monotonic time of the first of the retryable PAI failures in a row, None while calls succeed.
+    failing_since: float | None = None
+    # The resourceVersion whose terminal status was last confirmed with PAI (see _needs_confirmation).
+    confirmed_version: str | None = None
+    # The outage (CircuitBreaker.outage) this run's condition already shows, if any: shown once per outage.
+    outage_shown: int = 0
 
     @property
     def key(self) -> Key:
         return (self.namespace, self.name)
+
+
+def runstatus_manager(meta: Mapping[str, Any]) -> str | None:
+    """The field manager that last set status.runStatus, from the object's managedFields."""
+    for entry in meta.get("managedFields") or []:
+        fields = (entry.get("fieldsV1") or {}).get("f:status") or {}
+        if "f:runStatus" in fields:
+            manager: str | None = entry.get("manager")
+            return manager
+    return None
+
+
+def observation_is_answer(observation: Observation) -> bool:
+    """Any answer from PAI but a retryable error: PAI is up, even if it says a run is missing."""
+    return not (isinstance(observation, PaiError) and observation.retryable)
+
+
+def _ready_message(status: Mapping[str, Any]) -> str | None:
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    return None if ready is None else ready.get("message")
+
+
+def _ready_true(status: Mapping[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
 class Scheduler:
@@ -123,7 +155,7 @@ class Scheduler:
         self.rng = rng or random.Random()
         self.clock = clock
         self.wallclock = wallclock
-        self.policy = Policy(settings.heartbeat_interval, settings.max_text_field_bytes)
+        self.policy = Policy(settings.heartbeat_interval, settings.max_text_field_bytes, settings.error_grace)
         self.bucket = TokenBucket(settings.qps, settings.burst, clock)
         self.in_flight = asyncio.Semaphore(settings.concurrency)
         self.runs: dict[Key, Tracked] = {}
@@ -135,6 +167,17 @@ class Scheduler:
         self._stopping = False
         # Workspace scans running on this replica: scan key -> scan interval (seconds).
         self._scans: dict[ScanKey, float] = {}
+        self.breaker = CircuitBreaker(
+            settings.circuit_failures,
+            settings.circuit_probe_interval.total_seconds(),
+            settings.circuit_probe_max.total_seconds(),
+            clock,
+        )
+        # Runs held while their region's circuit is open, by region: no calls, no heap entries.
+        self._held: dict[str, dict[Key, Tracked]] = defaultdict(dict)
+        self.write_gate = WriteGate()
+        # Namespaces told about the current outage of a region by an Event: one Event per namespace per outage.
+        self._outage_told: set[tuple[str, int, str, str]] = set()
 
     # ---- fed by the watch -------------------------------------------------------------------------
 
@@ -160,13 +203,17 @@ class Scheduler:
             tracked.resource_version = meta.get("resourceVersion")
             tracked.last_detail = self._detail_age_from_status(status)
             self.runs[key] = tracked
-            if not is_finished(status, generation) or spec.suspend:
+            if not is_finished(status, generation) or spec.suspend or self._needs_confirmation(tracked, meta):
                 jitter = self.rng.uniform(0, self.settings.initial_jitter.total_seconds())
                 self._schedule(tracked, self.clock() + jitter + self._first_sync_wait(tracked))
             return
         spec_changed = generation != tracked.generation
         tracked.generation, tracked.spec, tracked.status = generation, spec, status
         tracked.resource_version = meta.get("resourceVersion")
+        if not spec_changed and tracked.due is None and not tracked.busy and self._needs_confirmation(tracked, meta):
+            # Someone else wrote a terminal status into a run this operator had finished with: ask PAI once.
+            self._schedule(tracked, self.clock())
+            return
         if spec_changed:
             # A changed spec earns one fresh look, even at a finished run.
             tracked.attempt = 0
@@ -175,6 +222,19 @@ class Scheduler:
                 tracked.rerun = True
             else:
                 self._schedule(tracked, self.clock())
+
+    def _needs_confirmation(self, tracked: Tracked, meta: Mapping[str, Any]) -> bool:
+        """A terminal status that this operator did not write is confirmed once with PAI before it is trusted.
+
+        Polling stops at a terminal status, so a forged one (a user with access to the status subresource,
+        before the operator's next poll or while it is down) would otherwise stand for good. Who last set
+        status.runStatus is in the object's managedFields, which the API server keeps.
+        """
+        if not is_finished(tracked.status, tracked.generation) or tracked.spec.suspend:
+            return False
+        if tracked.resource_version is not None and tracked.resource_version == tracked.confirmed_version:
+            return False
+        return runstatus_manager(meta) != FIELD_MANAGER
 
     def _detail_age_from_status(self, status: Mapping[str, Any]) -> float | None:
         """After a restart, a status confirmed recently needs no fresh GetPipelineRun: batching can answer."""
@@ -193,7 +253,10 @@ class Scheduler:
 
     def snapshot(self) -> Iterable[metrics.RunSnapshot]:
         for run in list(self.runs.values()):
-            yield metrics.RunSnapshot(run.status.get("runStatus"), run.due is not None, run.last_ok, run.since)
+            # Active: anything still to be read from PAI, also while it waits for a rate-limit token or is held
+            # by an open circuit (its due time is cleared then, but its status is getting older all the same).
+            active = run.due is not None or run.busy or run.key in self._held[self._region(run.spec)]
+            yield metrics.RunSnapshot(run.status.get("runStatus"), active, run.last_ok, run.since)
 
     # ---- the loop ---------------------------------------------------------------------------------
 
@@ -248,6 +311,10 @@ class Scheduler:
     def _dispatch(self, due: list[Tracked]) -> None:
         groups: dict[tuple[Any, ...], list[Tracked]] = defaultdict(list)
         for tracked in due:
+            region = self._region(tracked.spec)
+            if self.breaker.is_open(region) and not self.breaker.is_prober(region, tracked.key):
+                self._hold(tracked)
+                continue
             tracked.busy = True
             tracked.due = None
             key = self._batch_key(tracked)
@@ -317,10 +384,8 @@ class Scheduler:
                 )
                 return
             observation = await self._fetch(tracked)
-            result = reconcile(
-                tracked.spec, tracked.generation, tracked.status, observation, self.wallclock(), self.policy
-            )
-            await self._apply(tracked, result)
+            self._record(tracked, observation)
+            await self._apply(tracked, self._reconcile(tracked, self._as_outage(tracked, observation)))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -358,6 +423,7 @@ class Scheduler:
             tracked.last_detail = self.clock()
             return run
         except PaiError as exc:
+            log.debug("PAI GetPipelineRun for %s/%s failed: %s", tracked.namespace, tracked.name, exc)
             return exc
 
     async def _sync_batch(self, key: tuple[Any, ...], members: list[Tracked]) -> None:
@@ -368,26 +434,31 @@ class Scheduler:
                 async with self._send_slot(credentials):
                     answer = await self.pai.list_pipeline_runs_status(
                         workspace,
-                        [m.spec.pipelineRunId for m in members],
+                        # Two resources may follow one run: ask for it once.
+                        list(dict.fromkeys(m.spec.pipelineRunId for m in members)),
                         region=region,
                         credentials=credentials,
                     )
             except PaiError as exc:
+                log.debug("PAI ListPipelineRunsStatus for %d runs in %s failed: %s", len(members), workspace, exc)
+                self._record(members[0], exc)
                 if exc.kind in (ErrorKind.NOT_FOUND, ErrorKind.BAD_REQUEST):
                     # Says nothing about any one run (e.g. the workspace is wrong): ask for each run itself.
                     await asyncio.gather(*(self._sync_one(m) for m in members))
                 else:
                     await asyncio.gather(*(self._finish(m, exc) for m in members))
                 return
+            if self.breaker.answered(region):
+                self._release(region)
             by_id = {row.pipeline_run_id: row for row in answer.pipeline_runs}
             work = []
             for member in members:
                 row = by_id.get(member.spec.pipelineRunId)
+                # A status this operator does not know is compared as PAI sent it, like any other.
                 unchanged = (
                     row is not None
                     and not row.is_deleted
                     and (row.raw_status or row.status.value) == member.status.get("runStatus")
-                    and row.status is not RunStatus.UNRECOGNIZED
                 )
                 if unchanged and not self._detail_due(member):
                     assert row is not None
@@ -404,8 +475,57 @@ class Scheduler:
                 self._reschedule(member, Retry.BACKOFF)
 
     async def _finish(self, tracked: Tracked, observation: Observation) -> None:
-        result = reconcile(tracked.spec, tracked.generation, tracked.status, observation, self.wallclock(), self.policy)
-        await self._apply(tracked, result)
+        if isinstance(observation, PaiError):
+            self._note_failure(tracked, observation)
+        else:
+            tracked.failing_since = None
+        await self._apply(tracked, self._reconcile(tracked, self._as_outage(tracked, observation)))
+
+    def _as_outage(self, tracked: Tracked, observation: Observation) -> Observation:
+        """While its region's circuit is open, a failed call shows the outage, as the held runs do."""
+        region = self._region(tracked.spec)
+        if isinstance(observation, PaiError) and observation.retryable and self.breaker.is_open(region):
+            tracked.outage_shown = self.breaker.outage(region)
+            return self.breaker.error(region)
+        return observation
+
+    def _reconcile(self, tracked: Tracked, observation: Observation) -> SyncResult:
+        failing_for = 0.0 if tracked.failing_since is None else self.clock() - tracked.failing_since
+        return reconcile(
+            tracked.spec,
+            tracked.generation,
+            tracked.status,
+            observation,
+            self.wallclock(),
+            self.policy,
+            timedelta(seconds=failing_for),
+        )
+
+    def _note_failure(self, tracked: Tracked, error: PaiError) -> None:
+        if error.retryable:
+            if tracked.failing_since is None:
+                tracked.failing_since = self.clock()
+        else:
+            tracked.failing_since = None
+
+    def _record(self, tracked: Tracked, observation: Observation) -> None:
+        """Feeds the region's circuit breaker with the outcome of one call."""
+        region = self._region(tracked.spec)
+        if isinstance(observation, PaiError) and observation.retryable:
+            self._note_failure(tracked, observation)
+            self.breaker.failed(region, observation)
+            if (
+                self.breaker.is_open(region)
+                and self.breaker.open_for(region) >= self.policy.error_grace.total_seconds()
+            ):
+                self._show_outage(region)
+            return
+        if isinstance(observation, PaiError):
+            self._note_failure(tracked, observation)
+        else:
+            tracked.failing_since = None
+        if observation_is_answer(observation) and self.breaker.answered(region):
+            self._release(region)
 
     async def _apply(self, tracked: Tracked, result: SyncResult) -> None:
         if self.runs.get(tracked.key) is not tracked:
@@ -416,15 +536,27 @@ class Scheduler:
             tracked.last_ok = self.clock()
         if result.patch:
             try:
-                written = await self.kube.patch_status(tracked.namespace, tracked.name, result.patch)
-                metrics.KUBE_WRITES.labels("status").inc()
-                tracked.status = dict(written.get("status") or tracked.status)
-                tracked.resource_version = (written.get("metadata") or {}).get("resourceVersion")
-            except Exception as exc:
+                await self._write_status(tracked, result.patch)
+            except KubeError as exc:
+                if exc.status == 404:
+                    return  # deleted meanwhile; the watch will say so
+                if exc.status == 422 and result.error_reason is None:
+                    # PAI's answer passed our checks but the API server will not store it: say so rather than
+                    # keep claiming to be in sync. Only conditions are written then.
+                    log.warning("status of %s/%s refused by the API server: %s", tracked.namespace, tracked.name, exc)
+                    refused = MalformedResponseError(f"PAI's answer could not be stored: {exc.message[:300]}")
+                    await self._apply(tracked, self._reconcile(tracked, refused))
+                    return
                 log.warning("status write for %s/%s failed: %s", tracked.namespace, tracked.name, exc)
                 self._reschedule(tracked, Retry.BACKOFF)
                 return
-        for event in result.events:
+            except Exception as exc:
+                log.warning("status write for %s/%s failed: %s", tracked.namespace, tracked.name, type(exc).__name__)
+                self._reschedule(tracked, Retry.BACKOFF)
+                return
+        if result.retry is Retry.STOP:
+            tracked.confirmed_version = tracked.resource_version
+        for event in self._events_to_post(tracked, result.events):
             try:
                 ref = ObjectRef(tracked.namespace, tracked.name, tracked.uid, tracked.resource_version)
                 await self.kube.create_event(ref, event, self.wallclock())
@@ -433,9 +565,105 @@ class Scheduler:
                 log.warning("event for %s/%s not posted: %s", tracked.namespace, tracked.name, exc)
         self._reschedule(tracked, result.retry)
 
+    async def _write_status(self, tracked: Tracked, patch: dict[str, Any]) -> None:
+        written = await self.write_gate.write(lambda: self.kube.patch_status(tracked.namespace, tracked.name, patch))
+        metrics.KUBE_WRITES.labels("status").inc()
+        tracked.status = dict(written.get("status") or tracked.status)
+        tracked.resource_version = (written.get("metadata") or {}).get("resourceVersion")
+
+    def _events_to_post(self, tracked: Tracked, events: list[Event]) -> list[Event]:
+        """Logs each Event (a status transition or a change of error class) and keeps the ones to post.
+
+        While a region's circuit is open, and for the runs it held when it closes, one Event per namespace and
+        outage tells the story; the others would be thousands of copies of it.
+        """
+        region = self._region(tracked.spec)
+        outage = self.breaker.outage(region)
+        keep = events
+        if tracked.outage_shown and tracked.outage_shown == outage and events:
+            phase = "recovered" if _ready_true(tracked.status) else "down"
+            if phase == "recovered":
+                tracked.outage_shown = 0  # from now on its Events are its own again
+            told = (region, outage, tracked.namespace, phase)
+            keep = [] if told in self._outage_told else events
+            self._outage_told.add(told)
+        run_id = tracked.spec.pipelineRunId
+        for event in events:
+            level = logging.WARNING if event.type == "Warning" else logging.INFO
+            if not keep:
+                level = logging.DEBUG  # the circuit breaker's own lines tell the story
+            log.log(
+                level,
+                "%s/%s run=%s %s: %s",
+                tracked.namespace,
+                tracked.name,
+                run_id,
+                event.reason,
+                event.message,
+                extra={
+                    "namespace": tracked.namespace,
+                    "resource": tracked.name,
+                    "run_id": run_id,
+                    "reason": event.reason,
+                },
+            )
+        return keep
+
+    # ---- an open circuit: held runs, one probe -----------------------------------------------------------
+
+    def _hold(self, tracked: Tracked) -> None:
+        """Keeps a run out of the heap while its region's circuit is open; the first one held becomes the probe."""
+        region = self._region(tracked.spec)
+        tracked.busy = False
+        probe_at = self.breaker.claim_probe(region, tracked.key)
+        if probe_at is not None:
+            self._held[region].pop(tracked.key, None)
+            self._schedule(tracked, probe_at)
+            return
+        tracked.due = None
+        tracked.heap_version += 1  # any heap entry of it is void now
+        self._held[region][tracked.key] = tracked
+
+    def _release(self, region: str) -> None:
+        """The circuit closed: every held run goes now, spread over a moment (the rate limit paces the rest)."""
+        held = self._held.pop(region, {})
+        if held:
+            log.info("resuming %d runs held while PAI Flow in %s did not answer", len(held), region)
+        now = self.clock()
+        for tracked in held.values():
+            if self.runs.get(tracked.key) is tracked and not tracked.busy:
+                self._schedule(tracked, now + self.rng.uniform(0, 1.0))
+
+    def _show_outage(self, region: str) -> None:
+        """The outage outlasted the grace: every held run shows it, once (one write each, Events per namespace)."""
+        outage = self.breaker.outage(region)
+        error = self.breaker.error(region)
+        shown = error.describe(with_request_id=False)
+        for tracked in list(self._held.get(region, {}).values()):
+            if tracked.busy or self.runs.get(tracked.key) is not tracked or _ready_message(tracked.status) == shown:
+                continue
+            tracked.outage_shown = outage
+            tracked.busy = True
+            self._held[region].pop(tracked.key, None)
+            self._spawn(self._show_one(tracked, error))
+
+    async def _show_one(self, tracked: Tracked, error: PaiError) -> None:
+        try:
+            if tracked.failing_since is None:
+                tracked.failing_since = self.clock() - self.breaker.open_for(self._region(tracked.spec))
+            await self._apply(tracked, self._reconcile(tracked, error))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("showing the PAI outage on %s/%s failed", tracked.namespace, tracked.name)
+            self._reschedule(tracked, Retry.BACKOFF)
+
     def _reschedule(self, tracked: Tracked, retry: Retry) -> None:
         tracked.busy = False
         if self.runs.get(tracked.key) is not tracked:
+            return
+        if retry is not Retry.STOP and self.breaker.is_open(self._region(tracked.spec)) and not tracked.rerun:
+            self._hold(tracked)
             return
         now = self.clock()
         s = self.settings

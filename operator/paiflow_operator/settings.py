@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from paiflow_operator.pai.regions import PAI_REGIONS, REGION_RE
 from paiflow_operator.resource import REGION_PATTERN, parse_duration
 
 
@@ -29,6 +30,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PAIFLOW_", frozen=True, extra="ignore")
 
     default_region: str = Field(default="cn-hangzhou", pattern=REGION_PATTERN)
+    # PAI Flow regions beyond the twelve documented ones (pai/regions.py): only these ever receive the
+    # operator's credentials, so a resource's regionId cannot send them to another host.
+    extra_regions: Annotated[list[str], NoDecode, BeforeValidator(_csv)] = Field(default_factory=list)
     # Only the operator's administrator may redirect PAI calls (VPC endpoint, emulator): the STS token
     # travels in a header, so a user-controlled endpoint would leak it.
     endpoint_override: str | None = None
@@ -42,6 +46,13 @@ class Settings(BaseSettings):
     slow_retry_interval: Duration = timedelta(minutes=5)
     backoff_base: Duration = timedelta(seconds=5)
     backoff_max: Duration = timedelta(minutes=5)
+    # A retryable PAI error (5xx, throttling, timeout) shows in a resource's conditions once it has lasted this
+    # long: a blip costs no write, an outage still shows. Three poll intervals, as the staleness alert.
+    error_grace: Duration = timedelta(seconds=90)
+    # Retryable failures in a row, in one region, that open its circuit: calls are then held and one probes.
+    circuit_failures: int = Field(default=5, ge=1)
+    circuit_probe_interval: Duration = timedelta(seconds=5)
+    circuit_probe_max: Duration = timedelta(seconds=15)
     # A status unchanged for this long is confirmed with one write of status.lastSyncTime. Coarse on purpose:
     # at 10,000 active runs, one hour is ~3 writes a second; freshness at finer grain is a metric
     # (paiflow_oldest_status_age_seconds), which costs no write.
@@ -107,9 +118,18 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name} must be positive")
         if self.backoff_base > self.backoff_max:
             raise ValueError("backoff_base must not exceed backoff_max")
+        bad = [r for r in self.extra_regions if not REGION_RE.fullmatch(r)]
+        if bad:
+            raise ValueError(f"extra_regions: not region ids: {', '.join(bad)}")
+        if self.default_region not in self.allowed_regions:
+            raise ValueError(f"default_region {self.default_region} is not a known PAI region; add it to extra_regions")
         if self.shard_index >= self.shard_count:
             raise ValueError("shard_index must be smaller than shard_count")
         return self
+
+    @property
+    def allowed_regions(self) -> frozenset[str]:
+        return PAI_REGIONS | frozenset(self.extra_regions)
 
     def poll_interval_for(self, requested: str | None) -> timedelta:
         """The spec's interval clamped to the operator's bounds (the CRD enforces wider static ones)."""

@@ -12,9 +12,13 @@ import httpx
 import pytest
 
 from paiflow_operator.pai import (
+    PAI_REGIONS,
     BadRequestError,
+    CredentialsError,
+    MalformedResponseError,
     NotFoundError,
     PaiClient,
+    PaiError,
     RunStatus,
     StaticCredentialSource,
     default_endpoint,
@@ -58,7 +62,7 @@ def query_of(request: httpx.Request) -> dict[str, str]:
 # ---------------------------------------------------------------- endpoints
 
 
-@pytest.mark.parametrize("region", ["cn-hangzhou", "ap-southeast-1", "cn-shanghai-finance-1", "us-west-1"])
+@pytest.mark.parametrize("region", sorted(PAI_REGIONS))
 async def test_default_endpoint_is_regional(region: str) -> None:
     rec = Recorder()
     async with client_with(rec) as client:
@@ -69,13 +73,45 @@ async def test_default_endpoint_is_regional(region: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "region", ["", "CN-HANGZHOU", "evil.com/#", "cn-hangzhou.evil.com", "a", "cn hangzhou", "cn-hangzhou/"]
+    "region",
+    [
+        "",
+        "CN-HANGZHOU",
+        "evil.com/#",
+        "cn-hangzhou.evil.com",
+        "a",
+        "cn hangzhou",
+        "cn-hangzhou/",
+        "cn-hangzhou\n",
+        # Well formed, but paiflow.oss-cn-hangzhou.aliyuncs.com is an OSS bucket's address, not PAI's.
+        "oss-cn-hangzhou",
+        "cn-shanghai-finance-1",
+    ],
 )
 async def test_invalid_region_rejected_before_any_request(region: str) -> None:
     rec = Recorder()
     async with client_with(rec) as client:
         with pytest.raises(BadRequestError):
             await client.get_pipeline_run("flow-1", region=region, credentials=creds())
+    assert rec.requests == []
+
+
+async def test_an_administrator_can_add_a_region() -> None:
+    rec = Recorder()
+    async with client_with(rec, extra_regions=["cn-shanghai-finance-1"]) as client:
+        await client.get_pipeline_run("flow-1", region="cn-shanghai-finance-1", credentials=creds())
+    assert rec.only.headers["host"] == "paiflow.cn-shanghai-finance-1.aliyuncs.com"
+    with pytest.raises(ValueError, match="not region ids"):
+        PaiClient(extra_regions=["evil.com/#"])
+
+
+async def test_region_refusal_names_the_setting_and_sends_nothing() -> None:
+    rec = Recorder()
+    async with client_with(rec) as client:
+        with pytest.raises(BadRequestError) as info:
+            await client.get_pipeline_run("flow-1", region="oss-cn-hangzhou", credentials=creds())
+    assert info.value.code == "RegionNotAllowed"
+    assert "PAIFLOW_EXTRA_REGIONS" in str(info.value)
     assert rec.requests == []
 
 
@@ -130,7 +166,7 @@ def test_repr_has_no_secrets_and_names_endpoint() -> None:
 
 @pytest.mark.parametrize(("verbose", "expected"), [(True, "True"), (False, "False")])
 async def test_get_pipeline_run_query(verbose: bool, expected: str) -> None:
-    rec = Recorder()
+    rec = Recorder({**OK_RUN, "PipelineRunId": "flow a/b ü"})
     async with client_with(rec) as client:
         await client.get_pipeline_run(
             "flow a/b ü",
@@ -287,7 +323,7 @@ async def test_get_pipeline_run_matches_sdk(sdk_capture: list[Any], verbose: boo
     sdk_client().get_pipeline_run(
         "flow a/b ü", m.GetPipelineRunRequest(verbose=verbose, manifest_type="Frozen", token_id="t k/ü")
     )
-    rec = Recorder()
+    rec = Recorder({**OK_RUN, "PipelineRunId": "flow a/b ü"})
     async with client_with(rec) as client:
         await client.get_pipeline_run(
             "flow a/b ü",
@@ -411,3 +447,72 @@ async def test_aclose_closes_the_pool() -> None:
     client = client_with(Recorder())
     await client.aclose()
     assert client._http.is_closed
+
+
+# ---------------------------------------------------------------- answers that must not be mirrored
+
+
+async def test_an_answer_for_another_run_is_malformed() -> None:
+    body = {**OK_RUN, "PipelineRunId": "flow-other", "Status": "Succeeded"}
+    async with client_with(Recorder(body)) as client:
+        with pytest.raises(MalformedResponseError, match="PipelineRunId"):
+            await client.get_pipeline_run("flow-1", region="cn-hangzhou", credentials=creds())
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"Duration": 1e30}, "Duration"),
+        ({"Duration": "1e400"}, "Duration"),
+        ({"Duration": -5}, "Duration"),
+        ({"Name": "n" * 2_000_000}, "Name"),
+        ({"WorkspaceId": "w" * 5000}, "WorkspaceId"),
+    ],
+)
+async def test_an_answer_that_cannot_be_stored_is_malformed_and_names_the_field(
+    extra: dict[str, Any], field: str
+) -> None:
+    async with client_with(Recorder({**OK_RUN, **extra})) as client:
+        with pytest.raises(MalformedResponseError) as info:
+            await client.get_pipeline_run("flow-1", region="cn-hangzhou", credentials=creds())
+    assert field in str(info.value)
+    assert len(str(info.value)) < 1000
+
+
+# ---------------------------------------------------------------- credential values that cannot be sent
+
+# Each holds the marker SEKRIT, which must never come back in an error.
+CONTROL_CHARACTER_VALUES = ["SEKRIT-p1\nSEKRIT-p2", "SEKRIT\rx", "\x00SEKRIT", "SEK RIT", "SEKRÏT"]
+
+
+@pytest.mark.parametrize("bad", CONTROL_CHARACTER_VALUES)
+@pytest.mark.parametrize("where", ["id", "secret", "token"])
+async def test_credential_values_that_cannot_travel_in_a_header_are_refused_unquoted(bad: str, where: str) -> None:
+    rec = Recorder()
+    key_id, secret, token = AK_ID, AK_SECRET, STS_TOKEN
+    if where == "id":
+        key_id = "LTAI" + bad
+    elif where == "secret":
+        secret = "S3" + bad
+    else:
+        token = "CAIS" + bad
+    source = StaticCredentialSource(key_id, secret, token)
+    async with client_with(rec) as client:
+        with pytest.raises(CredentialsError) as info:
+            await client.get_pipeline_run("flow-1", region="cn-hangzhou", credentials=source)
+    assert rec.requests == []
+    text = f"{info.value} {info.value!r} {info.value.code}"
+    assert "SEK" not in text and "LTAI" not in text and "CAIS" not in text
+
+
+async def test_transport_error_text_never_quotes_what_a_library_echoed() -> None:
+    secret_bytes = "b'CAIS-part1\\npart2-very-secret-token-value'"
+
+    def explode(request: httpx.Request) -> httpx.Response:
+        raise httpx.LocalProtocolError(f"Illegal header value {secret_bytes}")
+
+    async with client_with(explode) as client:
+        with pytest.raises(PaiError) as info:
+            await client.get_pipeline_run("flow-1", region="cn-hangzhou", credentials=creds())
+    assert "part2" not in str(info.value) and "CAIS" not in str(info.value)
+    assert "LocalProtocolError" in str(info.value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import httpx
 from alibabacloud_tea_openapi.utils import Utils as SdkUtils
@@ -119,8 +119,10 @@ async def _capture(call: Any) -> httpx.Request:
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
+        # GetPipelineRun's answer must carry the id asked for: the last path segment, decoded.
+        run_id = unquote(request.url.raw_path.decode("ascii").split("?")[0].rsplit("/", 1)[-1])
         return httpx.Response(
-            200, json={"PipelineRunId": "flow-1", "Status": "Running", "PipelineRuns": [], "TotalCount": 0}
+            200, json={"PipelineRunId": run_id, "Status": "Running", "PipelineRuns": [], "TotalCount": 0}
         )
 
     async with PaiClient(transport=httpx.MockTransport(handler)) as client:

@@ -122,9 +122,23 @@ STATUS_TABLE = [
      Retry.STOP, ("Warning", "Skipped")),
     ("Terminating", "Terminating", ("Unknown", "Terminating"), ("True", "Terminating"), ("False", "Terminating"),
      Retry.INTERVAL, ("Normal", "Terminating")),
-    # A status PAI adds later is shown as sent, never guessed to be terminal, and kept being polled.
-    ("Paused", "Paused", ("Unknown", "Unrecognized"), ("True", "Unrecognized"), ("False", "Unrecognized"),
-     Retry.INTERVAL, ("Normal", "Unrecognized")),
+    # Not documented, but handled by PAI's own SDK: states before Running.
+    ("ReadyToSchedule", "ReadyToSchedule", ("Unknown", "ReadyToSchedule"), ("True", "ReadyToSchedule"),
+     ("False", "ReadyToSchedule"), Retry.INTERVAL, ("Normal", "ReadyToSchedule")),
+    ("Starting", "Starting", ("Unknown", "Starting"), ("True", "Starting"), ("False", "Starting"),
+     Retry.INTERVAL, ("Normal", "Starting")),
+    ("WorkflowServiceStarting", "WorkflowServiceStarting", ("Unknown", "WorkflowServiceStarting"),
+     ("True", "WorkflowServiceStarting"), ("False", "WorkflowServiceStarting"), Retry.INTERVAL,
+     ("Normal", "WorkflowServiceStarting")),
+    # A status PAI adds later is shown as sent (PAI's value is the reason), never guessed to be terminal, and
+    # kept being polled.
+    ("Paused", "Paused", ("Unknown", "Paused"), ("True", "Paused"), ("False", "Paused"),
+     Retry.INTERVAL, ("Normal", "Paused")),
+    # ...made to fit a condition reason's syntax when it does not.
+    ("7-Odd state!", "7-Odd state!", ("Unknown", "Unrecognized"), ("True", "Unrecognized"),
+     ("False", "Unrecognized"), Retry.INTERVAL, ("Normal", "Unrecognized")),
+    ("Queued-ä.1", "Queued-ä.1", ("Unknown", "Queued1"), ("True", "Queued1"), ("False", "Queued1"),
+     Retry.INTERVAL, ("Normal", "Queued1")),
 ]  # fmt: skip
 
 
@@ -336,8 +350,11 @@ def test_batched_unrecognised_status_is_shown_as_sent() -> None:
     _, status = settle(pai_run("Running"))
     result, status = settle(summary("Paused"), status)
     assert status["runStatus"] == "Paused"
-    assert condition(status, "Succeeded")["reason"] == "Unrecognized"
+    assert condition(status, "Succeeded")["reason"] == "Paused"
     assert result.retry is Retry.INTERVAL
+    # The same unknown value again is no change: no write, no Event.
+    again, _ = settle(summary("Paused"), status)
+    assert again.patch is None and again.events == []
 
 
 # ---- every error class --------------------------------------------------------------------------------
@@ -487,3 +504,43 @@ def test_suspended_before_any_answer_sets_stalled_false() -> None:
 @pytest.mark.parametrize(("attempt", "seconds"), [(0, 5), (1, 5), (2, 10), (3, 20), (4, 40), (5, 60), (30, 60)])
 def test_backoff_delay_doubles_up_to_the_cap(attempt: int, seconds: int) -> None:
     assert backoff_delay(attempt, timedelta(seconds=5), timedelta(seconds=60)) == timedelta(seconds=seconds)
+
+
+# ---- what costs a write -------------------------------------------------------------------------------
+
+
+def test_gmt_modified_time_moving_alone_costs_no_write() -> None:
+    _, status = settle(pai_run("Running", GmtModifiedTime="2024-05-01T12:00:00Z"))
+    for minute in range(1, 5):
+        later = pai_run("Running", GmtModifiedTime=f"2024-05-01T12:0{minute}:00Z")
+        result, status = settle(later, status, now=T0 + timedelta(minutes=minute))
+        assert result.patch is None, minute
+    # ...but rides along with a real change.
+    result, status = settle(pai_run("Succeeded", GmtModifiedTime="2024-05-01T12:09:00Z"), status)
+    assert result.patch is not None and status["modifiedAt"] == "2024-05-01T12:09:00Z"
+
+
+GRACE = Policy(heartbeat_interval=timedelta(minutes=10), error_grace=timedelta(seconds=90))
+
+
+@pytest.mark.parametrize("error", [ServerError("boom"), ThrottledError("slow down"), TransportError("timeout")])
+def test_a_retryable_error_within_the_grace_writes_nothing_then_shows(error: PaiError) -> None:
+    _, status = settle(pai_run("Running"))
+    quiet = reconcile(make_spec(), 1, status, error, T0, GRACE, failing_for=timedelta(seconds=89))
+    assert quiet.patch is None and quiet.events == [] and quiet.retry is Retry.BACKOFF
+    assert quiet.error_reason == error.kind.value
+    shown = reconcile(make_spec(), 1, status, error, T0, GRACE, failing_for=timedelta(seconds=90))
+    assert shown.patch is not None and condition(merged(status, shown.patch), "Ready")["status"] == "False"
+    assert [e.type for e in shown.events] == ["Warning"]
+
+
+@pytest.mark.parametrize("error", [NotFoundError("gone"), AuthError("denied"), BadRequestError("bad")])
+def test_an_error_that_needs_a_human_shows_at_once_whatever_the_grace(error: PaiError) -> None:
+    _, status = settle(pai_run("Running"))
+    result = reconcile(make_spec(), 1, status, error, T0, GRACE, failing_for=timedelta(0))
+    assert result.patch is not None and result.events
+
+
+def test_a_first_sync_that_fails_shows_at_once_whatever_the_grace() -> None:
+    result = reconcile(make_spec(), 1, {}, ServerError("boom"), T0, GRACE, failing_for=timedelta(0))
+    assert result.patch is not None and condition(merged({}, result.patch), "Ready")["reason"] == "ServerError"

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from paiflow_operator import ratelimit
-from paiflow_operator.kube import KubeError, ObjectRef
+from paiflow_operator.kube import FIELD_MANAGER, KubeError, ObjectRef
 from paiflow_operator.pai.credentials import Credentials, CredentialSource, StaticCredentialSource
 from paiflow_operator.pai.errors import NotFoundError, PaiError, ServerError, ThrottledError
 from paiflow_operator.pai.models import PipelineRun, RunStatusList
@@ -88,6 +88,8 @@ class FakePai:
         self.calls: list[Call] = []
         # When set, get_pipeline_run waits for it: a PAI call that is still in flight.
         self.gate: asyncio.Event | None = None
+        # When set, every call of any kind fails with it: PAI is down.
+        self.down: PaiError | None = None
 
     def add(self, run_id: str, status: str = "Running", workspace: str = "ws-1") -> None:
         self.states[run_id] = status
@@ -107,6 +109,8 @@ class FakePai:
         self.calls.append(Call("get", (run_id,), region, None, creds, self.clock()))
         if self.gate is not None:
             await self.gate.wait()
+        if self.down is not None:
+            raise self.down
         if run_id in self.errors:
             raise self.errors[run_id]
         if run_id not in self.states:
@@ -126,6 +130,8 @@ class FakePai:
     ) -> RunStatusList:
         creds = await credentials.get()
         self.calls.append(Call("list", tuple(run_ids), region, workspace_id, creds, self.clock()))
+        if self.down is not None:
+            raise self.down
         if self.list_error is not None:
             raise self.list_error
         rows = [
@@ -153,10 +159,14 @@ class FakeKube:
         self.forbidden: set[tuple[str, str]] = set()
         self.secret_reads: list[tuple[str, str]] = []
         self.resource_version = 100
+        # Who last set status.runStatus, as the API server's managedFields would say.
+        self.runstatus_manager: dict[Key, str] = {}
 
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         key = (namespace, name)
         self.patches.append((key, patch))
+        if "runStatus" in patch:
+            self.runstatus_manager[key] = FIELD_MANAGER
         current = dict(self.status.get(key, {}))
         for field, value in patch.items():
             if value is None:
@@ -210,6 +220,8 @@ class Harness:
 
     def body(self, key: Key, *, uid: str | None = None) -> dict[str, Any]:
         """The object as a watch event would carry it: spec, generation, and the status PAI-side writes left."""
+        manager = self.kube.runstatus_manager.get(key)
+        managed = [{"manager": manager, "subresource": "status", "fieldsV1": {"f:status": {"f:runStatus": {}}}}]
         return {
             "metadata": {
                 "namespace": key[0],
@@ -217,6 +229,7 @@ class Harness:
                 "uid": uid or f"uid-{key[0]}-{key[1]}",
                 "generation": self.generations[key],
                 "resourceVersion": str(self.kube.resource_version),
+                "managedFields": managed if manager else [],
             },
             "spec": self.specs[key],
             "status": self.kube.status.get(key, {}),
@@ -230,6 +243,7 @@ class Harness:
         namespace: str = "team-a",
         status: dict[str, Any] | None = None,
         generation: int = 1,
+        status_by: str = FIELD_MANAGER,
         **spec: Any,
     ) -> Key:
         key = (namespace, name)
@@ -237,6 +251,8 @@ class Harness:
         self.generations[key] = generation
         if status is not None:
             self.kube.status[key] = status
+            if "runStatus" in status:
+                self.kube.runstatus_manager[key] = status_by
         self.sched.observe(self.body(key), "ADDED")
         return key
 
@@ -282,7 +298,14 @@ async def harness() -> AsyncIterator[HarnessFactory]:
     made: list[Harness] = []
 
     async def make(rng: random.Random | None = None, **settings: Any) -> Harness:
-        defaults: dict[str, Any] = {"qps": 1000, "burst": 1000, "initial_jitter": "0s"}
+        # No error grace and no circuit breaker unless a test asks: most tests look at one error at a time.
+        defaults: dict[str, Any] = {
+            "qps": 1000,
+            "burst": 1000,
+            "initial_jitter": "0s",
+            "error_grace": "0s",
+            "circuit_failures": 1_000_000,
+        }
         h = Harness(Settings(**{**defaults, **settings}), rng or random.Random(7))
         await h.start()
         made.append(h)
@@ -802,3 +825,175 @@ async def test_scheduler_ignores_resources_of_other_shards(harness: HarnessFacto
     assert polled0 and polled1
     assert polled0.isdisjoint(polled1)
     assert polled0 | polled1 == set(names)
+
+
+# ---- a PAI outage that affects every run: circuit breaker and error grace ------------------------------------
+
+
+def _ready(h: Harness, key: Key) -> tuple[str, str]:
+    ready = next(c for c in h.kube.status[key]["conditions"] if c["type"] == "Ready")
+    return ready["status"], ready["reason"]
+
+
+@pytest.mark.parametrize(("outage", "writes_per_run"), [(60, 0), (300, 2)])
+async def test_an_outage_of_every_run_costs_probes_not_calls_and_bounded_writes_and_events(
+    harness: HarnessFactory, outage: int, writes_per_run: int
+) -> None:
+    h = await harness(batch_size=10, error_grace="90s", circuit_failures=5)
+    names = [f"r{i}" for i in range(60)]
+    for i, name in enumerate(names):
+        h.pai.add(name, "Running", f"ws-{i % 6}")
+        h.create(name, workspaceId=f"ws-{i % 6}")
+    await h.advance_in_steps(120, 5)  # first look, then batched polls on their beats
+    keys = [("team-a", n) for n in names]
+    assert all(_ready(h, k) == ("True", "Synced") for k in keys)
+    h.pai.calls.clear()
+    h.kube.patches.clear()
+    h.kube.events.clear()
+
+    h.pai.down = ServerError("boom", http_status=503)
+    await h.advance_in_steps(outage, 1)
+    calls_during = len(h.pai.calls)
+    # Six batches per interval would be 2 calls a minute each; held runs make only the probes' calls.
+    assert calls_during <= 5 + outage / 5 + 1, calls_during
+    assert h.sched.breaker.is_open("cn-hangzhou")
+
+    h.pai.down = None
+    await h.advance_in_steps(45, 1)  # within one interval of PAI's return (30 s) plus the probe (<= 15 s)
+    assert not h.sched.breaker.is_open("cn-hangzhou")
+    assert all(_ready(h, k) == ("True", "Synced") for k in keys)
+    writes = {k: len(h.kube.patches_for(k)) for k in keys}
+    assert max(writes.values()) <= writes_per_run, writes
+    if writes_per_run:
+        # The outage showed (Ready=False, PaiUnavailable) once, and recovery once: one Event per namespace each.
+        assert min(writes.values()) == writes_per_run
+        reasons = [e.reason for _, e in h.kube.events]
+        assert len(reasons) <= 2, reasons
+    else:
+        assert h.kube.events == []
+    # Every run was read again after PAI's return.
+    polled_after = {rid for c in h.pai.calls if c.at > outage for rid in c.run_ids}
+    assert polled_after >= set(names) - {c.run_ids[0] for c in h.pai.gets()}
+
+
+async def test_a_single_failing_run_does_not_open_the_circuit(harness: HarnessFactory) -> None:
+    h = await harness(circuit_failures=3, error_grace="0s", batch_status=False)
+    for name in ("ok1", "ok2", "bad"):
+        h.pai.add(name)
+        h.create(name)
+    h.pai.errors["bad"] = ServerError("boom", http_status=500)
+    await h.advance_in_steps(600, 5)
+    assert not h.sched.breaker.is_open("cn-hangzhou")
+    assert _ready(h, ("team-a", "bad")) == ("False", "ServerError")
+    assert len(h.pai.gets("ok1")) >= 15
+
+
+async def test_a_status_unknown_to_the_operator_that_does_not_change_costs_no_detail_call(
+    harness: HarnessFactory,
+) -> None:
+    h = await harness(batch_size=3)
+    keys = await _polled_once(h, ["a", "b"])
+    h.pai.states["a"] = "WaitingForGPU"
+    await h.advance_in_steps(120, 5)
+    gets_after_change = len(h.pai.gets("a"))
+    await h.advance_in_steps(600, 5)
+    assert len(h.pai.gets("a")) == gets_after_change
+    assert h.kube.status[keys[0]]["runStatus"] == "WaitingForGPU"
+    assert h.pai.lists()
+
+
+async def test_two_resources_following_one_run_ask_for_it_once_per_batch(harness: HarnessFactory) -> None:
+    h = await harness(batch_size=10)
+    h.pai.add("shared")
+    h.create("one", "shared")
+    h.create("two", "shared")
+    h.pai.add("other")
+    h.create("other")
+    await h.advance_in_steps(120, 5)
+    lists = h.pai.lists()
+    assert lists
+    assert all(len(c.run_ids) == len(set(c.run_ids)) for c in lists)
+
+
+# ---- trusting a terminal status ------------------------------------------------------------------------------
+
+
+async def test_a_forged_terminal_status_seen_at_startup_is_confirmed_once_and_corrected(
+    harness: HarnessFactory,
+) -> None:
+    h = await harness()
+    h.pai.add("forged", "Running")
+    forged = {"runStatus": "Succeeded", "observedGeneration": 1, "workspaceId": "ws-1"}
+    key = h.create("forged", status=forged, status_by="kubectl-patch")
+    await h.advance_in_steps(60, 5)
+    assert h.pai.gets("forged"), "a status the operator did not write must be confirmed with PAI"
+    assert h.kube.status[key]["runStatus"] == "Running"
+
+
+async def test_a_true_terminal_status_written_by_someone_else_costs_one_call_then_none(
+    harness: HarnessFactory,
+) -> None:
+    h = await harness()
+    h.pai.add("done", "Succeeded")
+    status = {"runStatus": "Succeeded", "observedGeneration": 1, "workspaceId": "ws-1"}
+    h.create("done", status=status, status_by="kubectl-patch")
+    await h.advance_in_steps(3600, 60)
+    assert len(h.pai.calls) == 1
+
+
+async def test_a_status_edit_of_a_finished_run_is_corrected(harness: HarnessFactory) -> None:
+    h = await harness()
+    h.pai.add("done", "Failed")
+    key = h.create("done")
+    await h.advance_in_steps(60, 5)
+    assert h.kube.status[key]["runStatus"] == "Failed"
+    calls = len(h.pai.calls)
+    await h.advance_in_steps(600, 60)
+    assert len(h.pai.calls) == calls  # finished: no more calls
+    # Someone rewrites the status; the watch brings the edit.
+    h.kube.status[key] = {**h.kube.status[key], "runStatus": "Succeeded"}
+    h.kube.runstatus_manager[key] = "kubectl-edit"
+    h.kube.resource_version += 1
+    h.sched.observe(h.body(key), "MODIFIED")
+    await h.advance_in_steps(30, 5)
+    assert len(h.pai.calls) == calls + 1
+    assert h.kube.status[key]["runStatus"] == "Failed"
+
+
+# ---- what the API server will not store, and Secrets whose bytes cannot be used -----------------------------
+
+
+async def test_an_answer_the_api_server_refuses_to_store_shows_as_malformed(harness: HarnessFactory) -> None:
+    h = await harness()
+    h.pai.add("big")
+    real_patch = h.kube.patch_status
+
+    async def refuse_run_fields(namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        if "runStatus" in patch:
+            raise KubeError(422, "Invalid", "status.name: Too long: may not be longer than 1048576")
+        return await real_patch(namespace, name, patch)
+
+    h.kube.patch_status = refuse_run_fields  # type: ignore[method-assign]
+    key = h.create("big")
+    await h.advance_in_steps(10, 5)
+    assert _ready(h, key) == ("False", "MalformedResponse")
+    ready = next(c for c in h.kube.status[key]["conditions"] if c["type"] == "Ready")
+    assert "could not be stored" in ready["message"] and "status.name" in ready["message"]
+
+
+@pytest.mark.parametrize(
+    "token", [b"CAIS-p1\nSEKRIT-p2", b"\xff\xfeSEKRIT", "SEKRIT-ü".encode(), b"-----BEGIN KEY-----\nSEKRIT\n"]
+)
+async def test_secret_values_that_cannot_be_used_become_a_condition_never_quoted(
+    harness: HarnessFactory, token: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    h = await harness()
+    h.kube.secrets[("team-a", "creds")] = {"accessKeyId": b"LTAIx", "accessKeySecret": b"s", "securityToken": token}
+    h.pai.add("r")
+    key = h.create("r", credentialsSecretRef={"name": "creds"})
+    await h.advance_in_steps(30, 5)
+    assert _ready(h, key) == ("False", "SecretValueInvalid")
+    assert h.pai.calls == []
+    everything = json.dumps(h.kube.status[key]) + repr(h.kube.events) + caplog.text
+    assert "SEKRIT" not in everything and "Traceback" not in caplog.text

@@ -206,7 +206,7 @@ class ShiftingPages:
             {
                 "RequestId": f"req-{len(self.calls)}",
                 "TotalCount": len(ordered),
-                "PipelineRuns": [r.model_dump(by_alias=True) for r in chunk],
+                "PipelineRuns": [r.model_dump(by_alias=True, exclude_none=True) for r in chunk],
             }
         )
 

@@ -16,10 +16,12 @@ from .errors import (
     TransportError,
 )
 from .models import TERMINAL_STATUSES, PipelineRun, RunList, RunStatus, RunStatusList, RunStatusSummary
+from .regions import PAI_REGIONS
 
 __all__ = [
     "API_VERSION",
     "DEFAULT_USER_AGENT",
+    "PAI_REGIONS",
     "RETRYABLE_KINDS",
     "TERMINAL_STATUSES",
     "AuthError",

@@ -41,8 +41,9 @@ from .errors import (
     TransportError,
 )
 from .models import PipelineRun, RunList, RunStatusList
+from .regions import PAI_REGIONS, REGION_RE, check_region
 
-__all__ = ["API_VERSION", "DEFAULT_USER_AGENT", "PaiClient", "classify_error", "default_endpoint"]
+__all__ = ["API_VERSION", "DEFAULT_USER_AGENT", "PAI_REGIONS", "PaiClient", "classify_error", "default_endpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,6 @@ DEFAULT_USER_AGENT: Final = (
 JSON_CONTENT_TYPE: Final = "application/json; charset=utf-8"  # what the SDK sends for JSON bodies
 _PIPELINERUNS_PATH: Final = "/api/v1/pipelineruns"
 
-# Region ids go into a host name and come from user resources: allow only the shape Alibaba uses
-# ("cn-hangzhou", "ap-southeast-1", "cn-shanghai-finance-1") so a crafted value cannot redirect the
-# signed request to another host.
-_REGION_RE = re.compile(r"^[a-z]{2,}(-[a-z0-9]+){1,4}$")
 _MAX_ERROR_TEXT = 400
 
 Observer = Callable[[str, str, float], None]
@@ -65,13 +62,12 @@ T = TypeVar("T")
 
 
 def default_endpoint(region: str) -> str:
-    _check_region(region)
+    check_region(region, PAI_REGIONS)
     return f"https://paiflow.{region}.aliyuncs.com"
 
 
-def _check_region(region: str) -> None:
-    if not isinstance(region, str) or not _REGION_RE.match(region):
-        raise BadRequestError(f"invalid region id {str(region)[:64]!r}", code="InvalidRegionId")
+# What may go into an HTTP header: visible ASCII. httpx would refuse anything else, quoting the value.
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 
 
 def _is_loopback(host: str) -> bool:
@@ -117,7 +113,9 @@ def _redact(text: str, secrets: Sequence[str]) -> str:
     (with TokenId) and the x-acs-security-token header.
     """
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        for form in {secret, signing.percent_encode(secret), quote_plus(secret), secret.replace(" ", "+")}:
+        escaped = secret.encode("unicode_escape").decode("ascii")
+        forms = {secret, signing.percent_encode(secret), quote_plus(secret), secret.replace(" ", "+"), escaped}
+        for form in forms:
             text = text.replace(form, "<redacted>")
     if len(text) > _MAX_ERROR_TEXT:
         text = text[:_MAX_ERROR_TEXT] + "..."
@@ -172,6 +170,7 @@ class PaiClient:
         user_agent: str = DEFAULT_USER_AGENT,
         transport: httpx.AsyncBaseTransport | None = None,
         proxy: str | None = None,
+        extra_regions: Sequence[str] = (),
     ) -> None:
         """``endpoint_override`` is an operator setting (the emulator, a VPC endpoint), never user input.
         ``transport`` exists for tests (httpx.MockTransport); production uses a pooled HTTP transport."""
@@ -182,6 +181,10 @@ class PaiClient:
             raise ValueError("timeouts must be positive")
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
+        bad = [r for r in extra_regions if not REGION_RE.fullmatch(r)]
+        if bad:
+            raise ValueError(f"extra_regions: not region ids: {', '.join(bad)}")
+        self._regions = PAI_REGIONS | frozenset(extra_regions)
         self._observer = observer
         self._user_agent = user_agent
         # write and pool waits are bounded too, so no call can hang forever on a stuck pool.
@@ -205,7 +208,7 @@ class PaiClient:
 
     def endpoint_for(self, region: str) -> tuple[str, str]:
         """Returns (base URL, host header) for a region."""
-        _check_region(region)
+        check_region(region, self._regions)
         if self._override is not None:
             return self._override
         host = f"paiflow.{region}.aliyuncs.com"
@@ -260,6 +263,12 @@ class PaiClient:
             extra_secrets=(token_id,) if token_id else (),
             parse=PipelineRun.from_wire,
         )
+        if body.pipeline_run_id != run_id:
+            # Mirroring it would show another run's state (and, were it terminal, stop polling this one).
+            raise MalformedResponseError(
+                f"GetPipelineRun: the answer is for run {body.pipeline_run_id!r}, not {run_id!r} (PipelineRunId)",
+                request_id=body.request_id,
+            )
         return body
 
     async def list_pipeline_runs_status(
@@ -389,6 +398,7 @@ class PaiClient:
     ) -> T:
         base_url, host = self.endpoint_for(region)
         creds = await self._credentials(source)
+        _check_header_values(creds)
 
         content: bytes | None = None
         if body is not None:
@@ -435,8 +445,8 @@ class PaiClient:
         except httpx.DecodingError:
             # Content-Encoding that does not decode: PAI's answer is unusable, a retry may fare better.
             raise MalformedResponseError(f"{action}: response body could not be decoded") from None
-        except (httpx.RequestError, OSError) as exc:
-            detail = _redact(str(exc), secrets)
+        except (httpx.RequestError, OSError, httpx.LocalProtocolError) as exc:
+            detail = _scrub_library_text(_redact(str(exc), secrets))
             raise TransportError(f"{action}: transport error {type(exc).__name__}: {detail}") from None
 
         header_request_id = response.headers.get("x-acs-request-id")
@@ -507,6 +517,33 @@ class PaiClient:
             http_status=status,
             request_id=request_id,
         )
+
+
+def _check_header_values(creds: Credentials) -> None:
+    """Refuses credentials that cannot travel in a header before any library sees (and quotes) them.
+
+    (The share token goes in the query, where anything is percent-encoded.)"""
+    for what, value in (
+        ("access key id", creds.access_key_id),
+        ("access key secret", creds.access_key_secret),
+        ("security token", creds.security_token),
+    ):
+        if value and not _HEADER_SAFE.fullmatch(value):
+            raise CredentialsError(
+                f"the {what} holds characters that cannot be sent (only printable ASCII without spaces)",
+                code="CredentialValueInvalid",
+            )
+
+
+# Library messages are not trusted to be clean: anything quoted (a bytes or str repr) and any long opaque
+# run of token-like characters is dropped, whatever it was.
+_QUOTED = re.compile(r"b?'(?:[^'\\]|\\.)*'" + r'|b?"(?:[^"\\]|\\.)*"')
+_OPAQUE_RUN = re.compile(r"[A-Za-z0-9+/=_\-.%]{24,}")
+
+
+def _scrub_library_text(text: str) -> str:
+    text = _QUOTED.sub("<quoted>", text)
+    return _OPAQUE_RUN.sub("<redacted>", text)
 
 
 def _text(value: Any) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Self
@@ -10,7 +11,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 
 class RunStatus(StrEnum):
-    """The nine documented PAI run states, plus UNRECOGNIZED for anything PAI adds later."""
+    """The nine documented PAI run states, three more that PAI's own SDK handles, and UNRECOGNIZED for
+    anything PAI adds later."""
 
     INITIALIZED = "Initialized"
     RUNNING = "Running"
@@ -21,6 +23,10 @@ class RunStatus(StrEnum):
     UNKNOWN = "Unknown"
     SKIPPED = "Skipped"
     TERMINATING = "Terminating"
+    # Not in the API reference; PAI's Python SDK (pai/pipeline/run.py) treats them as states before Running.
+    READY_TO_SCHEDULE = "ReadyToSchedule"
+    STARTING = "Starting"
+    WORKFLOW_SERVICE_STARTING = "WorkflowServiceStarting"
     UNRECOGNIZED = "Unrecognized"
 
     @property
@@ -47,6 +53,11 @@ def _utc_or_none(value: Any) -> Any:
 
 
 Text = Annotated[str | None, BeforeValidator(_strip)]
+# Identifiers and names are short in PAI; a longer value is a broken answer, not something to store (a status
+# the API server refuses to take would leave the resource claiming to be in sync).
+ShortText = Annotated[str | None, BeforeValidator(_strip), Field(max_length=1024)]
+# Seconds; anything beyond a century is not a duration PAI measured.
+MAX_DURATION_SECONDS = 100 * 365 * 24 * 3600
 Timestamp = Annotated[datetime | None, BeforeValidator(_utc_or_none)]
 
 
@@ -73,12 +84,12 @@ def _status(value: Any) -> RunStatus:
 class _RunIdentity(_PaiModel):
     """What every run row carries: its id and its status, the latter also exactly as PAI sent it."""
 
-    pipeline_run_id: str = Field(alias="PipelineRunId")
+    pipeline_run_id: str = Field(alias="PipelineRunId", min_length=1, max_length=128)
     status: RunStatus = Field(alias="Status")
     # The status exactly as PAI sent it, so an unrecognised value is still shown to the user.
-    raw_status: str = Field(default="", alias="RawStatus")
-    name: Text = Field(default=None, alias="Name")
-    node_id: Text = Field(default=None, alias="NodeId")
+    raw_status: str = Field(default="", alias="RawStatus", max_length=256)
+    name: ShortText = Field(default=None, alias="Name")
+    node_id: ShortText = Field(default=None, alias="NodeId")
 
     @field_validator("pipeline_run_id", mode="before")
     @classmethod
@@ -103,21 +114,21 @@ class _RunIdentity(_PaiModel):
 class PipelineRun(_RunIdentity):
     """GetPipelineRun's answer (and one row of ListPipelineRuns)."""
 
-    request_id: Text = Field(default=None, alias="RequestId")
+    request_id: ShortText = Field(default=None, alias="RequestId")
     message: Text = Field(default=None, alias="Message")
-    duration: int | None = Field(default=None, alias="Duration")
+    duration: int | None = Field(default=None, alias="Duration", ge=0, le=MAX_DURATION_SECONDS)
     started_at: Timestamp = Field(default=None, alias="StartedAt")
     finished_at: Timestamp = Field(default=None, alias="FinishedAt")
     gmt_create_time: Timestamp = Field(default=None, alias="GmtCreateTime")
     gmt_modified_time: Timestamp = Field(default=None, alias="GmtModifiedTime")
-    pipeline_id: Text = Field(default=None, alias="PipelineId")
-    workspace_id: Text = Field(default=None, alias="WorkspaceId")
-    source_type: Text = Field(default=None, alias="SourceType")
-    source_id: Text = Field(default=None, alias="SourceId")
-    user_id: Text = Field(default=None, alias="UserId")
-    parent_user_id: Text = Field(default=None, alias="ParentUserId")
-    accessibility: Text = Field(default=None, alias="Accessibility")
-    pipeline_run_uri: Text = Field(default=None, alias="PipelineRunUri")
+    pipeline_id: ShortText = Field(default=None, alias="PipelineId")
+    workspace_id: ShortText = Field(default=None, alias="WorkspaceId")
+    source_type: ShortText = Field(default=None, alias="SourceType")
+    source_id: ShortText = Field(default=None, alias="SourceId")
+    user_id: ShortText = Field(default=None, alias="UserId")
+    parent_user_id: ShortText = Field(default=None, alias="ParentUserId")
+    accessibility: ShortText = Field(default=None, alias="Accessibility")
+    pipeline_run_uri: ShortText = Field(default=None, alias="PipelineRunUri")
     manifest: Text = Field(default=None, alias="Manifest")
     arguments: Text = Field(default=None, alias="Arguments")
     options: Text = Field(default=None, alias="Options")
@@ -128,7 +139,10 @@ class PipelineRun(_RunIdentity):
         value = _strip(value)
         if value in (None, ""):
             return None
-        return int(float(value))
+        seconds = float(value)
+        if not math.isfinite(seconds):
+            raise ValueError("Duration is not a finite number")
+        return int(seconds) if abs(seconds) < 2**63 else seconds  # out of range: refused by the bound
 
 
 class RunStatusSummary(_RunIdentity):
@@ -138,11 +152,11 @@ class RunStatusSummary(_RunIdentity):
 
 
 class RunStatusList(_PaiModel):
-    request_id: Text = Field(default=None, alias="RequestId")
+    request_id: ShortText = Field(default=None, alias="RequestId")
     pipeline_runs: list[RunStatusSummary] = Field(default_factory=list, alias="PipelineRuns")
 
 
 class RunList(_PaiModel):
-    request_id: Text = Field(default=None, alias="RequestId")
+    request_id: ShortText = Field(default=None, alias="RequestId")
     total_count: int = Field(default=0, alias="TotalCount")
     pipeline_runs: list[PipelineRun] = Field(default_factory=list, alias="PipelineRuns")

@@ -1,0 +1,122 @@
+"""A circuit breaker per PAI region: an outage that affects every run costs a probe, not a call per run.
+
+After `threshold` retryable failures in a row (5xx, throttling, timeouts, garbled answers) with no answer in
+between, the region's circuit opens: runs that fall due are held instead of called, and one of them probes at a
+capped backoff. The first answer of any kind (an error about one run is an answer: PAI is up) closes it, and the
+held runs go at once. Pure bookkeeping on a clock, no I/O: the scheduler asks and reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from paiflow_operator.pai.errors import PaiError, ServerError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Region:
+    failures: int = 0
+    opened_at: float | None = None
+    outage: int = 0  # counts outages, so that what was done "once per outage" can tell them apart
+    probe_delay: float = 0.0
+    next_probe: float = 0.0
+    prober: object | None = None
+    last_error: str = ""
+
+
+class CircuitBreaker:
+    def __init__(
+        self,
+        threshold: int = 5,
+        probe_base: float = 5.0,
+        probe_max: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threshold = threshold
+        self.probe_base = probe_base
+        self.probe_max = probe_max
+        self.clock = clock
+        self._regions: dict[str, _Region] = {}
+
+    def _get(self, region: str) -> _Region:
+        return self._regions.setdefault(region, _Region())
+
+    def is_open(self, region: str) -> bool:
+        state = self._regions.get(region)
+        return state is not None and state.opened_at is not None
+
+    def open_regions(self) -> list[str]:
+        return [r for r, s in self._regions.items() if s.opened_at is not None]
+
+    def open_for(self, region: str) -> float:
+        state = self._regions.get(region)
+        return 0.0 if state is None or state.opened_at is None else self.clock() - state.opened_at
+
+    def outage(self, region: str) -> int:
+        return self._get(region).outage
+
+    def answered(self, region: str) -> bool:
+        """PAI answered (any answer but a retryable error). Returns True when this closes the circuit."""
+        state = self._get(region)
+        state.failures = 0
+        if state.opened_at is None:
+            return False
+        log.info("PAI Flow in %s answers again after %.0f s", region, self.clock() - state.opened_at)
+        state.opened_at = None
+        state.prober = None
+        return True
+
+    def failed(self, region: str, error: PaiError) -> bool:
+        """A retryable failure. Returns True when this opens the circuit."""
+        state = self._get(region)
+        state.failures += 1
+        state.last_error = error.kind.value
+        now = self.clock()
+        if state.opened_at is not None:
+            state.probe_delay = min(state.probe_delay * 2, self.probe_max)
+            state.next_probe = now + state.probe_delay
+            state.prober = None
+            return False
+        if state.failures < self.threshold:
+            return False
+        state.opened_at = now
+        state.outage += 1
+        state.probe_delay = self.probe_base
+        state.next_probe = now + state.probe_delay
+        state.prober = None
+        log.warning(
+            "PAI Flow in %s: %d calls in a row failed (last: %s); holding calls, probing every %.0f-%.0f s",
+            region,
+            state.failures,
+            error.kind.value,
+            self.probe_base,
+            self.probe_max,
+        )
+        return True
+
+    def claim_probe(self, region: str, who: object) -> float | None:
+        """Makes `who` the region's prober if there is none yet; returns when it should call."""
+        state = self._get(region)
+        if state.opened_at is None or state.prober is not None:
+            return None
+        state.prober = who
+        return state.next_probe
+
+    def is_prober(self, region: str, who: object) -> bool:
+        state = self._regions.get(region)
+        return state is not None and state.prober == who
+
+    def error(self, region: str) -> PaiError:
+        """What a held run shows once the outage outlasts the grace. The same text for the whole outage, so that
+        showing it costs one write per run."""
+        state = self._get(region)
+        return ServerError(
+            f"PAI Flow in {region} is not answering ({state.last_error}); calls are held and probed, "
+            "the last good status is kept",
+            code="PaiUnavailable",
+        )
