@@ -745,7 +745,17 @@ class Scheduler:
         return self._send_slot(credentials)
 
     def begin_scan(self, key: ScanKey, interval: float) -> None:
+        if key in self._scans:
+            self._scans[key] = interval
+            return
         self._scans[key] = interval
+        # Runs seen before their workspace (kopf lists both kinds at once) wait for the scan as later ones do.
+        now = self.clock()
+        for tracked in list(self.runs.values()):
+            if tracked.due is not None and not tracked.busy and self.scan_key(tracked) == key:
+                wait = self._first_sync_wait(tracked)
+                if wait and tracked.due < now + wait:
+                    self._schedule(tracked, now + wait)
 
     def end_scan(self, key: ScanKey) -> None:
         """The scan stopped (workspace deleted, suspended, handed over): its runs go back to their own polls."""

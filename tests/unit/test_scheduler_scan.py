@@ -93,3 +93,13 @@ async def test_verbose_runs_fetch_details_when_a_row_shows_a_change(harness: Har
     assert h.delay(key) == 0
     await h.advance(0)
     assert [c.run_ids for c in h.pai.gets()] == [("flow-v",)]
+
+
+async def test_runs_seen_before_their_workspace_wait_for_its_scan_too(harness: HarnessFactory) -> None:
+    h = await harness(initial_jitter="5s")
+    key = h.create("a", "flow-a", workspaceId="ws-1")
+    delay = h.delay(key)
+    assert delay is not None and delay <= 5
+    h.sched.begin_scan(KEY, 30)
+    delay = h.delay(key)
+    assert delay is not None and delay >= 30
