@@ -138,7 +138,10 @@ class KubeApi:
 
     async def create_run(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         """Creates a PaiPipelineRun (an imported run); a name already taken raises KubeError 409."""
-        path = f"/apis/{resource.GROUP}/{resource.VERSION}/namespaces/{namespace}/{resource.PLURAL}"
+        path = (
+            f"/apis/{resource.GROUP}/{resource.VERSION}/namespaces/{namespace}/{resource.PLURAL}"
+            f"?fieldManager={FIELD_MANAGER}"
+        )
         result: dict[str, Any] = await self._call("POST", path, body)
         return result
 
@@ -151,7 +154,7 @@ class KubeApi:
     async def patch_workspace_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         path = (
             f"/apis/{resource.GROUP}/{resource.VERSION}/namespaces/{namespace}/"
-            f"{workspace_resource.PLURAL}/{name}/status"
+            f"{workspace_resource.PLURAL}/{name}/status?fieldManager={FIELD_MANAGER}"
         )
         result: dict[str, Any] = await self._call(
             "PATCH", path, {"status": patch}, content_type="application/merge-patch+json"

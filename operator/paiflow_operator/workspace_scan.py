@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from paiflow_operator import metrics, workspace_plan
 from paiflow_operator.kube import KubeError, ObjectRef
 from paiflow_operator.pai.credentials import CredentialSource
-from paiflow_operator.pai.errors import PaiError
+from paiflow_operator.pai.errors import ErrorKind, PaiError
 from paiflow_operator.pai.models import PipelineRun, RunList
 from paiflow_operator.ratelimit import TokenBucket
 from paiflow_operator.reconcile import NEEDS_HUMAN, Event, _set_condition, timestamp
@@ -409,8 +409,9 @@ class WorkspaceScanner:
     def _error_status(self, ws: Watched, error: PaiError) -> dict[str, Any]:
         now = self.wallclock()
         conditions = [dict(c) for c in ws.status.get("conditions") or []]
-        reason = error.code if error.code and error.kind.value == "Credentials" else error.kind.value
-        reason = "".join(ch for ch in reason if ch.isalnum() or ch == "_") or "Error"
+        # As for runs (reconcile._on_error): a Secret problem is named by its code, anything else by its kind.
+        reason = error.code if error.kind is ErrorKind.CREDENTIALS and error.code else error.kind.value
+        reason = "".join(ch for ch in reason if ch.isascii() and (ch.isalnum() or ch == "_")) or "Error"
         message = error.describe(with_request_id=False)
         _set_condition(conditions, "Ready", "False", reason, message, ws.generation, now)
         _set_condition(

@@ -156,3 +156,45 @@ async def test_changes_reach_runs_through_the_scan_without_get_pipeline_run(
     # One status write for the one real change; "read" mode moves every running run's GmtModifiedTime.
     assert [w for w in kube.writes[writes:] if w[0] == "status"] == [("status", "flow-002")]
     assert emu.counters.snapshot(include_runs=False).to_json()["actions"] == {"ListPipelineRuns": 1}
+
+
+async def test_pai_errors_show_as_conditions_and_keep_the_last_good_status(
+    parts: tuple[Emulator, FakeKube, Scheduler, WorkspaceScanner],
+) -> None:
+    emu, kube, _scheduler, scanner = parts
+    emu.add_run(Timeline.running_forever(), age=60, workspace_id="ws-1", run_id="flow-e1")
+    scanner.observe_workspace(workspace(), "ADDED")
+    watched = scanner.workspaces[("team-a", "prod")]
+    assert watched.task is not None
+    watched.task.cancel()
+    await scanner.scan_once(watched)
+    assert kube.workspace_status["imported"] == 1
+    emu.add_fault("bad_credentials", action="ListPipelineRuns")
+    await scanner.scan_once(watched)
+    conditions = {c["type"]: c for c in kube.workspace_status["conditions"]}
+    assert conditions["Ready"]["status"] == "False" and conditions["Stalled"]["status"] == "True"
+    assert kube.workspace_status["imported"] == 1 and kube.workspace_status["runs"] == 1
+    emu.clear_faults()
+    emu.add_fault("unavailable", action="ListPipelineRuns")
+    await scanner.scan_once(watched)
+    conditions = {c["type"]: c for c in kube.workspace_status["conditions"]}
+    assert conditions["Ready"]["status"] == "False" and conditions["Stalled"]["status"] == "False"
+    emu.clear_faults()
+    await scanner.scan_once(watched)
+    conditions = {c["type"]: c for c in kube.workspace_status["conditions"]}
+    assert conditions["Ready"]["status"] == "True" and conditions["Ready"]["reason"] == "Scanned"
+
+
+async def test_a_workspace_with_a_missing_secret_is_stalled_and_names_it(
+    parts: tuple[Emulator, FakeKube, Scheduler, WorkspaceScanner],
+) -> None:
+    emu, kube, _scheduler, scanner = parts
+    scanner.observe_workspace(workspace(credentialsSecretRef={"name": "pai-keys"}), "ADDED")
+    watched = scanner.workspaces[("team-a", "prod")]
+    assert watched.task is not None
+    watched.task.cancel()
+    await scanner.scan_once(watched)
+    ready = {c["type"]: c for c in kube.workspace_status["conditions"]}["Ready"]
+    assert ready["status"] == "False" and ready["reason"] == "SecretNotFound"
+    assert "team-a/pai-keys" in ready["message"]
+    assert emu.counters.snapshot(include_runs=False).to_json()["total"] == 0
