@@ -198,3 +198,31 @@ async def test_a_workspace_with_a_missing_secret_is_stalled_and_names_it(
     assert ready["status"] == "False" and ready["reason"] == "SecretNotFound"
     assert "team-a/pai-keys" in ready["message"]
     assert emu.counters.snapshot(include_runs=False).to_json()["total"] == 0
+
+
+async def test_only_the_replica_that_owns_the_workspace_scans_it(emulator: Emulator) -> None:
+    from paiflow_operator.sharding import StaticShards
+
+    settings = Settings(endpoint_override=emulator.url, workspace_scan_interval="1s")
+    client = PaiClient(endpoint_override=emulator.url)
+    creds = StaticCredentialSource(*ACCESS_KEY)
+    emulator.add_run(Timeline.running_forever(), age=60, workspace_id="ws-1", run_id="flow-o1")
+    wall = datetime.fromtimestamp(emulator.clock.now(), tz=UTC)
+    replicas = []
+    for index in range(2):
+        kube = FakeKube()
+        scheduler = Scheduler(settings, client, kube, creds, ownership=StaticShards(2, index), wallclock=lambda: wall)
+        scanner = WorkspaceScanner(settings, client, kube, scheduler, wallclock=lambda: wall)
+        scanner.observe_workspace(workspace(), "ADDED")
+        replicas.append((kube, scheduler, scanner))
+    try:
+        await asyncio.sleep(0.5)
+        creators = [i for i, (kube, _, _) in enumerate(replicas) if kube.count("create")]
+        owner = next(i for i, (_, sched, _) in enumerate(replicas) if sched.owns("uid-ws"))
+        assert creators == [owner]
+        assert emulator.counters.snapshot(include_runs=False).to_json()["actions"] == {"ListPipelineRuns": 1}
+    finally:
+        for _, scheduler, scanner in replicas:
+            await scanner.stop()
+            await scheduler.stop()
+        await client.aclose()
