@@ -271,11 +271,12 @@ class WorkspaceScanner:
                     raise
                 except Exception:
                     log.exception("scan of PaiWorkspace %s/%s failed unexpectedly", ws.ref.namespace, ws.ref.name)
-            elif ws.key is not None:
-                self.scheduler.end_scan(ws.key)
-                ws.key = None
-                if ws.spec.suspend:
-                    await self._write_status(ws, self._suspended_status(ws))
+            else:
+                if ws.key is not None:
+                    self.scheduler.end_scan(ws.key)
+                    ws.key = None
+                if ws.spec.suspend and self.scheduler.owns(ws.ref.uid):
+                    await self._write_status(ws, self._suspended_status(ws))  # writes only a change
             ws.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ws.wake.wait(), interval)

@@ -226,3 +226,19 @@ async def test_only_the_replica_that_owns_the_workspace_scans_it(emulator: Emula
             await scanner.stop()
             await scheduler.stop()
         await client.aclose()
+
+
+async def test_a_suspended_workspace_is_not_scanned_and_says_so(
+    parts: tuple[Emulator, FakeKube, Scheduler, WorkspaceScanner],
+) -> None:
+    emu, kube, _scheduler, scanner = parts
+    emu.add_run(Timeline.running_forever(), age=60, workspace_id="ws-1", run_id="flow-s1")
+    scanner.observe_workspace(workspace(suspend=True), "ADDED")
+    await asyncio.sleep(0.3)
+    assert emu.counters.snapshot(include_runs=False).to_json()["total"] == 0
+    assert kube.count("create") == 0
+    ready = {c["type"]: c for c in kube.workspace_status["conditions"]}["Ready"]
+    assert (ready["status"], ready["reason"]) == ("True", "Suspended")
+    writes = len(kube.writes)
+    await asyncio.sleep(0.2)
+    assert len(kube.writes) == writes
