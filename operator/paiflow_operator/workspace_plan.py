@@ -130,8 +130,8 @@ def list_query(spec: PaiWorkspaceSpec) -> dict[str, str | None]:
         "source_id": f.sourceId,
         "user_id": f.userId,
         "name": f.name,
-        # PAI documents Status as one value; several are filtered here instead (in_scope).
-        "status": f.statuses[0] if f.statuses and len(f.statuses) == 1 else None,
+        # Status is never sent: a run that leaves the wanted state would vanish from the scan just when its
+        # resource needs that change (and PAI documents one value only). in_scope applies it to imports.
     }
 
 

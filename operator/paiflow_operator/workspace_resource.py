@@ -70,8 +70,8 @@ class WorkspaceFilters(_Model):
     name: str | None = Field(default=None, description="Name: PAI's run-name match.", max_length=256)
     statuses: list[RunStatusName] | None = Field(
         default=None,
-        description="Status: only runs in these states. One state is sent to PAI; several are filtered by "
-        "the operator (PAI does not document a list here).",
+        description="Status: import only runs in these states. Applied by the operator, not sent to PAI: a run "
+        "that leaves the state must still be seen by the scan to show its end.",
         max_length=9,
     )
 
