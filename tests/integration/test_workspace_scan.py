@@ -242,3 +242,25 @@ async def test_a_suspended_workspace_is_not_scanned_and_says_so(
     writes = len(kube.writes)
     await asyncio.sleep(0.2)
     assert len(kube.writes) == writes
+
+
+async def test_a_status_filter_picks_imports_but_the_scan_still_sees_them_end(
+    parts: tuple[Emulator, FakeKube, Scheduler, WorkspaceScanner],
+) -> None:
+    emu, kube, scheduler, scanner = parts
+    emu.add_run(Timeline.running_forever(), age=60, workspace_id="ws-1", run_id="flow-run")
+    emu.add_run(Timeline.of(("Failed", None, "x")), age=60, workspace_id="ws-1", run_id="flow-failed")
+    scanner.observe_workspace(workspace(filters={"statuses": ["Running"]}), "ADDED")
+    watched = scanner.workspaces[("team-a", "prod")]
+    assert watched.task is not None
+    watched.task.cancel()
+    await scanner.scan_once(watched)
+    await settle(scheduler)
+    assert [name for (_, name) in kube.objects] == ["flow-run"]
+    scheduler.observe(kube.objects[("team-a", "flow-run")], "MODIFIED")
+    emu.transition("flow-run", ("Succeeded", None))
+    emu.advance(5)
+    await scanner.scan_once(watched)
+    await settle(scheduler)
+    assert kube.objects[("team-a", "flow-run")]["status"]["runStatus"] == "Succeeded"
+    assert emu.counters.calls_for("flow-run", "GetPipelineRun") == 0
