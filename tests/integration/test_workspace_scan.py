@@ -264,3 +264,32 @@ async def test_a_status_filter_picks_imports_but_the_scan_still_sees_them_end(
     await settle(scheduler)
     assert kube.objects[("team-a", "flow-run")]["status"]["runStatus"] == "Succeeded"
     assert emu.counters.calls_for("flow-run", "GetPipelineRun") == 0
+
+
+async def test_new_hand_written_runs_bring_the_scan_forward(emulator: Emulator) -> None:
+    # A scan interval far longer than the test: only the hurry can make the second scan happen.
+    settings = Settings(endpoint_override=emulator.url, workspace_scan_interval="1h", workspace_page_size=10)
+    client = PaiClient(endpoint_override=emulator.url)
+    kube = FakeKube()
+    wall = datetime.fromtimestamp(emulator.clock.now(), tz=UTC)
+    scheduler = Scheduler(settings, client, kube, StaticCredentialSource(*ACCESS_KEY), wallclock=lambda: wall)
+    scanner = WorkspaceScanner(settings, client, kube, scheduler, wallclock=lambda: wall)
+    try:
+        emulator.add_run(Timeline.running_forever(), age=60, workspace_id="ws-1", run_id="flow-h1")
+        scanner.observe_workspace(workspace(maxRuns=0), "ADDED")
+        await asyncio.sleep(0.3)  # the first scan: nothing to feed, nothing to import
+        body = {
+            "metadata": {"namespace": "team-a", "name": "mine", "uid": "uid-mine", "generation": 1},
+            "spec": {"pipelineRunId": "flow-h1", "workspaceId": "ws-1"},
+        }
+        kube.objects[("team-a", "mine")] = body
+        scheduler.observe(body, "ADDED")
+        scanner.observe_run(body, "ADDED")
+        await asyncio.sleep(1.6)
+        await settle(scheduler)
+        assert kube.objects[("team-a", "mine")]["status"]["runStatus"] == "Running"
+        assert emulator.counters.snapshot(include_runs=False).to_json()["actions"] == {"ListPipelineRuns": 2}
+    finally:
+        await scanner.stop()
+        await scheduler.stop()
+        await client.aclose()
