@@ -1,16 +1,40 @@
+# syntax=docker/dockerfile:1
 # Multi-stage: resolve and install the locked dependencies in a builder, ship only the virtualenv.
-FROM python:3.11-slim AS build
-RUN pip install --no-cache-dir uv==0.13.9
+#
+# Everything fetched is pinned: the base image by digest (the same image in both stages, so the venv's
+# interpreter links match), uv and the wheel build backend by version and hash (hack/*-requirements.txt),
+# the operator's dependencies by uv.lock's hashes. The digest below is the multi-arch index of Docker Hub's
+# python:3.11-slim-bookworm (linux/amd64 and linux/arm64); the release workflow checks that it resolves for
+# both platforms before it builds, and Dependabot (.github/dependabot.yml) proposes updates. Both stages name
+# the same image (a test checks), spelt out on the FROM lines where Dependabot looks.
+FROM python:3.11-slim-bookworm@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7 AS build
 WORKDIR /src
+COPY hack/uv-requirements.txt hack/build-requirements.txt /tmp/
+# uv into a throw-away venv; from here on uv does the work, so no pip ever reaches /opt/venv.
+RUN python -m venv /opt/uv \
+ && /opt/uv/bin/pip install --no-cache-dir --disable-pip-version-check --require-hashes -r /tmp/uv-requirements.txt
+ENV UV=/opt/uv/bin/uv UV_NO_CACHE=1 UV_PYTHON_DOWNLOADS=never
 COPY pyproject.toml uv.lock README.md ./
+# uv.lock pins every version and hash; --no-emit-project leaves the operator itself to the wheel below.
+RUN $UV export --frozen --no-dev --no-emit-project --format requirements-txt -o /tmp/requirements.txt \
+ && $UV venv --python /usr/local/bin/python3 /opt/venv \
+ && $UV pip install --python /opt/venv/bin/python --require-hashes --no-deps -r /tmp/requirements.txt \
+ && $UV venv --python /usr/local/bin/python3 /opt/build \
+ && $UV pip install --python /opt/build/bin/python --require-hashes -r /tmp/build-requirements.txt
 COPY operator ./operator
-# uv.lock pins every version and hash; --no-emit-project leaves the operator itself to the last step.
-RUN uv export --frozen --no-emit-project --format requirements-txt -o /tmp/requirements.txt \
- && python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --require-hashes -r /tmp/requirements.txt \
- && /opt/venv/bin/pip install --no-cache-dir --no-deps .
+# The wheel holds paiflow_operator only (the PAI emulator is a test tool: see pyproject's hatch config).
+RUN /opt/build/bin/python -m hatchling build --target wheel --directory /tmp/dist \
+ && $UV pip install --python /opt/venv/bin/python --no-deps /tmp/dist/*.whl
 
-FROM python:3.11-slim
+FROM python:3.11-slim-bookworm@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
+# The base image's own pip (and setuptools/wheel where present) is dead weight and an installer an
+# attacker could use: the runtime never installs anything.
+RUN rm -rf /usr/local/bin/pip* /usr/local/lib/python3.*/site-packages/pip \
+      /usr/local/lib/python3.*/site-packages/pip-*.dist-info \
+      /usr/local/lib/python3.*/site-packages/setuptools* /usr/local/lib/python3.*/site-packages/_distutils_hack \
+      /usr/local/lib/python3.*/site-packages/distutils-precedence.pth \
+      /usr/local/lib/python3.*/site-packages/wheel /usr/local/lib/python3.*/site-packages/wheel-*.dist-info \
+      /usr/local/lib/python3.*/ensurepip
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

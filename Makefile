@@ -5,23 +5,43 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Tools are built or installed once per version, outside the repository, and reused by every later run.
+CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/paiflow-operator
 K8S_VERSION := v1.37.2
-# Built once per version, outside the repository, and reused by every later run.
-K8S_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/paiflow-operator/k8s-$(K8S_VERSION)
+K8S_CACHE ?= $(CACHE)/k8s-$(K8S_VERSION)
 K8S_BIN := $(K8S_CACHE)/bin
 export PAIFLOW_K8S_BIN := $(K8S_BIN)
 
-IMAGE ?= paiflow-operator:dev
+# helm, promtool and actionlint: the versions are those pinned in tests/tools/TOOL/go.mod.
+tool_version = $(shell sed -n 's/^require [^ ]* \(v[^ ]*\)$$/\1/p' tests/tools/$(1)/go.mod)
+HELM := $(CACHE)/helm-$(call tool_version,helm)/bin/helm
+PROMTOOL := $(CACHE)/promtool-$(call tool_version,promtool)/bin/promtool
+ACTIONLINT := $(CACHE)/actionlint-$(call tool_version,actionlint)/bin/actionlint
+export PAIFLOW_HELM := $(HELM)
+export PAIFLOW_PROMTOOL := $(PROMTOOL)
+export PAIFLOW_ACTIONLINT := $(ACTIONLINT)
+
+# One image name from build to deploy: `make docker-build deploy IMAGE=registry.example.com/paiflow-operator:0.1.0`.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= ghcr.io/paiflow-operator/paiflow-operator:$(VERSION)
+OVERLAY ?= base
 
 .PHONY: help
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-# uv itself comes from PyPI into the user's Python; `python -m uv` works whatever PATH says.
-UV := $(PYTHON) -m uv
+# uv: the one on PATH if there is one (a standalone binary, pipx, ...), else uv pinned by hash in a private
+# venv in the cache (hack/bootstrap-uv.sh). The system Python is never pip-installed into: Debian 12 and
+# Ubuntu 24.04 refuse that (PEP 668, externally-managed-environment).
+UV_VERSION := $(shell sed -n 's/^uv==\([^ ]*\) .*/\1/p' hack/uv-requirements.txt)
+UV_VENV := $(CACHE)/uv-$(UV_VERSION)
+UV ?= $(or $(shell command -v uv 2>/dev/null),$(UV_VENV)/bin/uv)
+export PAIFLOW_UV := $(UV)
 
-$(BIN)/python: pyproject.toml uv.lock
-	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
+$(UV_VENV)/bin/uv: hack/uv-requirements.txt hack/bootstrap-uv.sh
+	hack/bootstrap-uv.sh "$(PYTHON)" "$(UV_VENV)"
+
+$(BIN)/python: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen --extra dev --python $(PYTHON)
 	@touch $@
 
@@ -36,6 +56,16 @@ $(K8S_BINARIES) &: tests/k8s/go.mod tests/k8s/go.sum tests/k8s/tools.go tests/k8
 .PHONY: k8s-bin
 k8s-bin: $(K8S_BINARIES) ## Build kube-apiserver, kube-controller-manager, kubectl and etcd into the cache (first time: long)
 
+$(HELM): tests/tools/helm/go.mod tests/tools/helm/go.sum tests/tools/build.sh
+	tests/tools/build.sh helm "$(@D)"
+$(PROMTOOL): tests/tools/promtool/go.mod tests/tools/promtool/go.sum tests/tools/build.sh
+	tests/tools/build.sh promtool "$(@D)"
+$(ACTIONLINT): tests/tools/actionlint/go.mod tests/tools/actionlint/go.sum tests/tools/build.sh
+	tests/tools/build.sh actionlint "$(@D)"
+
+.PHONY: tools-bin
+tools-bin: $(HELM) $(PROMTOOL) $(ACTIONLINT) ## Build helm, promtool and actionlint into the cache (first time: minutes)
+
 .PHONY: lint
 lint: install ## ruff
 	$(BIN)/ruff check
@@ -46,11 +76,13 @@ typecheck: install ## mypy (strict)
 	$(BIN)/mypy
 
 .PHONY: crds
-crds: install ## Regenerate crds/ from the pydantic models
+crds: install ## Regenerate crds/ (and the chart's copy and settings schema) from the pydantic models
 	$(BIN)/python -m paiflow_operator.crdgen --output crds/
+	$(BIN)/python -m paiflow_operator.crdgen --output charts/paiflow-operator/crds/
+	$(BIN)/python hack/chart_schema.py
 
 .PHONY: test
-test: install k8s-bin ## Every test: lint, types, unit, integration and end-to-end against a real API server
+test: install k8s-bin tools-bin ## Every test: lint, types, unit, integration and end-to-end against a real API server
 	$(MAKE) lint typecheck
 	$(BIN)/pytest -ra
 
@@ -67,10 +99,14 @@ bench: install k8s-bin ## Scale benchmark (not part of the tests); writes bench/
 	$(BIN)/python -m bench.run
 
 .PHONY: docker-build
-docker-build: ## Build the container image (needs a Docker engine)
+docker-build: ## Build the container image IMAGE (needs a Docker engine)
 	docker build -t $(IMAGE) .
 
+.PHONY: docker-push
+docker-push: ## Push IMAGE
+	docker push $(IMAGE)
+
 .PHONY: deploy
-deploy: ## Install CRDs and the operator into the current kubeconfig's cluster
+deploy: ## Apply deploy/OVERLAY (base, overlays/rrsa, ...) with IMAGE to the current kubeconfig's cluster
 	kubectl apply -f crds/
-	kubectl apply -k deploy/base
+	hack/kustomize-with-image.sh "deploy/$(OVERLAY)" "$(IMAGE)" | kubectl apply -f -

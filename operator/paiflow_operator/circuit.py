@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from paiflow_operator.pai.errors import PaiError, ServerError
 
@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class _Region:
     failures: int = 0
+    # Who failed in the current streak: one run failing on its own must not look like an outage.
+    failing: set[object] = field(default_factory=set)
     opened_at: float | None = None
     outage: int = 0  # counts outages, so that what was done "once per outage" can tell them apart
     probe_delay: float = 0.0
@@ -64,6 +66,7 @@ class CircuitBreaker:
         """PAI answered (any answer but a retryable error). Returns True when this closes the circuit."""
         state = self._get(region)
         state.failures = 0
+        state.failing.clear()
         if state.opened_at is None:
             return False
         log.info("PAI Flow in %s answers again after %.0f s", region, self.clock() - state.opened_at)
@@ -71,10 +74,13 @@ class CircuitBreaker:
         state.prober = None
         return True
 
-    def failed(self, region: str, error: PaiError) -> bool:
-        """A retryable failure. Returns True when this opens the circuit."""
+    def failed(self, region: str, error: PaiError, who: object = None) -> bool:
+        """A retryable failure of a call for `who` (a run or a batch). Returns True when this opens the circuit:
+        `threshold` failures in a row, of at least two different callers."""
         state = self._get(region)
         state.failures += 1
+        if len(state.failing) < 2:
+            state.failing.add(who)
         state.last_error = error.kind.value
         now = self.clock()
         if state.opened_at is not None:
@@ -82,7 +88,7 @@ class CircuitBreaker:
             state.next_probe = now + state.probe_delay
             state.prober = None
             return False
-        if state.failures < self.threshold:
+        if state.failures < self.threshold or len(state.failing) < 2:
             return False
         state.opened_at = now
         state.outage += 1

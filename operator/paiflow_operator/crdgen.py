@@ -28,6 +28,7 @@ class CrdSource:
     categories: list[str]
     printer_columns: list[dict[str, Any]]
     module: str
+    selectable_fields: list[dict[str, Any]] | None = None
 
     @property
     def filename(self) -> str:
@@ -43,6 +44,7 @@ RUNS = CrdSource(
     resource.CATEGORIES,
     resource.PRINTER_COLUMNS,
     "resource.py",
+    resource.SELECTABLE_FIELDS,
 )
 WORKSPACES = CrdSource(
     workspace_resource.PaiWorkspace,
@@ -53,6 +55,7 @@ WORKSPACES = CrdSource(
     workspace_resource.CATEGORIES,
     workspace_resource.PRINTER_COLUMNS,
     "workspace_resource.py",
+    workspace_resource.SELECTABLE_FIELDS,
 )
 SOURCES = (RUNS, WORKSPACES)
 CRD_FILENAME = RUNS.filename
@@ -136,6 +139,7 @@ def crd(source: CrdSource = RUNS) -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": source.printer_columns,
+                    **({"selectableFields": source.selectable_fields} if source.selectable_fields else {}),
                     "schema": {"openAPIV3Schema": openapi_schema(source)},
                 }
             ],

@@ -86,6 +86,7 @@ async def watch(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     # async on purpose: kopf runs sync handlers in a thread pool, and the scheduler's heap and wake-up event
     # belong to the event loop.
     memo.scheduler.observe(event["object"], event["type"])
+    metrics.namespace_seen(event["object"].get("metadata", {}).get("namespace", ""))
     memo.scanner.observe_run(event["object"], event["type"])
 
 

@@ -7,9 +7,14 @@ from collections import Counter as TallyCounter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from paiflow_operator.pai.models import TERMINAL_STATUSES
+
+# Final statuses as written to status.runStatus: a change to one of these is a completion.
+ENDED = frozenset(str(status) for status in TERMINAL_STATUSES)
 
 PAI_CALLS = Counter(
     "paiflow_pai_calls_total",
@@ -24,11 +29,56 @@ PAI_LATENCY = Histogram(
 )
 SYNC_ERRORS = Counter("paiflow_sync_errors_total", "Failed syncs by reason.", ["reason"])
 KUBE_WRITES = Counter("paiflow_kube_writes_total", "Kubernetes writes by kind.", ["kind"])
+PAI_CIRCUIT_OPEN = Gauge(
+    "paiflow_pai_circuit_open",
+    "1 while calls to PAI Flow in a region are held after failures in a row (one call probes), else 0.",
+    ["region"],
+)
+# As Tekton's pipelinerun_total / pipelinerun_duration_seconds: by namespace and final status, never by run
+# (bounded cardinality: namespaces x 4 terminal statuses). Counted once, when the operator writes the end.
+RUNS_COMPLETED = Counter(
+    "paiflow_runs_completed_total",
+    "PAI runs seen ending (status written as Succeeded, Failed, Terminated or Skipped), by namespace and status.",
+    ["namespace", "status"],
+)
+RUN_DURATION = Histogram(
+    "paiflow_run_duration_seconds",
+    "Duration of ended PAI runs as PAI reports it, by namespace and final status.",
+    ["namespace", "status"],
+    buckets=(30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 172800),
+)
 
 
 def observe_pai_call(action: str, outcome: str, seconds: float) -> None:
     PAI_CALLS.labels(action, outcome).inc()
     PAI_LATENCY.labels(action).observe(seconds)
+
+
+# Alerts compare status ages with it (PaiflowStatusesStale): "stale" is a multiple of the configured interval.
+DEFAULT_POLL_INTERVAL = Gauge(
+    "paiflow_default_poll_interval_seconds", "The default poll interval (PAIFLOW_DEFAULT_POLL_INTERVAL)."
+)
+_namespaces_seen: set[str] = set()
+
+
+def namespace_seen(namespace: str) -> None:
+    """Creates the completion series of a namespace at 0 when its first run is seen.
+
+    Prometheus' increase() cannot count a series' first sample: without this, the first failure in a
+    namespace (the counter born at 1) would never raise the failed-runs alert.
+    """
+    if namespace in _namespaces_seen:
+        return
+    _namespaces_seen.add(namespace)
+    for status in sorted(ENDED):
+        RUNS_COMPLETED.labels(namespace, status)
+
+
+def observe_completion(namespace: str, run_status: str, duration_seconds: float | None) -> None:
+    """One run ended (its terminal status was just written). PAI may not report a duration: count it anyway."""
+    RUNS_COMPLETED.labels(namespace, run_status).inc()
+    if duration_seconds is not None and duration_seconds >= 0:
+        RUN_DURATION.labels(namespace, run_status).observe(duration_seconds)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,11 @@ API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "PaiPipelineRun"
 PLURAL = "paipipelineruns"
 SINGULAR = "paipipelinerun"
-SHORT_NAMES = ["ppr", "pairun"]
+# `pprs` as Tekton has `prs`: kubectl matches short names exactly, so the plural needs its own.
+SHORT_NAMES = ["ppr", "pprs", "pairun"]
 CATEGORIES = ["pai"]
+# `kubectl get pprs --field-selector status.runStatus=Failed` (CRD selectableFields, GA in Kubernetes 1.32).
+SELECTABLE_FIELDS = [{"jsonPath": ".status.runStatus"}, {"jsonPath": ".spec.pipelineRunId"}]
 
 MIN_POLL_INTERVAL = "5s"
 MAX_POLL_INTERVAL = "1h"
@@ -77,6 +80,8 @@ class CredentialsSecretRef(_Model):
 
 
 class PaiPipelineRunSpec(_Model):
+    """Which PAI pipeline run to follow (its id, region, workspace), with what credentials and how often."""
+
     pipelineRunId: str = Field(
         description="The PAI pipeline run to follow, e.g. flow-j94y0000000000lf7a. Immutable.",
         pattern=RUN_ID_PATTERN,
@@ -154,6 +159,8 @@ class Condition(_Model):
 
 
 class PaiPipelineRunStatus(_Model):
+    """The run as PAI last reported it (written by the operator only)."""
+
     runStatus: str | None = Field(
         default=None,
         description="PAI's Status: Initialized, Running, Succeeded, Failed, Suspended, Terminated, Unknown, "

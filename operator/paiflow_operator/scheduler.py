@@ -513,7 +513,8 @@ class Scheduler:
         region = self._region(tracked.spec)
         if isinstance(observation, PaiError) and observation.retryable:
             self._note_failure(tracked, observation)
-            self.breaker.failed(region, observation)
+            if self.breaker.failed(region, observation, tracked.key):
+                metrics.PAI_CIRCUIT_OPEN.labels(region).set(1)
             if (
                 self.breaker.is_open(region)
                 and self.breaker.open_for(region) >= self.policy.error_grace.total_seconds()
@@ -566,8 +567,12 @@ class Scheduler:
         self._reschedule(tracked, result.retry)
 
     async def _write_status(self, tracked: Tracked, patch: dict[str, Any]) -> None:
+        was = tracked.status.get("runStatus")  # read before the await: the watch may echo our write first
         written = await self.write_gate.write(lambda: self.kube.patch_status(tracked.namespace, tracked.name, patch))
         metrics.KUBE_WRITES.labels("status").inc()
+        after = written.get("status") or {}
+        if after.get("runStatus") != was and after.get("runStatus") in metrics.ENDED:
+            metrics.observe_completion(tracked.namespace, after["runStatus"], after.get("duration"))
         tracked.status = dict(written.get("status") or tracked.status)
         tracked.resource_version = (written.get("metadata") or {}).get("resourceVersion")
 
@@ -626,6 +631,7 @@ class Scheduler:
 
     def _release(self, region: str) -> None:
         """The circuit closed: every held run goes now, spread over a moment (the rate limit paces the rest)."""
+        metrics.PAI_CIRCUIT_OPEN.labels(region).set(0)
         held = self._held.pop(region, {})
         if held:
             log.info("resuming %d runs held while PAI Flow in %s did not answer", len(held), region)

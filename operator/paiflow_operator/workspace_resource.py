@@ -30,6 +30,8 @@ PLURAL = "paiworkspaces"
 SINGULAR = "paiworkspace"
 SHORT_NAMES = ["paiws"]
 CATEGORIES = ["pai"]
+# `kubectl get paiws --field-selector spec.workspaceId=...`
+SELECTABLE_FIELDS = [{"jsonPath": ".spec.workspaceId"}]
 
 # The most a single PaiWorkspace may import: beyond this the API server and every watcher pay for objects
 # nobody reads; split the workspace by filters instead.

@@ -47,6 +47,8 @@ OPERATOR_ENV = {
     "PAIFLOW_WORKSPACE_SCAN_OVERLAP": "2s",
     "PAIFLOW_WORKSPACE_PAGE_SIZE": "5",
     "PAIFLOW_WORKSPACE_STATUS_HEARTBEAT": "5s",
+    # Errors show at once here: the tests look at one error at a time (the grace has tests of its own).
+    "PAIFLOW_ERROR_GRACE": "0s",
 }
 
 T = TypeVar("T")

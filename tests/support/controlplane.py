@@ -378,6 +378,10 @@ class ControlPlane:
         self._controller_manager: _Daemon | None = None
         self._started = False
         self.startup_seconds: float | None = None
+        # Kept to restart kube-apiserver alone (stop_apiserver/start_apiserver).
+        self._pki: _Pki | None = None
+        self._etcd_url = ""
+        self._api_port = 0
 
     @classmethod
     def from_environment(cls, workdir: Path | None = None) -> ControlPlane:
@@ -549,6 +553,24 @@ class ControlPlane:
         server = self.kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}")
         return server.stdout.strip()
 
+    def stop_apiserver(self) -> None:
+        """Takes kube-apiserver down (etcd and its data stay): an API server outage, for tests."""
+        if self._apiserver is None:
+            raise ControlPlaneError("no local kube-apiserver is running")
+        apiserver, self._apiserver = self._apiserver, None
+        apiserver.stop(grace=10)
+
+    def start_apiserver(self) -> None:
+        """Brings kube-apiserver back on the same port, with the same certificates; returns once it is ready."""
+        if self._apiserver is not None or self._pki is None:
+            raise ControlPlaneError("kube-apiserver is running, or the control plane was never started")
+        self._apiserver = _Daemon(
+            "kube-apiserver",
+            [str(self.bin_dir / "kube-apiserver"), *self._apiserver_flags(self._pki, self._etcd_url, self._api_port)],
+            self.workdir / "kube-apiserver.log",
+        )
+        self._wait_ready(self._pki)
+
     def _start_local(self) -> None:
         pki = _write_pki(self.workdir / "pki")
         etcd_port, peer_port, api_port = _free_ports(3)
@@ -584,6 +606,7 @@ class ControlPlane:
         self._server = f"https://127.0.0.1:{api_port}"
         self._kubeconfig = self.workdir / "admin.kubeconfig"
         _write_admin_kubeconfig(self._kubeconfig, self._server, pki)
+        self._pki, self._etcd_url, self._api_port = pki, etcd_url, api_port
         self._wait_ready(pki)
         self._controller_manager = _Daemon(
             "kube-controller-manager",

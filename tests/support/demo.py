@@ -140,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"  kubectl get paipipelineruns -n {NAMESPACE} -o wide\n"
                     f"  kubectl describe ppr demo-fails -n {NAMESPACE}\n"
                     f"  kubectl get paiworkspaces -n {NAMESPACE}\n"
-                    f"  kubectl get ppr -n {NAMESPACE} -l paiflow-operator.dev/workspace=team-imports\n",
+                    f"  kubectl get ppr -n {NAMESPACE} -l paiflow-operator.dev/workspace=team-imports\n"
+                    "  (deploy/base is applied as a user would, but this cluster has no scheduler or kubelet: the\n"
+                    "  Deployment paiflow-system/paiflow-operator stays 0/1 with no pods. The operator runs here as a\n"
+                    f"  local process with that Deployment's ServiceAccount; its log: {operator.log_path})\n",
                     flush=True,
                 )
                 _watch(cp, args.timeout)

@@ -12,6 +12,10 @@ from paiflow_operator.settings import Settings
 from paiflow_operator.logs import configure_logging
 configure_logging(Settings(log_format="{fmt}", log_level="INFO"))
 logging.getLogger("paiflow_operator.scheduler").info("synced %s", "ml/train")
+logging.getLogger("paiflow_operator.scheduler").warning(
+    "ml/train run=flow-1 Failed: boom",
+    extra={{"namespace": "ml", "resource": "train", "run_id": "flow-1", "reason": "Failed"}},
+)
 logging.getLogger("kopf.objects").info("Handler 'watch' succeeded.")
 logging.getLogger("kopf.activities").warning("kopf warning")
 """
@@ -31,6 +35,14 @@ def test_json_format_emits_one_json_object_per_line() -> None:
         0
     ].items()
     assert any(r["message"] == "kopf warning" for r in records)
+    # A status transition carries its context as fields a log pipeline can filter on.
+    transition = next(r for r in records if r["message"].startswith("ml/train run="))
+    assert {
+        "namespace": "ml",
+        "resource": "train",
+        "run_id": "flow-1",
+        "reason": "Failed",
+    }.items() <= transition.items()
 
 
 def test_per_event_kopf_lines_are_not_logged_at_info() -> None:

@@ -997,3 +997,45 @@ async def test_secret_values_that_cannot_be_used_become_a_condition_never_quoted
     assert h.pai.calls == []
     everything = json.dumps(h.kube.status[key]) + repr(h.kube.events) + caplog.text
     assert "SEKRIT" not in everything and "Traceback" not in caplog.text
+
+
+# ---- freshness as the metrics see it -------------------------------------------------------------------------
+
+
+async def test_runs_waiting_for_a_call_count_as_active_for_the_oldest_status_age(harness: HarnessFactory) -> None:
+    h = await harness(batch_status=False)
+    for name in ("a", "b"):
+        h.pai.add(name)
+        h.create(name)
+    await h.advance(0)
+    h.pai.gate = asyncio.Event()  # the next calls stay in flight, as behind a rate limit or a slow PAI
+    h.clock.t += 40
+    h.sched._wake.set()
+    for _ in range(50):
+        await asyncio.sleep(0)
+    snapshot = list(h.sched.snapshot())
+    assert len(snapshot) == 2 and all(run.active for run in snapshot)
+    assert all(h.tracked(k).busy for k in h.sched.runs)
+    h.pai.gate.set()
+    await h.settle()
+    h.pai.gate = None
+    h.pai.states["a"] = "Succeeded"
+    await h.advance(40)
+    by_status = {run.run_status: run.active for run in h.sched.snapshot()}
+    assert by_status == {"Succeeded": False, "Running": True}
+
+
+async def test_the_circuit_state_is_a_metric(harness: HarnessFactory) -> None:
+    from prometheus_client import REGISTRY
+
+    h = await harness(batch_status=False, error_grace="1h", circuit_failures=3)
+    for name in ("a", "b", "c"):
+        h.pai.add(name)
+        h.create(name)
+    await h.advance(0)
+    h.pai.down = ServerError("boom", http_status=503)
+    await h.advance_in_steps(90, 1)
+    assert REGISTRY.get_sample_value("paiflow_pai_circuit_open", {"region": "cn-hangzhou"}) == 1
+    h.pai.down = None
+    await h.advance_in_steps(30, 1)
+    assert REGISTRY.get_sample_value("paiflow_pai_circuit_open", {"region": "cn-hangzhou"}) == 0
