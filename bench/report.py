@@ -99,15 +99,27 @@ def ratio_table(doc: dict[str, Any]) -> list[str]:
 
 
 def shards_table(shards: dict[str, Any]) -> list[str]:
-    return [
-        "| N | polled by exactly one replica | by two | by none | not by its hash owner | runs per replica "
-        "| tracked per replica |",
-        "|---|---|---|---|---|---|---|",
-        f"| {shards['n']:,} | {shards['runs_polled_by_one_replica']:,} | {shards['runs_polled_by_two_replicas']} "
+    replicas = shards.get("replicas", 2)
+    lines = [
+        "| N | replicas | active runs: polled by exactly one replica | by two | by none | not by its owner "
+        "| runs per replica | tracked per replica |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {shards['n']:,} | {replicas} | {shards['runs_polled_by_one_replica']:,} "
+        f"| {shards['runs_polled_by_two_replicas']} "
         f"| {shards['runs_polled_by_none']} | {shards['runs_not_polled_by_their_hash_owner']} "
         f"| {' / '.join(str(x) for x in shards['runs_per_replica'])} "
         f"| {' / '.join(_f(x, 0) for x in shards['tracked_resources_per_replica'])} |",
     ]
+    if shards.get("killed_replica_active_runs") is not None:
+        lines += [
+            "",
+            "| one replica SIGKILLed: its active runs | taken over | slowest take-over s | median s | bound s |",
+            "|---|---|---|---|---|",
+            f"| {shards['killed_replica_active_runs']} | {shards['taken_over']} "
+            f"| {_f(shards['takeover_seconds_max'], 1)} | {_f(shards['takeover_seconds_median'], 1)} "
+            f"| {_f(shards['takeover_bound_seconds'], 0)} |",
+        ]
+    return lines
 
 
 def rate_limit_table(r: dict[str, Any]) -> list[str]:
@@ -311,7 +323,7 @@ def markdown(doc: dict[str, Any]) -> str:
             *workspace,
         ]
     if doc.get("shards"):
-        parts += ["", "## Two replicas, PAIFLOW_SHARD_COUNT=2", "", *shards_table(doc["shards"])]
+        parts += ["", "## Replicas sharing runs through Leases", "", *shards_table(doc["shards"])]
     if doc.get("rate_limit"):
         parts += [
             "",

@@ -2,7 +2,7 @@
 
     python -m bench.run                                  # what `make bench` runs (sizes, baseline, shards)
     python -m bench.run --sizes 100,1000 --duration 180  # quicker
-    python -m bench.run --shards 1000                    # only the two-replica shard check
+    python -m bench.run --shards 1000                    # only the shard check (three replicas, Leases)
     python -m bench.run --import 1000                    # only the PaiWorkspace import check
 
 Operators: "ours" (per-run polls, batched status queries), "scan" (the same, plus one PaiWorkspace per
@@ -36,7 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -63,7 +62,9 @@ from bench.observe import (
 from bench.procs import REPO, Child, clean_env, python_child, read_proc
 from bench.scenario import NAMESPACES, TERMINAL, BenchRun, changes_between, population, workspace_pairs
 from bench.stats import cpu_and_rss, lag_summary
+from paiflow_operator.sharding import rendezvous_owner
 
+LEASE_SECONDS = 15.0  # the shipped PAIFLOW_LEASE_DURATION
 ACCESS_KEY_ID = "LTAI5tBenchKey000001"
 ACCESS_KEY_SECRET = "bench-secret-Qx7vW3nP4y"
 RESULTS = REPO / "bench" / "results"
@@ -89,11 +90,11 @@ class Config:
     merge: bool  # add to the existing bench/results/bench.json
     shards: int  # N for the shard check; 0: skip it
     rate_limit: int  # N for the shipped-rate-limit check; 0: skip it
-    import_n: int  # N for the workspace import check; 0: skip it
     rate_limit_seconds: float
     restart_window: float
     workdir: Path
-    results: Path
+    import_n: int = 0  # N for the workspace import check; 0: skip it
+    results: Path = RESULTS
 
 
 def log(message: str) -> None:
@@ -495,7 +496,7 @@ def operator_counters(text: str) -> dict[str, float]:
 
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
-        if family.name in ("paiflow_pai_calls", "paiflow_kube_writes", "paiflow_tracked_resources"):
+        if family.name in ("paiflow_pai_calls", "paiflow_kube_writes", "paiflow_tracked_resources", "paiflow_members"):
             for sample in family.samples:
                 if sample.name.endswith("_created"):
                     continue
@@ -676,20 +677,26 @@ def run_import(cfg: Config, n: int) -> dict[str, Any]:
 # ---- shards -----------------------------------------------------------------------------------------
 
 
+SHARD_REPLICAS = 3
+
+
 def run_shards(cfg: Config, n: int) -> dict[str, Any]:
-    """Two replicas (PAIFLOW_SHARD_COUNT=2) against one control plane. Each replica talks to its own
-    emulator (same runs, its own access key), so the emulators' per-run counters say exactly which replica
-    polled which run."""
+    """Three replicas sharing the runs through Leases (shipped lease settings), against one control plane.
+    Each replica talks to its own emulator (same runs, its own access key), so the emulators' per-run counters
+    say exactly which replica polled which run. Then one replica is SIGKILLed: how long until the survivors
+    poll each of its runs (bound: lease duration + one poll interval)."""
     workdir = cfg.workdir / f"shards-n{n}"
     workdir.mkdir(parents=True, exist_ok=True)
+    replicas = SHARD_REPLICAS
+    identities = [f"bench-replica-{i}" for i in range(replicas)]
     with contextlib.ExitStack() as stack:
-        log(f"shards: N={n}, two replicas")
+        log(f"shards: N={n}, {replicas} replicas sharing runs through Leases")
         cp = start_cluster(stack)
         kubeconfig = cp.service_account_kubeconfig(
             "paiflow-system", "paiflow-operator", workdir / "sa.kubeconfig", 4 * 3600
         )
         runs = population(n, time.time())
-        keys = [(f"LTAI5tBenchShard{i}0000", f"bench-shard-secret-{i}") for i in range(2)]
+        keys = [(f"LTAI5tBenchShard{i}0000", f"bench-shard-secret-{i}") for i in range(replicas)]
         emulators = []
         for i, (ak, secret) in enumerate(keys):
             emulator = EmulatorProcess(workdir, f"emulator-{i}", {ak: secret}, cfg.latency, cfg.pai_qps_limit)
@@ -704,37 +711,93 @@ def run_shards(cfg: Config, n: int) -> dict[str, Any]:
         wait_until(lambda: len(watch.status) >= n, 120, "the watch to show every resource")
         operators = []
         for i, emulator in enumerate(emulators):
-            env = {"PAIFLOW_SHARD_COUNT": "2", "PAIFLOW_SHARD_INDEX": str(i)}
+            env = {"PAIFLOW_POD_NAME": identities[i]}
             operator = start_operator(OURS, cfg, kubeconfig, emulator.url, workdir / f"replica-{i}.log", env, keys[i])
             stack.callback(operator.child.stop)
             operators.append(operator)
         alive = lambda: all(o.child.alive() for o in operators)  # noqa: E731
+
+        def members(o: Operator) -> float:
+            return operator_counters(o.metrics()).get("paiflow_members", -1.0)
+
+        wait_until(lambda: all(members(o) == replicas for o in operators), 120, "every replica to see the others")
         synced = wait_until(lambda: watch.count_with_status() >= n, 3 * n / cfg.qps + 120, "first status", alive)
-        # Two more intervals, so every active run has been polled again by its owner.
+        # Counted from here: two more intervals, so every active run has been polled again by its owner.
+        before = [e.counters.per_run() if e.counters else Counter[str]() for e in emulators]
         time.sleep(2 * cfg.interval + 5)
-        per_replica = [e.counters.per_run() if e.counters else Counter[str]() for e in emulators]
+        per_replica = [
+            (e.counters.per_run() if e.counters else Counter[str]()) - before[i] for i, e in enumerate(emulators)
+        ]
         tracked = [operator_counters(o.metrics()).get("paiflow_tracked_resources", -1.0) for o in operators]
         uid_of = {by.run_id: watch.uids.get(by.key, "") for by in runs}
+        owner_of = {rid: identities.index(rendezvous_owner(uid, identities) or "") for rid, uid in uid_of.items()}
+        active = {r.run_id for r in runs if watch.status.get(r.key) not in TERMINAL}
         by_count: Counter[int] = Counter()
         wrong_owner = 0
         for run in runs:
-            pollers = [i for i in range(2) if per_replica[i][run.run_id] > 0]
-            by_count[len(pollers)] += 1
-            owner = zlib.crc32(uid_of[run.run_id].encode()) % 2
-            if pollers and pollers != [owner]:
+            pollers = [i for i in range(replicas) if per_replica[i][run.run_id] > 0]
+            if run.run_id in active:
+                by_count[len(pollers)] += 1
+            if pollers and pollers != [owner_of[run.run_id]]:
                 wrong_owner += 1
+        takeover = _kill_and_time_takeover(cfg, operators, emulators, owner_of, active, victim=replicas - 1)
         return {
             "n": n,
+            "replicas": replicas,
+            "active_runs": len(active),
             "seconds_to_first_status": round(synced, 1),
             "runs_polled_by_one_replica": by_count[1],
-            "runs_polled_by_two_replicas": by_count[2],
+            "runs_polled_by_two_replicas": sum(v for k, v in by_count.items() if k > 1),
             "runs_polled_by_none": by_count[0],
             "runs_not_polled_by_their_hash_owner": wrong_owner,
-            "runs_per_replica": [sum(1 for r in runs if per_replica[i][r.run_id] > 0) for i in range(2)],
+            "runs_per_replica": [sum(1 for r in runs if per_replica[i][r.run_id] > 0) for i in range(replicas)],
             "tracked_resources_per_replica": tracked,
-            "calls_per_replica": [sum(per_replica[i].values()) for i in range(2)],
+            "calls_per_replica": [sum(per_replica[i].values()) for i in range(replicas)],
             "all_statuses_shown": watch.count_with_status() >= n,
+            **takeover,
         }
+
+
+def _kill_and_time_takeover(
+    cfg: Config,
+    operators: list[Operator],
+    emulators: list[EmulatorProcess],
+    owner_of: dict[str, int],
+    active: set[str],
+    victim: int,
+) -> dict[str, Any]:
+    """SIGKILL one replica; seconds until a survivor first polls each of its active runs."""
+    victims = {rid for rid, owner in owner_of.items() if owner == victim and rid in active}
+    survivors = [i for i in range(len(operators)) if i != victim]
+    counters = [e.counters for e in emulators]
+
+    def per_run(i: int) -> Counter[str]:
+        sampler = counters[i]
+        return sampler.per_run() if sampler is not None else Counter()
+
+    before = {i: per_run(i) for i in survivors}
+    process = operators[victim].child.process
+    assert process is not None
+    os.killpg(process.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    taken: dict[str, float] = {}
+    deadline = killed + 3 * (LEASE_SECONDS + cfg.interval)
+    while len(taken) < len(victims) and time.monotonic() < deadline:
+        now = time.monotonic()
+        for i in survivors:
+            counts = per_run(i)
+            for rid in victims:
+                if rid not in taken and counts[rid] > before[i][rid]:
+                    taken[rid] = now - killed
+        time.sleep(0.5)
+    seconds = sorted(taken.values())
+    return {
+        "killed_replica_active_runs": len(victims),
+        "taken_over": len(taken),
+        "takeover_seconds_max": round(seconds[-1], 1) if seconds else None,
+        "takeover_seconds_median": round(seconds[len(seconds) // 2], 1) if seconds else None,
+        "takeover_bound_seconds": LEASE_SECONDS + cfg.interval,
+    }
 
 
 # ---- the rate limit when N resources appear at once ----------------------------------------------------

@@ -43,6 +43,11 @@ class Counters:
         self._by_action: dict[str, Counter[str]] = {}
         # PAI calls by the wall-clock second they arrived in: proves a client's rate limit on the wire.
         self._per_second: Counter[int] = Counter()
+        # Answered calls per run by the access key that signed them (which replica polled which run), and the
+        # longest wait between two answered calls for a run (monotonic seconds).
+        self._by_caller: dict[str, Counter[str]] = {}
+        self._last_ok: dict[str, float] = {}
+        self._max_gap: dict[str, float] = {}
 
     def arrived(self, now: float | None = None) -> None:
         with self._lock:
@@ -52,15 +57,34 @@ class Counters:
         with self._lock:
             return dict(self._per_second)
 
-    def record(self, action: str, outcome: str, run_ids: Iterable[str] = ()) -> None:
+    def record(self, action: str, outcome: str, run_ids: Iterable[str] = (), caller: str = "") -> None:
+        now = time.monotonic()
         with self._lock:
             self._total += 1
             self._actions[action] += 1
             self._outcomes[outcome] += 1
             self._by_action.setdefault(action, Counter())[outcome] += 1
+            callers = self._by_caller.setdefault(caller, Counter()) if outcome == OK else None
             for run_id in run_ids:
                 self._runs[run_id] += 1
                 self._run_actions[(action, run_id)] += 1
+                if callers is not None:
+                    callers[run_id] += 1
+                    last = self._last_ok.get(run_id)
+                    if last is not None:
+                        self._max_gap[run_id] = max(self._max_gap.get(run_id, 0.0), now - last)
+                    self._last_ok[run_id] = now
+
+    def by_caller(self) -> dict[str, dict[str, int]]:
+        """Answered calls per run by access key id, since the last reset."""
+        with self._lock:
+            return {caller: dict(runs) for caller, runs in self._by_caller.items()}
+
+    def gaps(self, now: float | None = None) -> dict[str, float]:
+        """Per run seen since the last reset: the longest time without an answered call, up to `now`."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            return {run: max(self._max_gap.get(run, 0.0), now - last) for run, last in self._last_ok.items()}
 
     def snapshot(self, *, include_runs: bool = True) -> Snapshot:
         with self._lock:
@@ -86,3 +110,6 @@ class Counters:
             self._run_actions.clear()
             self._by_action.clear()
             self._per_second.clear()
+            self._by_caller.clear()
+            self._last_ok.clear()
+            self._max_gap.clear()

@@ -357,6 +357,7 @@ class Emulator:
         header_action = request.headers.get("x-acs-action", "")
         action = header_action or "Unknown"
         run_ids: list[str] = []
+        caller = ""
         slept = False
         try:
             body = await request.read()
@@ -370,7 +371,9 @@ class Emulator:
             if routed is None or routed != header_action:
                 raise ApiError(vendor.ACTION_NOT_FOUND)
             try:
-                self.verifier.verify(request.method, raw_path, query, collect_headers(request.headers.items()), body)
+                caller = self.verifier.verify(
+                    request.method, raw_path, query, collect_headers(request.headers.items()), body
+                ).access_key_id
             except AuthFailure as failure:
                 raise ApiError(failure.error, failure.message) from None
             if self._bucket is not None and not self._bucket.take():
@@ -409,7 +412,7 @@ class Emulator:
                 result = self._list_runs(query, selection, nothing=missing)
             else:
                 result = self._list_status(payload, selection, nothing=missing)
-            self.counters.record(action, OK, run_ids)
+            self.counters.record(action, OK, run_ids, caller)
             return self._ok(request_id, result)
         except ApiError as exc:
             if self.latency > 0 and not slept:

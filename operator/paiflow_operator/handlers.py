@@ -9,17 +9,22 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import kopf
 import prometheus_client
 
 from paiflow_operator import metrics, resource, workspace_resource
+from paiflow_operator.handover import Handover
 from paiflow_operator.kube import KubeApi, load_client_configuration
+from paiflow_operator.membership import LeaseMembership, default_identity, group_for
 from paiflow_operator.pai.client import PaiClient
 from paiflow_operator.pai.credentials import DefaultChainSource
 from paiflow_operator.scheduler import Scheduler
-from paiflow_operator.settings import get_settings
+from paiflow_operator.settings import Settings, get_settings
+from paiflow_operator.sharding import KeyOwnership, StaticShards
 from paiflow_operator.workspace_scan import WorkspaceScanner
 
 log = logging.getLogger(__name__)
@@ -46,9 +51,33 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         extra_regions=config.extra_regions,
     )
     kube = KubeApi(load_client_configuration(), concurrency=config.kube_concurrency)
-    scheduler = Scheduler(config, pai, kube, DefaultChainSource())
+    membership: LeaseMembership | None = None
+    if config.leases and config.shard_count == 1:
+        membership = LeaseMembership(
+            kube,
+            namespace=config.operator_namespace,
+            identity=default_identity(config.pod_name),
+            group=group_for(config.lease_group, config.namespaces),
+            duration=config.lease_duration.total_seconds(),
+            renew_interval=config.lease_renew_interval.total_seconds(),
+        )
+    # Work that must happen once (run launching, workspace scans) asks memo.ownership.owns_key(key) too.
+    ownership: KeyOwnership = membership or StaticShards(config.shard_count, config.shard_index)
+    scheduler = Scheduler(config, pai, kube, DefaultChainSource(), ownership=ownership)
     memo.pai, memo.kube, memo.scheduler = pai, kube, scheduler
     memo.scanner = WorkspaceScanner(config, pai, kube, scheduler)
+    memo.membership, memo.ownership = membership, ownership
+    memo.feed = scheduler.observe
+    if membership is not None:
+        handover = Handover(scheduler, membership)
+        membership.subscribe(handover.rebalance)
+        memo.feed = handover.observe
+        # Before kopf starts watching: the first events already know the members.
+        await membership.start()
+        # Joins when kopf's initial list is over (the first `watch` call, see `listed`); with no resources at
+        # all there is no such call, hence this task.
+        memo.listing = Listing()
+        memo.join_task = asyncio.get_running_loop().create_task(_join_anyway(membership, memo, config.lease_duration))
     loop = asyncio.get_running_loop()
     memo.scheduler_task = loop.create_task(scheduler.run(), name="paiflow-scheduler")
     memo.trim_task = loop.create_task(_return_freed_memory(), name="paiflow-malloc-trim")
@@ -56,13 +85,18 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     if config.metrics_port:
         prometheus_client.start_http_server(config.metrics_port)
     log.info(
-        "paiflow-operator started: region=%s namespaces=%s shard=%d/%d qps=%s",
+        "paiflow-operator started: region=%s namespaces=%s %s qps=%s",
         config.default_region,
         ",".join(config.namespaces) or "*",
-        config.shard_index,
-        config.shard_count,
+        _sharing(config, membership),
         config.qps,
     )
+
+
+def _sharing(config: Settings, membership: LeaseMembership | None) -> str:
+    if membership is not None:
+        return f"identity={membership.identity} lease={membership.namespace}/{membership.lease_name}"
+    return f"shard={config.shard_index}/{config.shard_count}"
 
 
 async def _return_freed_memory(first: float = 15.0, every: float = 60.0) -> None:
@@ -81,13 +115,60 @@ async def _return_freed_memory(first: float = 15.0, every: float = 60.0) -> None
         await asyncio.sleep(every)
 
 
+@dataclass
+class Listing:
+    """A joining replica's progress through kopf's initial list. Shared by reference: kopf gives each
+    resource's handlers a shallow copy of the memo, so attributes set there would not be seen elsewhere."""
+
+    started: bool = False
+    unfed: set[str | None] = field(default_factory=set)
+
+
+async def _join_anyway(membership: LeaseMembership, memo: kopf.Memo, after: timedelta, bound: float = 600) -> None:
+    """No resource listed within `after`: none exist, join. Resources being listed: `watch` joins once fed
+    every one; this waits for it, up to `bound` seconds in case kopf never gets there."""
+    await asyncio.sleep(after.total_seconds())
+    waited = after.total_seconds()
+    listing: Listing = memo.listing
+    while listing.started and membership.joining and waited < bound:
+        await asyncio.sleep(1)
+        waited += 1
+    membership.ready()
+
+
+@kopf.index(resource.GROUP, resource.VERSION, resource.PLURAL, id="listed")
+async def listed(uid: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """Stores nothing in kopf's index. An index makes kopf hold every other handler until the initial list of
+    all resources is complete (kopf's indexing guarantee): a joining replica notes each listed run here, and
+    joins once `watch` has been fed all of them."""
+    membership: LeaseMembership | None = memo.membership
+    if membership is not None and membership.joining:
+        listing: Listing = memo.listing
+        listing.started = True
+        listing.unfed.add(uid)
+    return None
+
+
 @kopf.on.event(resource.GROUP, resource.VERSION, resource.PLURAL)
-async def watch(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def watch(event: kopf.RawEvent, uid: str | None, memo: kopf.Memo, **_: Any) -> None:
     # async on purpose: kopf runs sync handlers in a thread pool, and the scheduler's heap and wake-up event
     # belong to the event loop.
-    memo.scheduler.observe(event["object"], event["type"])
+    memo.feed(event["object"], event["type"])
     metrics.namespace_seen(event["object"].get("metadata", {}).get("namespace", ""))
     memo.scanner.observe_run(event["object"], event["type"])
+    membership: LeaseMembership | None = memo.membership
+    if membership is not None and membership.joining:
+        listing: Listing = memo.listing
+        listing.unfed.discard(uid)
+        if not listing.unfed:
+            membership.ready()
+
+
+@kopf.on.probe(id="members")
+def members(memo: kopf.Memo, **_: Any) -> int | None:
+    # Replicas sharing the runs as this one sees them (0: it holds no live Lease); None without Leases.
+    membership: LeaseMembership | None = memo.membership
+    return None if membership is None else len(membership.members)
 
 
 @kopf.on.event(resource.GROUP, resource.VERSION, workspace_resource.PLURAL)
@@ -106,9 +187,19 @@ def tracked_runs(memo: kopf.Memo, **_: Any) -> int:
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    # SIGTERM: stop polling, let in-flight calls go, close connections. PAI runs are left alone.
+    # SIGTERM: hand the runs over (others poll them before this replica stops), stop polling, let in-flight
+    # calls go, close connections. PAI runs are left alone.
+    membership: LeaseMembership | None = getattr(memo, "membership", None)
+    if membership is not None:
+        config = get_settings()
+        # The others notice at their next round and poll what they took within the initial jitter.
+        drain = config.lease_renew_interval + config.initial_jitter + config.batch_window
+        await membership.leave(drain.total_seconds())
     await memo.scanner.stop()
     await memo.scheduler.stop()
+    if membership is not None:
+        memo.join_task.cancel()
+        await membership.stop()
     memo.scheduler_task.cancel()
     memo.trim_task.cancel()
     await asyncio.gather(memo.scheduler_task, memo.trim_task, return_exceptions=True)

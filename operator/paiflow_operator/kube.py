@@ -1,4 +1,4 @@
-"""The few Kubernetes calls the operator makes itself: status patches, Events, Secret reads.
+"""The few Kubernetes calls the operator makes itself: status patches, Events, Secret reads, membership Leases.
 
 kopf owns the watch; these writes go through the official `kubernetes` client, whose calls block, so they
 run on a small thread pool bounded by settings.kube_concurrency.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import socket
@@ -28,6 +29,7 @@ COMPONENT = "paiflow-operator"
 # Named on every status write, so that managedFields tell the operator's writes from anyone else's.
 FIELD_MANAGER = "paiflow-operator"
 MAX_EVENT_MESSAGE = 1024
+LEASES = "/apis/coordination.k8s.io/v1"
 
 
 class KubeError(Exception):
@@ -59,25 +61,45 @@ def load_client_configuration() -> kubernetes.client.Configuration:
 
 class KubeApi:
     def __init__(self, configuration: kubernetes.client.Configuration, concurrency: int = 8) -> None:
-        configuration.connection_pool_maxsize = max(concurrency, 4)
+        configuration.connection_pool_maxsize = max(concurrency, 4) + 2
         self._client = kubernetes.client.ApiClient(configuration)
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kube")
+        # Lease renewals never queue behind a burst of status writes: a late renewal costs the membership.
+        self._lease_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kube-lease")
         self._instance = socket.gethostname()
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._lease_executor.shutdown(wait=False, cancel_futures=True)
         self._client.close()
 
-    def _request(self, method: str, path: str, body: Any = None, content_type: str | None = None) -> Any:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str | None = None,
+        query: list[tuple[str, str]] | None = None,
+        request_timeout: float = 30.0,
+    ) -> Any:
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
         _, url, header_params, serialized, _ = self._client.param_serialize(
-            method=method, resource_path=path, header_params=headers, body=body, auth_settings=["BearerToken"]
+            method=method,
+            resource_path=path,
+            query_params=query,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
         )
         try:
             response = self._client.call_api(
-                method, url, header_params=header_params, body=serialized, _request_timeout=(5, 30)
+                method,
+                url,
+                header_params=header_params,
+                body=serialized,
+                _request_timeout=(min(5, request_timeout), request_timeout),
             )
             data = response.read()
         except kubernetes.client.exceptions.ApiException as exc:
@@ -94,9 +116,19 @@ class KubeApi:
         except (TypeError, ValueError):
             return KubeError(status, "", str(body)[:200])
 
-    async def _call(self, method: str, path: str, body: Any = None, content_type: str | None = None) -> Any:
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str | None = None,
+        query: list[tuple[str, str]] | None = None,
+        request_timeout: float = 30.0,
+    ) -> Any:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._request, method, path, body, content_type)
+        call = functools.partial(self._request, method, path, body, content_type, query, request_timeout)
+        executor = self._lease_executor if path.startswith(LEASES) else self._executor
+        return await loop.run_in_executor(executor, call)
 
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """JSON merge patch of the status subresource: the operator never writes spec or metadata."""
@@ -164,3 +196,44 @@ class KubeApi:
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes]:
         data = await self._call("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
         return {k: base64.b64decode(v) for k, v in (data.get("data") or {}).items()}
+
+    # ---- Leases of the replicas (membership.py), in the operator's own namespace only -----------------
+
+    async def list_leases(
+        self, namespace: str, label_selector: str, request_timeout: float = 30.0
+    ) -> list[dict[str, Any]]:
+        data = await self._call(
+            "GET",
+            f"{LEASES}/namespaces/{namespace}/leases",
+            query=[("labelSelector", label_selector)],
+            request_timeout=request_timeout,
+        )
+        items: list[dict[str, Any]] = data.get("items") or []
+        return items
+
+    async def create_lease(self, namespace: str, body: dict[str, Any], request_timeout: float = 30.0) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "POST", f"{LEASES}/namespaces/{namespace}/leases", body, request_timeout=request_timeout
+        )
+        return result
+
+    async def patch_lease(
+        self, namespace: str, name: str, patch: dict[str, Any], request_timeout: float = 30.0
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "PATCH",
+            f"{LEASES}/namespaces/{namespace}/leases/{name}",
+            patch,
+            content_type="application/merge-patch+json",
+            request_timeout=request_timeout,
+        )
+        return result
+
+    async def delete_lease(
+        self, namespace: str, name: str, resource_version: str | None = None, request_timeout: float = 30.0
+    ) -> None:
+        """With `resource_version`, deletes only that version: a Lease renewed meanwhile stays."""
+        body = {"preconditions": {"resourceVersion": resource_version}} if resource_version else None
+        await self._call(
+            "DELETE", f"{LEASES}/namespaces/{namespace}/leases/{name}", body, request_timeout=request_timeout
+        )

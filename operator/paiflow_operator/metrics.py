@@ -29,6 +29,16 @@ PAI_LATENCY = Histogram(
 )
 SYNC_ERRORS = Counter("paiflow_sync_errors_total", "Failed syncs by reason.", ["reason"])
 KUBE_WRITES = Counter("paiflow_kube_writes_total", "Kubernetes writes by kind.", ["kind"])
+MEMBERS = Gauge(
+    "paiflow_members",
+    "Replicas the runs are shared among, as this replica sees them (itself included; 0: not a member).",
+)
+MEMBER = Gauge("paiflow_member", "1 while this replica holds a live Lease and owns runs, else 0.")
+HANDOVERS = Counter(
+    "paiflow_handovers_total",
+    "Runs handed over when the members changed: taken from other replicas, or released to them.",
+    ["direction"],
+)
 PAI_CIRCUIT_OPEN = Gauge(
     "paiflow_pai_circuit_open",
     "1 while calls to PAI Flow in a region are held after failures in a row (one call probes), else 0.",

@@ -251,6 +251,19 @@ class Scheduler:
         # Dropping the entry is enough: heap entries and in-flight results for it are ignored.
         self.runs.pop(key, None)
 
+    def rebalance(self) -> list[dict[str, Any]]:
+        """Forgets, at once, the runs this replica no longer owns (the members changed) and returns each as a
+        watch body, for handover.Handover to keep until they are this replica's again."""
+        released = []
+        for key, tracked in list(self.runs.items()):
+            if not self.owns(tracked.uid):
+                self.forget(key)
+                meta: dict[str, Any] = {"namespace": tracked.namespace, "name": tracked.name, "uid": tracked.uid}
+                meta |= {"generation": tracked.generation, "resourceVersion": tracked.resource_version}
+                spec = tracked.spec.model_dump(mode="json", exclude_none=True)
+                released.append({"metadata": meta, "spec": spec, "status": tracked.status})
+        return released
+
     def snapshot(self) -> Iterable[metrics.RunSnapshot]:
         for run in list(self.runs.values()):
             # Active: anything still to be read from PAI, also while it waits for a rate-limit token or is held

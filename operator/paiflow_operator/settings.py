@@ -6,7 +6,7 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import AliasChoices, BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from paiflow_operator.pai.regions import PAI_REGIONS, REGION_RE
@@ -96,8 +96,19 @@ class Settings(BaseSettings):
     namespaces: Annotated[list[str], NoDecode, BeforeValidator(_csv)] = Field(
         default_factory=list, description="Namespaces to watch; empty means all."
     )
+    # Static shards: an override of the Lease membership below (each replica configured by hand).
     shard_count: int = Field(default=1, ge=1)
     shard_index: int = Field(default=0, ge=0)
+    # Lease membership (membership.py): replicas share the runs among themselves, with no per-replica setting.
+    leases: bool = Field(default=True, description="Share runs among replicas through Leases (off: own all).")
+    lease_duration: Duration = timedelta(seconds=15)
+    lease_renew_interval: Duration = timedelta(seconds=3)
+    lease_group: str = Field(default="paiflow-operator", pattern=r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
+    # The Deployment passes both through the downward API; outside a pod: this default and hostname-pid.
+    operator_namespace: str = Field(
+        default="paiflow-system", validation_alias=AliasChoices("PAIFLOW_OPERATOR_NAMESPACE", "POD_NAMESPACE")
+    )
+    pod_name: str | None = Field(default=None, validation_alias=AliasChoices("PAIFLOW_POD_NAME", "POD_NAME"))
 
     log_format: Literal["json", "text"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -125,6 +136,10 @@ class Settings(BaseSettings):
             raise ValueError(f"default_region {self.default_region} is not a known PAI region; add it to extra_regions")
         if self.shard_index >= self.shard_count:
             raise ValueError("shard_index must be smaller than shard_count")
+        if self.lease_duration < timedelta(seconds=1) or self.lease_duration % timedelta(seconds=1):
+            raise ValueError("lease_duration must be a whole number of seconds (a Lease holds seconds)")
+        if self.lease_renew_interval <= timedelta(0) or 3 * self.lease_renew_interval > self.lease_duration:
+            raise ValueError("lease_renew_interval must be positive and at most a third of lease_duration")
         return self
 
     @property
