@@ -50,6 +50,9 @@ def test_demo_runs_to_the_end_and_leaves_nothing_behind(demo: subprocess.Complet
     for word in ("Succeeded", "Failed", "Terminated", "Skipped", "Throttled"):
         assert word in out, word
     assert "OOMKilled" in out
+    # The PaiWorkspace imported the second workspace's runs, which ended like the rest.
+    assert "kubectl get paiworkspaces" in out and "team-imports" in out
+    assert "flow-import-sdk-01" in out and "step eval: exit code 1" not in result.stderr
     assert "demo-secret-never-printed" not in out + result.stderr
     workdir = re.search(r"work dir (\S+?)\)", out)
     assert workdir, out[:500]
