@@ -48,11 +48,13 @@ $(BIN)/python: pyproject.toml uv.lock | $(UV)
 .PHONY: install
 install: $(BIN)/python ## Create .venv with the operator and the dev tools (locked versions)
 
-$(K8S_BIN)/kube-apiserver $(K8S_BIN)/kubectl $(K8S_BIN)/etcd &: tests/k8s/go.mod tests/k8s/go.sum tests/k8s/tools.go tests/k8s/build.sh
+K8S_BINARIES := $(addprefix $(K8S_BIN)/,kube-apiserver kube-controller-manager kubectl etcd)
+
+$(K8S_BINARIES) &: tests/k8s/go.mod tests/k8s/go.sum tests/k8s/tools.go tests/k8s/build.sh
 	tests/k8s/build.sh "$(K8S_BIN)"
 
 .PHONY: k8s-bin
-k8s-bin: $(K8S_BIN)/kube-apiserver $(K8S_BIN)/kubectl $(K8S_BIN)/etcd ## Build kube-apiserver, kubectl and etcd into the cache (first time: long)
+k8s-bin: $(K8S_BINARIES) ## Build kube-apiserver, kube-controller-manager, kubectl and etcd into the cache (first time: long)
 
 $(HELM): tests/tools/helm/go.mod tests/tools/helm/go.sum tests/tools/build.sh
 	tests/tools/build.sh helm "$(@D)"

@@ -39,7 +39,7 @@ def main_table(doc: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n, entry in doc["sizes"].items():
-        for variant in ("ours", "naive"):
+        for variant in ("ours", "scan", "naive"):
             if variant not in entry:
                 continue
             s = entry[variant]["steady"]
@@ -63,7 +63,7 @@ def startup_table(doc: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for n, entry in doc["sizes"].items():
-        for variant in ("ours", "naive"):
+        for variant in ("ours", "scan", "naive"):
             if variant not in entry:
                 continue
             r = entry[variant]
@@ -196,6 +196,84 @@ def targets_table(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def workspace_table(doc: dict[str, Any]) -> list[str]:
+    """Issue 12: workspace scans ("scan") side by side with the per-run path ("ours"), same N, same run."""
+    sizes = [n for n, e in doc["sizes"].items() if "ours" in e and "scan" in e]
+    imp = doc.get("import")
+    if not sizes and not imp:
+        return []
+    interval = doc["config"]["interval"]
+    lines = []
+    if sizes:
+        n = max(sizes, key=int)
+        o, w = doc["sizes"][n]["ours"], doc["sizes"][n]["scan"]
+
+        def rss(v: dict[str, Any]) -> float | None:
+            peaks = [v["steady"]["rss_peak_mib_lifetime"], v["restart"]["rss_peak_mib"]]
+            return max((p for p in peaks if p is not None), default=None)
+
+        rows: list[tuple[str, str, str, str, bool | None]] = [
+            (
+                "PAI calls per interval, status changes included",
+                _f(o["steady"]["calls_per_interval"]),
+                _f(w["steady"]["calls_per_interval"]),
+                f"<= N/100 = {int(n) / 100:g}",
+                _le(w["steady"]["calls_per_interval"], int(n) / 100),
+            ),
+            (
+                "mass finish: runs / p99 s until shown",
+                f"{o['mass_finish']['ended']} / {_f(o['mass_finish']['lag']['p99'])}",
+                f"{w['mass_finish']['ended']} / {_f(w['mass_finish']['lag']['p99'])}",
+                f"<= interval + 10 = {interval + 10:g} s",
+                _le(w["mass_finish"]["lag"]["p99"], interval + 10),
+            ),
+            (
+                f"first sync of {int(n):,} hand-written runs with workspaceId: s / PAI calls",
+                f"{_f(o['initial']['seconds'])} / {_f(o['initial']['calls']['total'])}",
+                f"{_f(w['initial']['seconds'])} / {_f(w['initial']['calls']['total'])}",
+                "<= 120 s (at 10,000)",
+                _le(w["initial"]["seconds"], 120),
+            ),
+            (
+                "status writes per real change",
+                _f(o["steady"]["writes_per_change"], 3),
+                _f(w["steady"]["writes_per_change"], 3),
+                "<= 1.05",
+                _le(w["steady"]["writes_per_change"], 1.05),
+            ),
+            (
+                "RSS peak MiB, restart included",
+                _f(rss(o)),
+                _f(rss(w)),
+                "<= 250",
+                _le(rss(w), 250),
+            ),
+        ]
+        lines += [
+            f"| what (N = {int(n):,}) | per-run path (ours) | workspace scans (scan) | target | met |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {t} | {a} | {b} | {goal} | {'yes' if ok else 'no' if ok is not None else '-'} |"
+            for t, a, b, goal, ok in rows
+        ]
+    if imp:
+        if not lines:
+            lines += ["| what | per-run path (ours) | workspace scans (scan) | target | met |", "|---|---|---|---|---|"]
+        ok = imp["complete"] and imp["seconds"] <= 300 and (imp["writes_per_run"] or 0) <= 2
+        lines.append(
+            f"| import of a {imp['n']:,}-run workspace ({imp['workspaces']} PaiWorkspaces): s / resource writes per"
+            f" run (+ Events per run) / PAI calls | n/a | {_f(imp['seconds'])} / {_f(imp['writes_per_run'], 3)}"
+            f" (+ {_f(imp['events_per_run'], 3)}) / {_f(imp['calls']['total'])} | <= 300 s, <= 2 writes per run"
+            f" | {'yes' if ok else 'no'} |"
+        )
+        lines.append(
+            f"| import: RSS peak MiB | n/a | {_f(imp.get('rss_peak_mib'))} | <= 250 | "
+            f"{'yes' if _le(imp.get('rss_peak_mib'), 250) else 'no'} |"
+        )
+    return lines
+
+
 def _le(value: float | None, bound: float) -> bool | None:
     return None if value is None else value <= bound
 
@@ -237,6 +315,13 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         *startup_table(doc),
     ]
+    if workspace := workspace_table(doc):
+        parts += [
+            "",
+            "## Workspace scans (issue 12): `scan` = the same runs, one PaiWorkspace per PAI workspace (maxRuns 0)",
+            "",
+            *workspace,
+        ]
     if doc.get("shards"):
         parts += ["", "## Replicas sharing runs through Leases", "", *shards_table(doc["shards"])]
     if doc.get("rate_limit"):
@@ -267,7 +352,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     ]
     for ax, (title, get) in zip(axes, series, strict=True):
         positive = True
-        for variant, style in (("ours", "o-"), ("naive", "s--")):
+        for variant, style in (("ours", "o-"), ("scan", "^-"), ("naive", "s--")):
             xs = [n for n in sizes if variant in doc["sizes"][str(n)]]
             ys = [get(doc["sizes"][str(n)][variant]) for n in xs]
             positive = positive and all(y is not None and y > 0 for y in ys)

@@ -3,7 +3,10 @@
     python -m bench.run                                  # what `make bench` runs (sizes, baseline, shards)
     python -m bench.run --sizes 100,1000 --duration 180  # quicker
     python -m bench.run --shards 1000                    # only the shard check (three replicas, Leases)
+    python -m bench.run --import 1000                    # only the PaiWorkspace import check
 
+Operators: "ours" (per-run polls, batched status queries), "scan" (the same, plus one PaiWorkspace per
+PAI workspace that imports nothing, so workspace scans answer for the hand-written runs) and "naive".
 For each N and each operator, in this order, on a fresh control plane and a fresh emulator process:
 
 1. N PaiPipelineRuns appear at once (created over the API in parallel before the operator starts; not
@@ -57,7 +60,7 @@ from bench.observe import (
     kube_client,
 )
 from bench.procs import REPO, Child, clean_env, python_child, read_proc
-from bench.scenario import NAMESPACES, TERMINAL, BenchRun, changes_between, population
+from bench.scenario import NAMESPACES, TERMINAL, BenchRun, changes_between, population, workspace_pairs
 from bench.stats import cpu_and_rss, lag_summary
 from paiflow_operator.sharding import rendezvous_owner
 
@@ -66,6 +69,10 @@ ACCESS_KEY_ID = "LTAI5tBenchKey000001"
 ACCESS_KEY_SECRET = "bench-secret-Qx7vW3nP4y"
 RESULTS = REPO / "bench" / "results"
 OURS, NAIVE = "ours", "naive"
+# The operator with one PaiWorkspace per (namespace, PAI workspace) of the population, importing nothing
+# (maxRuns 0): the same hand-written runs, answered by workspace scans instead of per-run polls (issue 12).
+SCAN = "scan"
+WORKSPACE_PATH = "/apis/paiflow-operator.dev/v1alpha1/namespaces/{namespace}/paiworkspaces"
 
 Writes = Counter[tuple[str, str, str]]
 
@@ -86,6 +93,8 @@ class Config:
     rate_limit_seconds: float
     restart_window: float
     workdir: Path
+    import_n: int = 0  # N for the workspace import check; 0: skip it
+    results: Path = RESULTS
 
 
 def log(message: str) -> None:
@@ -101,7 +110,13 @@ def start_cluster(stack: contextlib.ExitStack) -> ControlPlane:
     cp.start()
     cp.kubectl("apply", "-f", str(REPO / "crds"))
     cp.kubectl("apply", "-k", str(REPO / "deploy" / "base"))
-    cp.kubectl("wait", "--for=condition=Established", "crd/paipipelineruns.paiflow-operator.dev", "--timeout=60s")
+    cp.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/paipipelineruns.paiflow-operator.dev",
+        "crd/paiworkspaces.paiflow-operator.dev",
+        "--timeout=60s",
+    )
     namespaces = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": f"bench-{i}"}} for i in range(NAMESPACES)
     ]
@@ -131,6 +146,34 @@ async def _create_all(cp: ControlPlane, runs: list[BenchRun]) -> None:
             raise RuntimeError(f"could not create {run.key}")
 
         await asyncio.gather(*(one(run) for run in runs))
+
+
+async def _create_workspaces(cp: ControlPlane, pairs: list[tuple[str, str]], max_runs: int) -> None:
+    async with kube_async_client(cp.workdir, cp.server) as client:
+        for namespace, workspace in pairs:
+            body = {
+                "apiVersion": "paiflow-operator.dev/v1alpha1",
+                "kind": "PaiWorkspace",
+                "metadata": {"name": workspace, "namespace": namespace},
+                "spec": {"workspaceId": workspace, "maxRuns": max_runs},
+            }
+            response = await client.post(WORKSPACE_PATH.format(namespace=namespace), json=body)
+            response.raise_for_status()
+
+
+def create_workspaces(cp: ControlPlane, runs: list[BenchRun], max_runs: int) -> int:
+    """One PaiWorkspace per (namespace, PAI workspace) the population uses; returns how many."""
+    pairs = workspace_pairs(runs)
+    asyncio.run(_create_workspaces(cp, pairs, max_runs))
+    return len(pairs)
+
+
+def scan_env(cfg: Config) -> dict[str, str]:
+    return {
+        "PAIFLOW_WORKSPACE_SCAN_INTERVAL": f"{cfg.interval:g}s",
+        "PAIFLOW_WORKSPACE_PAGE_SIZE": "100",
+        "PAIFLOW_WORKSPACE_MAX_PAGES": "1000",
+    }
 
 
 def create_resources(cp: ControlPlane, runs: list[BenchRun]) -> float:
@@ -190,7 +233,7 @@ def start_operator(
             **(extra_env or {}),
         }
     )
-    module = "paiflow_operator" if variant == OURS else "bench.naive_operator"
+    module = "bench.naive_operator" if variant == NAIVE else "paiflow_operator"
     child = python_child(variant, module, [], env, log_path).start()
     try:
         child.wait_http(f"http://127.0.0.1:{health}/healthz", timeout=120)
@@ -279,11 +322,11 @@ def run_variant(cfg: Config, n: int, variant: str) -> dict[str, Any]:
         # grant (it never writes metadata): the baseline runs as admin, the operator as its ServiceAccount.
         kubeconfig = (
             cp.service_account_kubeconfig("paiflow-system", "paiflow-operator", workdir / "sa.kubeconfig", 4 * 3600)
-            if variant == OURS
+            if variant != NAIVE
             else cp.kubeconfig
         )
         # The baseline has no rate limit of its own; an unlimited PAI shows its best-case lag.
-        limit = cfg.pai_qps_limit if variant == OURS else None
+        limit = cfg.pai_qps_limit if variant != NAIVE else None
         emulator = EmulatorProcess(workdir, "emulator", {ACCESS_KEY_ID: ACCESS_KEY_SECRET}, cfg.latency, limit)
         stack.callback(emulator.stop)
         emulator.start()
@@ -298,20 +341,23 @@ def run_variant(cfg: Config, n: int, variant: str) -> dict[str, Any]:
         wait_until(lambda: bool(watch.resource_version), 30, "the watch")
         result["create_seconds"] = round(create_resources(cp, runs), 1)
         wait_until(lambda: len(watch.status) >= n, 120, "the watch to show every resource")
+        if variant == SCAN:
+            result["workspaces"] = create_workspaces(cp, runs, 0)
+        extra_env = scan_env(cfg) if variant == SCAN else None
         api = kube_client(cp.workdir, cp.server)
         stack.callback(api.close)
         emulator.start_sampling()
 
         # -- 2. initial sync
         start = point(api, counters)
-        operator = start_operator(variant, cfg, kubeconfig, emulator.url, workdir / f"{variant}.log")
+        operator = start_operator(variant, cfg, kubeconfig, emulator.url, workdir / f"{variant}.log", extra_env)
         stack.callback(operator.child.stop)
         sampler = ProcSampler(operator.child.pid)
         sampler.start()
         stack.callback(sampler.stop)
         log(f"N={n} {variant}: operator up, waiting for the first status of every run")
         # The baseline has no rate limit to wait for; past 5 minutes it is not keeping up, which is a result.
-        timeout = max(300.0, 3 * n / cfg.qps + 120) if variant == OURS else 300.0
+        timeout = max(300.0, 3 * n / cfg.qps + 120) if variant != NAIVE else 300.0
         complete = True
         try:
             wait_until(lambda: watch.count_with_status() >= n, timeout, "every first status", operator.child.alive)
@@ -347,7 +393,7 @@ def run_variant(cfg: Config, n: int, variant: str) -> dict[str, Any]:
         result["steady"] = steady_summary(cfg, runs, watch, sampler, counters, window_start, window_end)
         result["steady"]["calls_for_finished_runs"] = calls_for(window_start, window_end, finished_at_start)
         result["steady"]["control_plane_cpu_mean"] = round(cp_cpu, 3)
-        if variant == OURS:
+        if variant != NAIVE:
             result["steady"]["operator_metrics"] = operator_counters(operator.metrics())
 
         # -- 4. most active runs end at once
@@ -361,12 +407,14 @@ def run_variant(cfg: Config, n: int, variant: str) -> dict[str, Any]:
         )
 
         # -- 5. restart with most runs finished
-        result["restart"] = restart(cfg, variant, kubeconfig, emulator, counters, api, watch, by_key, operator, workdir)
+        result["restart"] = restart(
+            cfg, variant, kubeconfig, emulator, counters, api, watch, by_key, operator, workdir, extra_env
+        )
         final = counters.fetch(seconds=True)
         per_second = [v for k, v in (final.get("perSecond") or {}).items() if int(k) >= int(start.epoch)]
         result["rate_limit"] = {
             "pai_qps_limit": limit,
-            "operator_qps": cfg.qps if variant == OURS else None,
+            "operator_qps": cfg.qps if variant != NAIVE else None,
             "throttled": int(final["outcomes"].get("Throttling.User", 0)),
             # Sampled every 0.1 s by the benchmark: an estimate; the per-second count below is exact.
             "max_calls_in_1s": counters.max_in_one_second(start.epoch, time.time()),
@@ -513,6 +561,7 @@ def restart(
     by_key: dict[tuple[str, str], BenchRun],
     old: Operator,
     workdir: Path,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     old.child.stop()
     statuses = watch.snapshot()
@@ -521,7 +570,7 @@ def restart(
     before = point(api, counters)
     base = before.per_run
     started = time.monotonic()
-    operator = start_operator(variant, cfg, kubeconfig, emulator.url, workdir / f"{variant}-restart.log")
+    operator = start_operator(variant, cfg, kubeconfig, emulator.url, workdir / f"{variant}-restart.log", extra_env)
     healthy = time.monotonic() - started
     sampler = ProcSampler(operator.child.pid)
     sampler.start()
@@ -561,6 +610,68 @@ def restart(
     finally:
         sampler.stop()
         operator.child.stop()
+
+
+# ---- import of a whole workspace (issue 12) --------------------------------------------------------------
+
+
+def run_import(cfg: Config, n: int) -> dict[str, Any]:
+    """N PAI runs nobody wrote a resource for, in 20 workspaces; one PaiWorkspace each imports them.
+
+    Measured: time until every run exists as a PaiPipelineRun with a status, API server writes per run
+    (creates and status patches, Events apart), PAI calls, the operator's RSS."""
+    workdir = cfg.workdir / f"import-n{n}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        log(f"import: N={n} PAI runs, no resources; PaiWorkspaces import them")
+        cp = start_cluster(stack)
+        kubeconfig = cp.service_account_kubeconfig(
+            "paiflow-system", "paiflow-operator", workdir / "sa.kubeconfig", 4 * 3600
+        )
+        emulator = EmulatorProcess(
+            workdir, "emulator", {ACCESS_KEY_ID: ACCESS_KEY_SECRET}, cfg.latency, cfg.pai_qps_limit
+        )
+        stack.callback(emulator.stop)
+        emulator.start()
+        assert emulator.counters is not None
+        counters = emulator.counters
+        runs = population(n, time.time())
+        emulator.add_runs(runs)
+        watch = ResourceWatch(cp.workdir, cp.server)
+        stack.callback(watch.stop)
+        watch.start()
+        wait_until(lambda: bool(watch.resource_version), 30, "the watch")
+        api = kube_client(cp.workdir, cp.server)
+        stack.callback(api.close)
+        workspaces = create_workspaces(cp, runs, n)
+        start = point(api, counters)
+        operator = start_operator(OURS, cfg, kubeconfig, emulator.url, workdir / "operator.log", scan_env(cfg))
+        stack.callback(operator.child.stop)
+        sampler = ProcSampler(operator.child.pid)
+        sampler.start()
+        stack.callback(sampler.stop)
+        complete = True
+        try:
+            wait_until(lambda: watch.count_with_status() >= n, 1800, "every run imported", operator.child.alive)
+        except TimeoutError as exc:
+            log(str(exc))
+            complete = False
+        done = point(api, counters)
+        writes = write_delta(start, done)
+        created = writes.get("POST paipipelineruns", 0)
+        patched = status_writes(writes)
+        return {
+            "n": n,
+            "workspaces": workspaces,
+            "complete": complete,
+            "imported_with_status": watch.count_with_status(),
+            "seconds": round(done.epoch - start.epoch, 1),
+            "calls": call_delta(start, done),
+            "writes": writes,
+            "writes_per_run": round((created + patched) / n, 3) if n else None,
+            "events_per_run": round(writes.get("POST events", 0) / n, 3) if n else None,
+            **cpu_and_rss(sampler.samples),
+        }
 
 
 # ---- shards -----------------------------------------------------------------------------------------
@@ -812,16 +923,22 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument("--no-rate-limit", action="store_true", help="skip the rate-limit check after the sizes")
     parser.add_argument("--rate-limit-seconds", type=float, default=90)
     parser.add_argument("--restart-window", type=float, default=None, help="default: 2 intervals")
+    parser.add_argument(
+        "--import", dest="import_n", type=int, default=None, metavar="N", help="the workspace import check, N runs"
+    )
+    parser.add_argument("--no-import", action="store_true", help="skip the workspace import check after the sizes")
     parser.add_argument("--workdir", type=Path, default=None, help="logs (default: a temporary directory)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where bench.json/.md/.png go")
     args = parser.parse_args(argv)
     # --shards / --rate-limit without --sizes run just that check; with --variants or without --sizes the
     # results join the existing bench/results/bench.json instead of starting it afresh.
-    only = (args.shards is not None or args.rate_limit is not None) and args.sizes is None
+    only = (args.shards is not None or args.rate_limit is not None or args.import_n is not None) and args.sizes is None
     sizes = () if only else tuple(int(s) for s in (args.sizes or "100,1000,10000").split(",") if s.strip())
-    explicit = args.shards is not None or args.rate_limit is not None
+    explicit = args.shards is not None or args.rate_limit is not None or args.import_n is not None
+    import_n = (args.import_n or 0) if explicit else (0 if args.no_import else max(sizes, default=0))
     shards = (args.shards or 0) if explicit else (0 if args.no_shards else 1000)
     rate_limit = (args.rate_limit or 0) if explicit else (0 if args.no_rate_limit else max(sizes, default=0))
-    variants = tuple(v.strip() for v in (args.variants or f"{OURS},{NAIVE}").split(",") if v.strip())
+    variants = tuple(v.strip() for v in (args.variants or f"{OURS},{SCAN},{NAIVE}").split(",") if v.strip())
     if args.no_naive:
         variants = tuple(v for v in variants if v != NAIVE)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="paiflow-bench-"))
@@ -837,15 +954,17 @@ def parse_args(argv: list[str] | None = None) -> Config:
         merge=only or args.variants is not None,
         shards=shards,
         rate_limit=rate_limit,
+        import_n=import_n,
         rate_limit_seconds=args.rate_limit_seconds,
         restart_window=args.restart_window or 2 * args.interval,
         workdir=workdir.resolve(),
+        results=args.results.resolve(),
     )
 
 
 def results_for(cfg: Config) -> Iterator[tuple[int, str]]:
     for n in cfg.sizes:
-        for variant in (OURS, NAIVE):
+        for variant in (OURS, SCAN, NAIVE):
             if variant in cfg.variants:
                 yield n, variant
 
@@ -853,16 +972,16 @@ def results_for(cfg: Config) -> Iterator[tuple[int, str]]:
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out_json = RESULTS / "bench.json"
+    cfg.results.mkdir(parents=True, exist_ok=True)
+    out_json = cfg.results / "bench.json"
     log(f"logs in {cfg.workdir}")
     doc: dict[str, Any] = {"sizes": {}}
     if cfg.merge and out_json.exists():
         doc = json.loads(out_json.read_text())  # a partial run joins the last full run's results
     doc.update(machine=machine())
-    if not cfg.merge:
+    if not cfg.merge or "config" not in doc:
         doc["started"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        doc["config"] = {k: v for k, v in asdict(cfg).items() if k not in ("workdir", "merge")}
+        doc["config"] = {k: v for k, v in asdict(cfg).items() if k not in ("workdir", "merge", "results")}
 
     def save() -> None:
         # After every step: an interrupted run still leaves what it measured.
@@ -881,6 +1000,9 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.rate_limit:
             doc["rate_limit"] = run_rate_limit(cfg, cfg.rate_limit)
             save()
+        if cfg.import_n:
+            doc["import"] = run_import(cfg, cfg.import_n)
+            save()
     except KeyboardInterrupt:
         log("interrupted: everything started has been stopped")
         return 130
@@ -888,9 +1010,9 @@ def main(argv: list[str] | None = None) -> int:
         doc["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         save()
     if doc["sizes"]:
-        print(report.write(doc, RESULTS))
+        print(report.write(doc, cfg.results))
     else:
-        print(json.dumps({k: doc.get(k) for k in ("shards", "rate_limit")}, indent=2))
+        print(json.dumps({k: doc.get(k) for k in ("shards", "rate_limit", "import")}, indent=2))
     return 0
 
 

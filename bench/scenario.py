@@ -116,3 +116,8 @@ def population(n: int, now: float, seed: int = 5) -> list[BenchRun]:
 def changes_between(runs: list[BenchRun], start: float, end: float) -> list[tuple[BenchRun, float, str]]:
     """Every scripted status change with start <= time < end."""
     return [(run, at, status) for run in runs for at, status in run.transitions if start <= at < end]
+
+
+def workspace_pairs(runs: list[BenchRun]) -> list[tuple[str, str]]:
+    """(namespace, PAI workspace) pairs the population uses: one PaiWorkspace each."""
+    return sorted({(run.namespace, run.workspace) for run in runs})

@@ -12,7 +12,8 @@ from tests.support.controlplane import BinariesMissingError, ControlPlane
 
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[ControlPlane]:
-    """One etcd + kube-apiserver for the whole session (or the cluster in PAIFLOW_TEST_KUBECONFIG).
+    """One etcd + kube-apiserver + kube-controller-manager for the whole session (or the cluster in
+    PAIFLOW_TEST_KUBECONFIG).
 
     Tests share it, so each works in its own namespace (`namespace` fixture) and names anything
     cluster-scoped uniquely. Nothing is built here: missing binaries fail the test, because a skip
@@ -33,8 +34,8 @@ def control_plane() -> Iterator[ControlPlane]:
 def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace named after the test, deleted afterwards without waiting.
 
-    There is no kube-controller-manager, so a deleted namespace stays Terminating forever; waiting for
-    it would hang. Unique names mean a leftover never gets in a later test's way.
+    kube-controller-manager's namespace controller removes it in the background; nothing waits for that, and
+    unique names mean a leftover never gets in a later test's way.
     """
     stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].rstrip("-")
     name = f"{stem or 'test'}-{uuid.uuid4().hex[:6]}"

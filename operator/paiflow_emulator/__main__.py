@@ -43,6 +43,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-skew", type=float, default=900.0)
     parser.add_argument("--region", default="cn-hangzhou")
     parser.add_argument("--sample-quirks", action="store_true", help="trailing newlines as in the docs")
+    parser.add_argument(
+        "--modified-time",
+        choices=("transition", "never", "read"),
+        default="transition",
+        help="how GmtModifiedTime moves: on status changes, never, or on every read of an active run",
+    )
     parser.add_argument("--url-file", type=Path)
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
@@ -60,6 +66,7 @@ async def serve(args: argparse.Namespace) -> None:
         qps_limit=args.qps_limit,
         qps_burst=args.qps_burst,
         sample_quirks=args.sample_quirks,
+        modified_time=args.modified_time,
     )
     if args.scenario:
         emulator.load_scenario(scenario.load(args.scenario))

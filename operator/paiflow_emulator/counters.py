@@ -39,6 +39,7 @@ class Counters:
         self._actions: Counter[str] = Counter()
         self._outcomes: Counter[str] = Counter()
         self._runs: Counter[str] = Counter()
+        self._run_actions: Counter[tuple[str, str]] = Counter()
         self._by_action: dict[str, Counter[str]] = {}
         # PAI calls by the wall-clock second they arrived in: proves a client's rate limit on the wire.
         self._per_second: Counter[int] = Counter()
@@ -66,6 +67,7 @@ class Counters:
             callers = self._by_caller.setdefault(caller, Counter()) if outcome == OK else None
             for run_id in run_ids:
                 self._runs[run_id] += 1
+                self._run_actions[(action, run_id)] += 1
                 if callers is not None:
                     callers[run_id] += 1
                     last = self._last_ok.get(run_id)
@@ -94,9 +96,10 @@ class Counters:
                 by_action={a: dict(c) for a, c in self._by_action.items()},
             )
 
-    def calls_for(self, run_id: str) -> int:
+    def calls_for(self, run_id: str, action: str | None = None) -> int:
+        """Calls that named this run (all actions, or only ``action``)."""
         with self._lock:
-            return self._runs[run_id]
+            return self._runs[run_id] if action is None else self._run_actions[(action, run_id)]
 
     def reset(self) -> None:
         with self._lock:
@@ -104,6 +107,7 @@ class Counters:
             self._actions.clear()
             self._outcomes.clear()
             self._runs.clear()
+            self._run_actions.clear()
             self._by_action.clear()
             self._per_second.clear()
             self._by_caller.clear()

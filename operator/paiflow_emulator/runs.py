@@ -10,10 +10,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .clock import iso_utc
-from .timeline import RunState, Timeline
+from .timeline import TERMINAL, RunState, Timeline
 from .vendor import DEFAULT_REGION
 
 MANIFEST_TYPES = ("Raw", "Frozen", "Rendered", "Expanded", "Runtime")
+# How GmtModifiedTime moves (undocumented by PAI, so the emulator plays each possibility):
+# "transition": on every status change (the default); "never": it stays at GmtCreateTime;
+# "read": an active run's is "now" on every read (a finished run's stays at its last transition).
+MODIFIED_TIME_MODES = ("transition", "never", "read")
 _ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -84,8 +88,10 @@ class Run:
             f"#/studio/task/detail/{self.run_id}"
         )
 
-    def summary(self, now: float, state: RunState | None = None) -> dict[str, Any]:
-        """A ListPipelineRuns row (GetPipelineRun without Arguments, Options, Manifest)."""
+    def summary(self, now: float, state: RunState | None = None, modified: str = "transition") -> dict[str, Any]:
+        """A ListPipelineRuns row (GetPipelineRun without Arguments, Options, Manifest).
+
+        ``modified``: how GmtModifiedTime moves, which PAI does not document (see MODIFIED_TIME_MODES)."""
         st = state or self.state(now)
         body: dict[str, Any] = {
             "PipelineRunId": self.run_id,
@@ -102,7 +108,7 @@ class Run:
             "Accessibility": self.accessibility,
             "PipelineRunUri": self.uri,
             "GmtCreateTime": iso_utc(self.created_at),
-            "GmtModifiedTime": iso_utc(self.created_at + st.phase_started),
+            "GmtModifiedTime": iso_utc(self._modified_at(now, st, modified)),
             "Duration": 0,
         }
         if st.started is not None:
@@ -114,9 +120,18 @@ class Run:
             body["FinishedAt"] = iso_utc(self.created_at + st.finished)
         return body
 
-    def detail(self, now: float, *, verbose: bool, manifest_type: str = "Raw") -> dict[str, Any]:
+    def _modified_at(self, now: float, st: RunState, mode: str) -> float:
+        if mode == "never":
+            return self.created_at
+        if mode == "read" and st.status not in TERMINAL:
+            return now
+        return self.created_at + st.phase_started
+
+    def detail(
+        self, now: float, *, verbose: bool, manifest_type: str = "Raw", modified: str = "transition"
+    ) -> dict[str, Any]:
         """GetPipelineRun's body, without RequestId."""
-        body = self.summary(now)
+        body = self.summary(now, modified=modified)
         body["Arguments"] = self.arguments
         body["Options"] = self.options
         if verbose:

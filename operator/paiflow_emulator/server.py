@@ -35,7 +35,8 @@ Control API (test tool, no signature, never a PAI action), all JSON:
 - GET    /_emulator/counters[?runs=0][&seconds=1] -> {"total", "actions", "outcomes", "runs", "byAction"}
                                             (+ "perSecond": {epoch second: calls arrived})
 - POST   /_emulator/reset-counters         -> {"ok": true}
-- POST   /_emulator/config                 {"latency"?, "qpsLimit"?, "qpsBurst"?} -> current config
+- POST   /_emulator/config                 {"latency"?, "qpsLimit"?, "qpsBurst"?, "modifiedTime"?} -> config
+                                            (modifiedTime: transition | never | read, see runs.py)
 - POST   /_emulator/keys                   {"keys"?: {ak: secret}, "stsTokens"?: {token: ak}}
 - DELETE /_emulator/keys/{ak}              revokes a key
 - POST   /_emulator/sts-tokens/{token}/expire
@@ -70,7 +71,7 @@ from .auth import AuthFailure, Verifier, collect_headers
 from .clock import Clock, iso_utc
 from .counters import HANG, MALFORMED, OK, Counters
 from .faults import Fault, FaultKind, FaultSet, Selection
-from .runs import MANIFEST_TYPES, Run, add_trailing_newlines, new_id
+from .runs import MANIFEST_TYPES, MODIFIED_TIME_MODES, Run, add_trailing_newlines, new_id
 from .timeline import TERMINAL, Phase, Step, Timeline
 
 log = logging.getLogger("paiflow_emulator")
@@ -162,6 +163,7 @@ class Emulator:
         sample_quirks: bool = False,
         wall: Callable[[], float] = time.time,
         max_hang: float = 600.0,
+        modified_time: str = "transition",
     ) -> None:
         self.clock = clock or Clock()
         self.latency = latency
@@ -170,6 +172,10 @@ class Emulator:
         # Reproduce the stray trailing newlines of the vendor's sample response.
         self.sample_quirks = sample_quirks
         self.max_hang = max_hang
+        self.modified_time = _modified_mode(modified_time)
+        # Test hook: called with the query of every ListPipelineRuns before it is answered (e.g. to change a
+        # run between two pages of a scan).
+        self.list_hook: Callable[[Mapping[str, str]], None] | None = None
         self.verifier = Verifier(keys, sts_tokens, max_skew=max_skew, wall=wall)
         self.faults = FaultSet()
         self.counters = Counters()
@@ -517,9 +523,11 @@ class Emulator:
             raise ApiError(vendor.NO_PERMISSION)
         verbose = query.get("Verbose", "false").lower() == "true"
         manifest_type = _manifest_type(query.get("ManifestType"))
-        return run.detail(self.clock.now(), verbose=verbose, manifest_type=manifest_type)
+        return run.detail(self.clock.now(), verbose=verbose, manifest_type=manifest_type, modified=self.modified_time)
 
     def _list_runs(self, query: Mapping[str, str], selection: Selection, *, nothing: bool) -> dict[str, Any]:
+        if self.list_hook is not None:
+            self.list_hook(query)
         page_number = _int_param(query, "PageNumber", 1, low=1)
         page_size = _int_param(query, "PageSize", 20, low=1, high=100)
         sort_by = query.get("SortBy") or "GmtCreateTime"
@@ -550,7 +558,7 @@ class Emulator:
                 continue
             if name and name not in run.name.lower():
                 continue
-            row = run.summary(now)
+            row = run.summary(now, modified=self.modified_time)
             if statuses and row["Status"] not in statuses:
                 continue
             if any(row.get(k) != v for k, v in wanted.items()):
@@ -800,7 +808,11 @@ class Emulator:
         if "qpsLimit" in data:
             limit = data["qpsLimit"]
             self.set_qps_limit(float(limit) if limit else None, data.get("qpsBurst"))
-        return web.json_response({"latency": self.latency, "qpsLimit": self.qps_limit})
+        if "modifiedTime" in data:
+            self.modified_time = _modified_mode(str(data["modifiedTime"]))
+        return web.json_response(
+            {"latency": self.latency, "qpsLimit": self.qps_limit, "modifiedTime": self.modified_time}
+        )
 
     async def _c_add_keys(self, request: web.Request) -> web.StreamResponse:
         data = await request.json()
@@ -868,6 +880,12 @@ def _document(name: str, text: str) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         raise ApiError(vendor.INVALID_PARAMETER, f"{name} must be an object.")
     return parsed
+
+
+def _modified_mode(value: str) -> str:
+    if value not in MODIFIED_TIME_MODES:
+        raise ValueError(f"modifiedTime must be one of {', '.join(MODIFIED_TIME_MODES)}, not {value!r}")
+    return value
 
 
 def _json_body(body: bytes) -> dict[str, Any]:

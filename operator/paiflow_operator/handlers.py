@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from paiflow_operator import metrics, resource
+from paiflow_operator import metrics, resource, workspace_resource
 from paiflow_operator.handover import Handover
 from paiflow_operator.kube import KubeApi, load_client_configuration
 from paiflow_operator.launcher import Launcher
@@ -26,6 +26,7 @@ from paiflow_operator.pai.credentials import DefaultChainSource
 from paiflow_operator.scheduler import Scheduler
 from paiflow_operator.settings import Settings, get_settings
 from paiflow_operator.sharding import KeyOwnership, StaticShards
+from paiflow_operator.workspace_scan import WorkspaceScanner
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     scheduler = Scheduler(config, pai, kube, DefaultChainSource(), ownership=ownership)
     scheduler.launcher = Launcher(scheduler, pai, kube)
     memo.pai, memo.kube, memo.scheduler = pai, kube, scheduler
+    memo.scanner = WorkspaceScanner(config, pai, kube, scheduler)
     memo.membership, memo.ownership = membership, ownership
     memo.feed = scheduler.observe
     if membership is not None:
@@ -155,6 +157,7 @@ async def watch(event: kopf.RawEvent, uid: str | None, memo: kopf.Memo, **_: Any
     # belong to the event loop.
     memo.feed(event["object"], event["type"])
     metrics.namespace_seen(event["object"].get("metadata", {}).get("namespace", ""))
+    memo.scanner.observe_run(event["object"], event["type"])
     membership: LeaseMembership | None = memo.membership
     if membership is not None and membership.joining:
         listing: Listing = memo.listing
@@ -168,6 +171,12 @@ def members(memo: kopf.Memo, **_: Any) -> int | None:
     # Replicas sharing the runs as this one sees them (0: it holds no live Lease); None without Leases.
     membership: LeaseMembership | None = memo.membership
     return None if membership is None else len(membership.members)
+
+
+@kopf.on.event(resource.GROUP, resource.VERSION, workspace_resource.PLURAL)
+async def watch_workspaces(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    # Each PaiWorkspace gets one scan task (workspace_scan.py); like runs, no finalizer and no annotations.
+    memo.scanner.observe_workspace(event["object"], event["type"])
 
 
 @kopf.on.probe(id="trackedRuns")
@@ -188,6 +197,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         # The others notice at their next round and poll what they took within the initial jitter.
         drain = config.lease_renew_interval + config.initial_jitter + config.batch_window
         await membership.leave(drain.total_seconds())
+    await memo.scanner.stop()
     await memo.scheduler.stop()
     if membership is not None:
         memo.join_task.cancel()

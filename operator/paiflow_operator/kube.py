@@ -21,7 +21,7 @@ from typing import Any
 
 import kubernetes
 
-from paiflow_operator import resource
+from paiflow_operator import resource, workspace_resource
 from paiflow_operator.reconcile import Event, timestamp
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class ObjectRef:
     name: str
     uid: str
     resource_version: str | None = None
+    kind: str = resource.KIND
 
 
 def load_client_configuration() -> kubernetes.client.Configuration:
@@ -173,7 +174,7 @@ class KubeApi:
             "metadata": {"name": f"{ref.name}.{uuid.uuid4().hex[:16]}", "namespace": ref.namespace},
             "involvedObject": {
                 "apiVersion": resource.API_VERSION,
-                "kind": resource.KIND,
+                "kind": ref.kind,
                 "name": ref.name,
                 "namespace": ref.namespace,
                 "uid": ref.uid,
@@ -190,6 +191,31 @@ class KubeApi:
             "count": 1,
         }
         await self._call("POST", f"/api/v1/namespaces/{ref.namespace}/events", body)
+
+    async def create_run(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Creates a PaiPipelineRun (an imported run); a name already taken raises KubeError 409."""
+        path = (
+            f"/apis/{resource.GROUP}/{resource.VERSION}/namespaces/{namespace}/{resource.PLURAL}"
+            f"?fieldManager={FIELD_MANAGER}"
+        )
+        result: dict[str, Any] = await self._call("POST", path, body)
+        return result
+
+    async def delete_run(self, namespace: str, name: str, uid: str) -> None:
+        """Deletes exactly the PaiPipelineRun seen (uid precondition): never a namesake created since."""
+        path = f"/apis/{resource.GROUP}/{resource.VERSION}/namespaces/{namespace}/{resource.PLURAL}/{name}"
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}}
+        await self._call("DELETE", path, body)
+
+    async def patch_workspace_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        path = (
+            f"/apis/{resource.GROUP}/{resource.VERSION}/namespaces/{namespace}/"
+            f"{workspace_resource.PLURAL}/{name}/status?fieldManager={FIELD_MANAGER}"
+        )
+        result: dict[str, Any] = await self._call(
+            "PATCH", path, {"status": patch}, content_type="application/merge-patch+json"
+        )
+        return result
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes]:
         data = await self._call("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")

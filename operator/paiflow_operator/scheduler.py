@@ -51,6 +51,8 @@ from paiflow_operator.write_gate import WriteGate
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name)
+# (region, PAI workspace id, credentials: None for the operator's own, else (namespace, Secret ref fields))
+ScanKey = tuple[str, str, tuple[str, str, str, str, str] | None]
 
 
 class PaiApi(Protocol):
@@ -96,6 +98,8 @@ class Tracked:
     busy: bool = False
     # The spec changed while a poll was in flight: look again as soon as that poll ends.
     rerun: bool = False
+    # A workspace scan last answered for this run at this clock time (workspace_scan.py): polled slowly.
+    scan_seen: float | None = None
     # Monotonic time of the first of the retryable PAI failures in a row, None while calls succeed.
     failing_since: float | None = None
     # The resourceVersion whose terminal status was last confirmed with PAI (see _needs_confirmation).
@@ -169,6 +173,8 @@ class Scheduler:
         self.secrets = SecretCredentials(kube, settings.secret_cache_ttl.total_seconds(), clock)
         self.ownership: Ownership = ownership or StaticShards(settings.shard_count, settings.shard_index)
         self._stopping = False
+        # Workspace scans running on this replica: scan key -> scan interval (seconds).
+        self._scans: dict[ScanKey, float] = {}
         self.breaker = CircuitBreaker(
             settings.circuit_failures,
             settings.circuit_probe_interval.total_seconds(),
@@ -213,7 +219,7 @@ class Scheduler:
             pending = self._needs_confirmation(tracked, meta) or self._launch_pending(tracked)
             if not is_finished(status, generation) or spec.suspend or pending:
                 jitter = self.rng.uniform(0, self.settings.initial_jitter.total_seconds())
-                self._schedule(tracked, self.clock() + jitter)
+                self._schedule(tracked, self.clock() + jitter + self._first_sync_wait(tracked))
             return
         spec_changed = generation != tracked.generation
         tracked.generation, tracked.spec, tracked.status = generation, spec, status
@@ -729,7 +735,7 @@ class Scheduler:
             return
         if retry is Retry.INTERVAL:
             tracked.attempt = 0
-            delay = s.poll_interval_for(tracked.spec.pollInterval).total_seconds()
+            delay = self._scan_safety_net(tracked) or s.poll_interval_for(tracked.spec.pollInterval).total_seconds()
             batch = self._batch_key(tracked)
             if batch is not None:
                 self._schedule(tracked, self._next_beat(batch, delay, now))
@@ -773,3 +779,117 @@ class Scheduler:
         if ref is None:
             return None
         return await self.secrets.share_token(tracked.namespace, ref)
+
+    # ---- workspace scans (workspace_scan.py) ------------------------------------------------------
+    # One ListPipelineRuns scan per workspace answers for every run of it that this replica tracks, hand-written
+    # or imported, with the credentials the run itself would use; the batched status poll remains as a slow
+    # safety net in case PAI does not move GmtModifiedTime on a change.
+
+    def scan_key(self, tracked: Tracked) -> ScanKey | None:
+        spec = tracked.spec
+        workspace = spec.workspaceId or tracked.status.get("workspaceId")
+        if not workspace:
+            return None
+        ref = spec.credentialsSecretRef
+        creds = (
+            (tracked.namespace, ref.name, ref.accessKeyIdKey, ref.accessKeySecretKey, ref.securityTokenKey)
+            if ref
+            else None
+        )
+        return (self._region(spec), workspace, creds)
+
+    def send_slot(self, credentials: CredentialSource) -> contextlib.AbstractAsyncContextManager[None]:
+        """A scan's PAI call shares the poll's concurrency limit and rate limit."""
+        return self._send_slot(credentials)
+
+    def begin_scan(self, key: ScanKey, interval: float) -> None:
+        if key in self._scans:
+            self._scans[key] = interval
+            return
+        self._scans[key] = interval
+        # Runs seen before their workspace (kopf lists both kinds at once) wait for the scan as later ones do.
+        now = self.clock()
+        for tracked in list(self.runs.values()):
+            if tracked.due is not None and not tracked.busy and self.scan_key(tracked) == key:
+                wait = self._first_sync_wait(tracked)
+                if wait and tracked.due < now + wait:
+                    self._schedule(tracked, now + wait)
+
+    def end_scan(self, key: ScanKey) -> None:
+        """The scan stopped (workspace deleted, suspended, handed over): its runs go back to their own polls."""
+        if self._scans.pop(key, None) is None:
+            return
+        for tracked in list(self.runs.values()):
+            if tracked.scan_seen is not None and self.scan_key(tracked) == key:
+                tracked.scan_seen = None
+                if tracked.due is not None and not tracked.busy:
+                    self._schedule(
+                        tracked, self.clock() + self.rng.uniform(0, self.settings.batch_window.total_seconds())
+                    )
+
+    def unsynced(self, key: ScanKey) -> int:
+        """Runs of this scan key never read from PAI yet: the scan then reads the whole import window."""
+        return sum(
+            1
+            for t in self.runs.values()
+            # Never answered at all (an error writes conditions): a run PAI does not know stops counting.
+            if t.status.get("runStatus") is None and not t.status.get("conditions") and self.scan_key(t) == key
+        )
+
+    def apply_rows(self, key: ScanKey, rows: Mapping[str, PipelineRun]) -> int:
+        """Feeds one scan's rows (run id -> ListPipelineRuns row) to the runs of that scan key, through the same
+        reconcile as a poll. Returns how many runs were handed a row."""
+        by_run: dict[str, list[Tracked]] = defaultdict(list)
+        for tracked in self.runs.values():
+            if tracked.run_id in rows:
+                by_run[tracked.run_id].append(tracked)
+        fed = 0
+        now = self.clock()
+        for run_id, members in by_run.items():
+            row = rows[run_id]
+            for tracked in members:
+                spec = tracked.spec
+                if tracked.busy or spec.suspend or spec.tokenSecretRef is not None or self.scan_key(tracked) != key:
+                    continue
+                tracked.scan_seen = now
+                if is_finished(tracked.status, tracked.generation):
+                    continue  # a finished run costs nothing
+                if spec.verbose:
+                    # Manifest, Arguments and Options come from GetPipelineRun only: a change fetches them now.
+                    if (row.raw_status or row.status.value) != tracked.status.get("runStatus"):
+                        self._schedule(tracked, now)
+                    continue
+                tracked.busy = True
+                tracked.due = None
+                tracked.heap_version += 1
+                tracked.last_detail = now  # a row carries everything a non-verbose GetPipelineRun does
+                fed += 1
+                self._spawn(self._finish_guarded(tracked, row))
+        return fed
+
+    async def _finish_guarded(self, tracked: Tracked, row: PipelineRun) -> None:
+        try:
+            await self._finish(tracked, row)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("applying a scan row to %s/%s failed unexpectedly", tracked.namespace, tracked.name)
+            self._reschedule(tracked, Retry.BACKOFF)
+
+    def _scan_safety_net(self, tracked: Tracked) -> float | None:
+        """The slow poll interval of a run a live workspace scan answers for, else None."""
+        if tracked.scan_seen is None:
+            return None
+        key = self.scan_key(tracked)
+        if key is None or key not in self._scans:
+            return None
+        return max(self.settings.workspace_safety_net_interval.total_seconds(), self._scans[key])
+
+    def _first_sync_wait(self, tracked: Tracked) -> float:
+        """A new run a workspace scan can answer for waits for that scan (about one interval) before its own
+        GetPipelineRun: a first sync of thousands of runs then costs a few list pages, not a call per run."""
+        if tracked.status.get("runStatus") is not None or tracked.spec.verbose or tracked.spec.tokenSecretRef:
+            return 0.0
+        key = self.scan_key(tracked)
+        interval = self._scans.get(key) if key is not None else None
+        return 0.0 if interval is None else interval * 1.5

@@ -76,6 +76,21 @@ class Settings(BaseSettings):
     # A launch whose CreatePipelineRun outcome is unknown (timeout, crash) waits this long after its claim
     # before looking the run up again: longer than any create can be in flight (connect + read timeout).
     launch_settle_time: Duration = timedelta(seconds=60)
+    # PaiWorkspace scans (workspace_scan.py). One ListPipelineRuns scan per workspace per interval answers
+    # for all its runs; the batched status poll of those runs drops to the safety-net interval, which bounds
+    # how stale a status gets should PAI not move GmtModifiedTime on a change.
+    workspace_scan_interval: Duration = timedelta(seconds=30)
+    workspace_safety_net_interval: Duration = timedelta(minutes=5)
+    # Every so often a scan reads the whole import window again (imports what a shifting page hid).
+    workspace_full_scan_interval: Duration = timedelta(minutes=10)
+    # Re-read this much below the previous scan's newest GmtModifiedTime (clock skew, equal timestamps).
+    workspace_scan_overlap: Duration = timedelta(seconds=30)
+    workspace_page_size: int = Field(default=100, ge=1, le=1000, description="Rows per ListPipelineRuns page.")
+    workspace_max_pages: int = Field(default=200, ge=1, description="Pages per scan at most.")
+    workspace_create_qps: float = Field(default=50.0, gt=0, description="PaiPipelineRun creations per second.")
+    workspace_create_burst: int = Field(default=50, ge=1)
+    # lastScanTime alone is written at most this often (a change of anything else writes at once).
+    workspace_status_heartbeat: Duration = timedelta(minutes=5)
 
     list_chunk_size: int = Field(default=500, ge=1, description="Objects per page of kopf's initial list.")
     max_text_field_bytes: int = Field(default=64 * 1024, ge=1024, le=256 * 1024)

@@ -39,6 +39,14 @@ OPERATOR_ENV = {
     "PAIFLOW_QPS": "100",
     "PAIFLOW_BURST": "100",
     "PAIFLOW_LOG_LEVEL": "DEBUG",
+    # PaiWorkspace scans: fast, small pages (so paging is exercised), a short safety net, no periodic full scan
+    # (so that what the safety net catches is not caught by a full scan first).
+    "PAIFLOW_WORKSPACE_SCAN_INTERVAL": "1s",
+    "PAIFLOW_WORKSPACE_SAFETY_NET_INTERVAL": "6s",
+    "PAIFLOW_WORKSPACE_FULL_SCAN_INTERVAL": "1h",
+    "PAIFLOW_WORKSPACE_SCAN_OVERLAP": "2s",
+    "PAIFLOW_WORKSPACE_PAGE_SIZE": "5",
+    "PAIFLOW_WORKSPACE_STATUS_HEARTBEAT": "5s",
     # Errors show at once here: the tests look at one error at a time (the grace has tests of its own).
     "PAIFLOW_ERROR_GRACE": "0s",
     # A create whose answer was lost is looked up again after this (production: 60s).
@@ -65,7 +73,11 @@ def installed(control_plane: ControlPlane) -> ControlPlane:
     control_plane.kubectl("apply", "-f", str(REPO / "crds"))
     control_plane.kubectl("apply", "-k", str(REPO / "deploy" / "base"))
     control_plane.kubectl(
-        "wait", "--for=condition=Established", "crd/paipipelineruns.paiflow-operator.dev", "--timeout=60s"
+        "wait",
+        "--for=condition=Established",
+        "crd/paipipelineruns.paiflow-operator.dev",
+        "crd/paiworkspaces.paiflow-operator.dev",
+        "--timeout=60s",
     )
     return control_plane
 

@@ -35,6 +35,9 @@ def _eventually(check: Callable[[], bool], timeout: float = 30, what: str = "con
         time.sleep(0.2)
 
 
+DAEMONS = ("etcd", "kube-apiserver", "kube-controller-manager")
+
+
 def _control_plane_processes(workdir: Path) -> dict[int, str]:
     """Live etcd / kube-apiserver processes of the control plane in `workdir` (their flags name paths
     inside it), read from /proc so no extra package is needed."""
@@ -48,12 +51,43 @@ def _control_plane_processes(workdir: Path) -> dict[int, str]:
         except OSError:  # exited while we looked
             continue
         # A zombie holds no port and no file; if one lingered, its parent would be the bug.
-        if Path(argv[0]).name in ("etcd", "kube-apiserver") and str(workdir) in " ".join(argv) and state != "Z":
+        if Path(argv[0]).name in DAEMONS and str(workdir) in " ".join(argv) and state != "Z":
             found[int(entry.name)] = Path(argv[0]).name
     return found
 
 
 # --- the API server ------------------------------------------------------------------------------
+
+
+def test_garbage_collection_and_namespace_deletion_are_real(control_plane: ControlPlane, namespace: str) -> None:
+    owner = json.loads(control_plane.kubectl("create", "configmap", "owner", "-n", namespace, "-o", "json").stdout)
+    dependent = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "dependent",
+            "namespace": namespace,
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner["metadata"]["uid"]}
+            ],
+        },
+    }
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(dependent))
+    control_plane.kubectl("delete", "configmap", "owner", "-n", namespace)
+    # kube-controller-manager's garbage collector removes the dependent (background propagation).
+    _eventually(
+        lambda: (
+            not control_plane.kubectl(
+                "get", "configmap", "dependent", "-n", namespace, "--ignore-not-found", "-o", "name"
+            ).stdout.strip()
+        ),
+        timeout=30,
+        what="the dependent ConfigMap to be collected",
+    )
+    gone = f"gone-{namespace}"[:63]
+    control_plane.kubectl("create", "namespace", gone)
+    control_plane.kubectl("delete", "namespace", gone, "--timeout=60s")  # waits: the namespace controller finishes
+    assert not control_plane.kubectl("get", "namespace", gone, "--ignore-not-found", "-o", "name").stdout.strip()
 
 
 def test_apiserver_is_ready(control_plane: ControlPlane) -> None:
@@ -291,7 +325,7 @@ def test_stop_leaves_no_process_and_no_files() -> None:
     with cp:
         assert cp.startup_seconds is not None and cp.startup_seconds < 30
         pids = cp.pids
-        assert set(pids) == {"etcd", "kube-apiserver"}
+        assert set(pids) == set(DAEMONS)
         assert set(_control_plane_processes(cp.workdir)) == set(pids.values())
         # A second, independent cluster: its own port and its own data.
         cp.kubectl("create", "namespace", "only-here")
@@ -351,7 +385,7 @@ def test_script_cleans_up_when_signalled(sig: signal.Signals, tmp_path: Path) ->
         cp = ControlPlane(kubeconfig=kubeconfig)  # a client of the script's cluster
         with cp:
             assert cp.kubectl("get", "--raw", "/readyz").stdout.strip() == "ok"
-        assert sorted(_control_plane_processes(workdir).values()) == ["etcd", "kube-apiserver"]
+        assert sorted(_control_plane_processes(workdir).values()) == sorted(DAEMONS)
 
         proc.send_signal(sig)
         proc.wait(timeout=30)
@@ -388,7 +422,7 @@ def test_sigterm_to_a_program_using_the_library_stops_the_control_plane() -> Non
     try:
         assert proc.stdout is not None
         workdir = Path(proc.stdout.readline().strip())
-        assert sorted(_control_plane_processes(workdir).values()) == ["etcd", "kube-apiserver"]
+        assert sorted(_control_plane_processes(workdir).values()) == sorted(DAEMONS)
         assert (workdir / "kube-apiserver.log").exists()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == -signal.SIGTERM

@@ -85,3 +85,49 @@ def test_status_is_written_only_through_its_subresource(
         "terminate": False,
         "deletionPolicy": "Retain",
     }
+
+
+def _create_workspace(runs: Runs, spec: dict[str, Any], name: str = "bad-ws") -> tuple[int, str]:
+    body = {
+        "apiVersion": "paiflow-operator.dev/v1alpha1",
+        "kind": "PaiWorkspace",
+        "metadata": {"name": name, "namespace": runs.namespace},
+        "spec": spec,
+    }
+    result = runs.cp.kubectl("apply", "-f", "-", input=json.dumps(body), check=False)
+    return result.returncode, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({}, "spec.workspaceId: Required value"),
+        ({"workspaceId": "ws 1"}, "spec.workspaceId"),
+        ({"workspaceId": "ws1", "importWindow": "forever"}, "spec.importWindow"),
+        ({"workspaceId": "ws1", "importWindow": "9000h"}, "importWindow must be between 1m and 8760h"),
+        ({"workspaceId": "ws1", "maxRuns": -1}, "spec.maxRuns"),
+        ({"workspaceId": "ws1", "maxRuns": 100001}, "spec.maxRuns"),
+        ({"workspaceId": "ws1", "ttlAfterFinished": "1d"}, "spec.ttlAfterFinished"),
+        ({"workspaceId": "ws1", "filters": {"sourceType": "CLI"}}, 'spec.filters.sourceType: Unsupported value: "CLI"'),
+        ({"workspaceId": "ws1", "filters": {"statuses": ["Done"]}}, "spec.filters.statuses[0]"),
+        ({"workspaceId": "ws1", "template": {"pollInterval": "1s"}}, "template.pollInterval must be between 5s and 1h"),
+        ({"workspaceId": "ws1", "template": {"labels": {"a b": "c"}}}, "template.labels must be valid"),
+        ({"workspaceId": "ws1", "credentialsSecretRef": {}}, "spec.credentialsSecretRef.name: Required value"),
+    ],
+    ids=["no-workspace", "bad-workspace", "window-not-a-duration", "window-too-long", "negative-cap", "cap-too-big",
+         "ttl-in-days", "bad-source-type", "bad-status", "template-interval", "bad-label", "secret-without-name"],
+)  # fmt: skip
+def test_invalid_workspaces_are_refused_with_the_field_named(runs: Runs, spec: dict[str, Any], expected: str) -> None:
+    code, stderr = _create_workspace(runs, spec)
+    assert code != 0, "the API server accepted an invalid PaiWorkspace"
+    assert expected in stderr, stderr
+
+
+def test_workspace_id_is_immutable_and_defaults_apply(runs: Runs) -> None:
+    assert _create_workspace(runs, {"workspaceId": "ws1"}, "imm")[0] == 0
+    stored = json.loads(runs.cp.kubectl("get", "paiws", "imm", "-n", runs.namespace, "-o", "json").stdout)
+    assert (stored["spec"]["importWindow"], stored["spec"]["maxRuns"]) == ("24h", 1000)
+    # (status: observedGeneration 0 until the operator's first scan, if an operator runs in this session)
+    assert (stored.get("status") or {}).get("observedGeneration") in (0, 1)
+    code, stderr = _create_workspace(runs, {"workspaceId": "ws2"}, "imm")
+    assert code != 0 and "workspaceId is immutable" in stderr, stderr

@@ -54,6 +54,9 @@ def test_demo_runs_to_the_end_and_leaves_nothing_behind(demo: subprocess.Complet
     launched = re.search(r"\[demo\] (train-resnet50-\w+) launched PAI run (flow-\w+) \(PAI name [^,]+, 1 create", out)
     assert launched, out[-3000:]
     assert re.search(rf"{launched.group(1)}\s+{launched.group(2)}\s+Succeeded", out), out[-3000:]
+    # The PaiWorkspace imported the second workspace's runs, which ended like the rest.
+    assert "kubectl get paiworkspaces" in out and "team-imports" in out
+    assert "flow-import-sdk-01" in out and "step eval: exit code 1" not in result.stderr
     assert "demo-secret-never-printed" not in out + result.stderr
     workdir = re.search(r"work dir (\S+?)\)", out)
     assert workdir, out[:500]

@@ -292,11 +292,16 @@ def test_operator_identity_is_refused_what_it_does_not_need(
     assert can("patch", "paipipelineruns.paiflow-operator.dev", "--subresource=status", "-n", namespace) == "yes"
     assert can("create", "events", "-n", namespace) == "yes"
     assert can("get", "secrets", "-n", namespace) == "no"
-    assert can("delete", "paipipelineruns.paiflow-operator.dev", "-n", namespace) == "no"
+    # A PaiWorkspace imports runs (create) and removes them after ttlAfterFinished (delete).
+    assert can("create", "paipipelineruns.paiflow-operator.dev", "-n", namespace) == "yes"
+    assert can("delete", "paipipelineruns.paiflow-operator.dev", "-n", namespace) == "yes"
     # patch: only for the finalizer of launched runs with deletionPolicy Terminate (launcher.py).
     assert can("patch", "paipipelineruns.paiflow-operator.dev", "-n", namespace) == "yes"
     assert can("get", "configmaps", "-n", namespace) == "no"  # opt-in per namespace, for manifestFrom
     assert can("update", "paipipelineruns.paiflow-operator.dev", "-n", namespace) == "no"
-    assert can("create", "paipipelineruns.paiflow-operator.dev", "-n", namespace) == "no"
+    assert can("list", "paiworkspaces.paiflow-operator.dev", "-A") == "yes"
+    assert can("patch", "paiworkspaces.paiflow-operator.dev", "--subresource=status", "-n", namespace) == "yes"
+    assert can("patch", "paiworkspaces.paiflow-operator.dev", "-n", namespace) == "no"
+    assert can("delete", "paiworkspaces.paiflow-operator.dev", "-n", namespace) == "no"
     denied = installed.kubectl("get", "secrets", "-n", "kube-system", kubeconfig=operator_kubeconfig, check=False)  # type: ignore[arg-type]
     assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kubectl and etcd from the versions pinned in go.mod beside this script.
+# Builds kube-apiserver, kube-controller-manager, kubectl and etcd from the versions pinned in go.mod beside this script.
 #
 #   tests/k8s/build.sh BIN_DIR
 #
@@ -24,7 +24,7 @@ tmp=$(mktemp -d "$bin_dir/.build.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
 start=$(date +%s)
-echo "building kube-apiserver, kubectl, etcd into $bin_dir (first build: long; later ones: cached)" >&2
+echo "building kube-apiserver, kube-controller-manager, kubectl, etcd into $bin_dir (first build: long; later ones: cached)" >&2
 # Packages are listed explicitly: `go build -o DIR` names each binary after the last path element of its
 # package, which for etcd is "v3" (go.etcd.io/etcd/server/v3), so etcd is built on its own with -o FILE.
 # CGO is left at Go's default (on where a C compiler exists): these binaries only run on the machine
@@ -41,15 +41,17 @@ echo "building kube-apiserver, kubectl, etcd into $bin_dir (first build: long; l
         ldflags+=" -X $pkg.gitTreeState=clean"
     done
     flags=(-trimpath -buildvcs=false "-ldflags=$ldflags")
-    go build "${flags[@]}" -o "$tmp/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+    # kube-controller-manager: garbage collection (ownerReferences) and namespace deletion are real.
+    go build "${flags[@]}" -o "$tmp/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl \
+        k8s.io/kubernetes/cmd/kube-controller-manager
     go build "${flags[@]}" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
 )
-for name in kube-apiserver kubectl etcd; do
+for name in kube-apiserver kube-controller-manager kubectl etcd; do
     mv -f "$tmp/$name" "$bin_dir/$name"
 done
 elapsed=$(($(date +%s) - start))
 
 echo "built in ${elapsed}s:" >&2
-ls -la "$bin_dir/kube-apiserver" "$bin_dir/kubectl" "$bin_dir/etcd" >&2
+ls -la "$bin_dir/kube-apiserver" "$bin_dir/kube-controller-manager" "$bin_dir/kubectl" "$bin_dir/etcd" >&2
 "$bin_dir/kube-apiserver" --version >&2
 "$bin_dir/etcd" --version >&2

@@ -1,11 +1,12 @@
-"""A real Kubernetes control plane (etcd + kube-apiserver) on loopback, for the tests and the demo.
+"""A real Kubernetes control plane (etcd + kube-apiserver + kube-controller-manager) on loopback, for the
+tests and the demo.
 
-No kubelet, scheduler or kube-controller-manager: the operator only talks to the API server, and that
-is the part whose behaviour (validation, CEL rules, the status subresource, RBAC, watches,
-resourceVersion conflicts) mocks get wrong. Consequences of the missing controllers: namespaces stay
-"Terminating" forever once deleted (no namespace controller), ServiceAccounts get no token Secrets and
-no "default" ServiceAccount is created (tokens come from the TokenRequest API instead), garbage
-collection by ownerReferences never happens, and pods are never scheduled.
+No kubelet or scheduler: the operator only talks to the API server, and that is the part whose behaviour
+(validation, CEL rules, the status subresource, RBAC, watches, resourceVersion conflicts) mocks get wrong.
+kube-controller-manager runs only its garbage collector and namespace controller, so deleting an owner
+removes what it owns (imported PaiPipelineRuns) and a deleted namespace really goes away. ServiceAccounts
+get no token Secrets and no "default" ServiceAccount (tokens come from the TokenRequest API instead), and
+pods are never scheduled.
 
 The binaries are built from source by `make k8s-bin` (tests/k8s/build.sh). With the environment
 variable PAIFLOW_TEST_KUBECONFIG set, `ControlPlane.from_environment()` uses that cluster instead.
@@ -53,7 +54,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 K8S_VERSION = "v1.37.2"  # keep in step with K8S_VERSION in the Makefile and tests/k8s/go.mod
 ENV_BIN_DIR = "PAIFLOW_K8S_BIN"
 ENV_KUBECONFIG = "PAIFLOW_TEST_KUBECONFIG"
-BINARIES = ("etcd", "kube-apiserver", "kubectl")
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
+# Only what the tests rely on: garbage collection by ownerReferences and namespace deletion.
+CONTROLLERS = "garbage-collector-controller,namespace-controller"
 
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -372,6 +375,7 @@ class ControlPlane:
         self._startup_timeout = startup_timeout
         self._etcd: _Daemon | None = None
         self._apiserver: _Daemon | None = None
+        self._controller_manager: _Daemon | None = None
         self._started = False
         self.startup_seconds: float | None = None
         # Kept to restart kube-apiserver alone (stop_apiserver/start_apiserver).
@@ -415,7 +419,7 @@ class ControlPlane:
     @property
     def pids(self) -> dict[str, int]:
         """Process ids of the local etcd and kube-apiserver (empty for an external cluster)."""
-        return {d.name: d.pid for d in (self._etcd, self._apiserver) if d is not None}
+        return {d.name: d.pid for d in (self._etcd, self._apiserver, self._controller_manager) if d is not None}
 
     def missing_binaries(self) -> list[str]:
         needed = ("kubectl",) if self.external else BINARIES
@@ -470,7 +474,7 @@ class ControlPlane:
         """Whether the local processes are all alive (always True for an external cluster)."""
         if self.external:
             return self._started
-        return all(d is not None and d.alive() for d in (self._etcd, self._apiserver))
+        return all(d is not None and d.alive() for d in (self._etcd, self._apiserver, self._controller_manager))
 
     def log_tails(self, lines: int = 40) -> str:
         """The last lines of the etcd and kube-apiserver logs (for failure messages)."""
@@ -604,6 +608,19 @@ class ControlPlane:
         _write_admin_kubeconfig(self._kubeconfig, self._server, pki)
         self._pki, self._etcd_url, self._api_port = pki, etcd_url, api_port
         self._wait_ready(pki)
+        self._controller_manager = _Daemon(
+            "kube-controller-manager",
+            [
+                str(self.bin_dir / "kube-controller-manager"),
+                f"--kubeconfig={self._kubeconfig}",
+                f"--controllers={CONTROLLERS}",
+                "--leader-elect=false",
+                # No serving endpoint: nothing scrapes or probes it here.
+                "--secure-port=0",
+                "--use-service-account-credentials=false",
+            ],
+            self.workdir / "kube-controller-manager.log",
+        )
 
     def _apiserver_flags(self, pki: _Pki, etcd_url: str, port: int) -> list[str]:
         return [
@@ -670,6 +687,9 @@ class ControlPlane:
         # Take them out first so a SIGTERM arriving in the middle of stop() does not stop them twice.
         apiserver, self._apiserver = self._apiserver, None
         etcd, self._etcd = self._etcd, None
+        controller_manager, self._controller_manager = self._controller_manager, None
+        if controller_manager is not None:
+            controller_manager.stop(grace=5)
         # API server first: stopping etcd under it makes it log errors and retry until its deadline.
         if apiserver is not None:
             apiserver.stop(grace=10)

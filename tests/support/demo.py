@@ -33,6 +33,14 @@ EXAMPLE_RUN = "flow-j94y0000000000lf7a"  # the run deploy/examples/paipipelineru
 LAUNCH_PIPELINE, LAUNCH_WORKSPACE = "pipeline-j94yabcdefghlf7a", "24601"
 SHARE_TOKEN = next(r["shareToken"] for r in scenario.DEMO["runs"] if "shareToken" in r)
 TERMINAL = {"Succeeded", "Failed", "Terminated", "Skipped"}
+# A second PAI workspace, nobody wrote a PaiPipelineRun for: the PaiWorkspace "team-imports" mirrors it.
+IMPORT_WORKSPACE = "48213"
+IMPORTED = [
+    ("flow-import-designer-01", "DESIGNER", Timeline.of(("Running", 15), ("Succeeded", None))),
+    ("flow-import-designer-02", "DESIGNER", Timeline.of(("Initialized", 5), ("Running", 25), ("Succeeded", None))),
+    ("flow-import-sdk-01", "SDK", Timeline.of(("Running", 20), ("Failed", None, "step eval: exit code 1"))),
+    ("flow-import-sdk-02", "SDK", Timeline.of(("Running", 30), ("Succeeded", None))),
+]
 
 
 def _manifest(name: str, run_id: str, **spec: object) -> dict[str, object]:
@@ -84,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
                 workspace_id=LAUNCH_WORKSPACE,
                 timeline=Timeline.of(("Initialized", 4), ("Running", 20), ("Succeeded", None)),
             )
+            for run_id, source, timeline in IMPORTED:
+                pai.add_run(timeline, run_id=run_id, workspace_id=IMPORT_WORKSPACE, source_type=source)
+            # Created two days ago: outside the PaiWorkspace's import window (24 h), so never imported.
+            pai.add_run(Timeline.of(("Succeeded", None)), age=2 * 86400, workspace_id=IMPORT_WORKSPACE)
             # PAI throttles every call about this run for its first 25 seconds.
             pai.add_fault("throttle", run_id=THROTTLED_RUN, duration=25)
             print(f"[demo] PAI emulator at {emu.url}", flush=True)
@@ -91,7 +103,12 @@ def main(argv: list[str] | None = None) -> int:
             cp.kubectl("apply", "-f", str(REPO / "crds"))
             cp.kubectl("apply", "-k", str(REPO / "deploy" / "base"))
             cp.kubectl("create", "namespace", NAMESPACE)
-            cp.kubectl("wait", "--for=condition=Established", "crd/paipipelineruns.paiflow-operator.dev")
+            cp.kubectl(
+                "wait",
+                "--for=condition=Established",
+                "crd/paipipelineruns.paiflow-operator.dev",
+                "crd/paiworkspaces.paiflow-operator.dev",
+            )
             sa = cp.service_account_kubeconfig("paiflow-system", "paiflow-operator", workdir / "operator.kubeconfig")
             operator = OperatorProcess(
                 sa,
@@ -103,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                     "PAIFLOW_DEFAULT_POLL_INTERVAL": "5s",
                     "PAIFLOW_BACKOFF_BASE": "2s",
                     "PAIFLOW_BACKOFF_MAX": "8s",
+                    "PAIFLOW_WORKSPACE_SCAN_INTERVAL": "5s",
                 },
             )
             with operator:
@@ -128,11 +146,14 @@ def main(argv: list[str] | None = None) -> int:
                     "create", "-f", str(REPO / "deploy" / "examples" / "paipipelinerun-launch.yaml"), "-o", "name"
                 ).stdout.strip()
                 print(f"[demo] launched: {launched} (spec.launch; the operator creates its PAI run once)", flush=True)
+                cp.kubectl("apply", "-f", str(REPO / "deploy" / "examples" / "paiworkspace.yaml"))
                 print(
                     "\n[demo] to use your own kubectl on this cluster:\n"
                     f"  export KUBECONFIG={cp.kubeconfig}\n"
                     f"  kubectl get paipipelineruns -n {NAMESPACE} -o wide\n"
                     f"  kubectl describe ppr demo-fails -n {NAMESPACE}\n"
+                    f"  kubectl get paiworkspaces -n {NAMESPACE}\n"
+                    f"  kubectl get ppr -n {NAMESPACE} -l paiflow-operator.dev/workspace=team-imports\n"
                     "  (deploy/base is applied as a user would, but this cluster has no scheduler or kubelet: the\n"
                     "  Deployment paiflow-system/paiflow-operator stays 0/1 with no pods. The operator runs here as a\n"
                     f"  local process with that Deployment's ServiceAccount; its log: {operator.log_path})\n",
@@ -191,6 +212,19 @@ def _watch(cp: ControlPlane, timeout: float) -> None:
                         f"{(item.get('status') or {}).get('pipelineRunId')} ({runs})",
                         flush=True,
                     )
+            workspaces = cp.kubectl("get", "paiworkspaces", "-n", NAMESPACE, "-o", "wide").stdout
+            print(f"[demo] kubectl get paiworkspaces -n {NAMESPACE} -o wide\n{workspaces}", flush=True)
+            imported = cp.kubectl(
+                "get",
+                "ppr",
+                "-n",
+                NAMESPACE,
+                "-l",
+                "paiflow-operator.dev/workspace=team-imports",
+                "-L",
+                "paiflow-operator.dev/source-type",
+            ).stdout
+            print(f"[demo] imported runs (label paiflow-operator.dev/workspace=team-imports):\n{imported}", flush=True)
             return
         time.sleep(1)
     print(f"[demo] gave up after {timeout:.0f}s", file=sys.stderr)

@@ -187,6 +187,28 @@ async def test_list_pipeline_runs_filters_sorts_and_pages(emu: Emulator, http: a
     assert (status, body["Code"]) == (400, "InvalidParameter")
 
 
+@pytest.mark.parametrize("mode", ["transition", "never", "read"])
+async def test_gmt_modified_time_modes(emu: Emulator, http: aiohttp.ClientSession, mode: str) -> None:
+    emu.modified_time = mode
+    # Created 20 s before now (T0): Initialized 2 s, so Running since T0-18; Succeeded from T0+12 on.
+    run = emu.add_run(Timeline.succeeding(queued=2, running=30), age=20, workspace_id="ws-m")
+    _, body, _ = await call(http, emu, "GET", RUNS, "ListPipelineRuns", query={"WorkspaceId": "ws-m"})
+    expected_running = {"transition": T0 - 18, "never": T0 - 20, "read": T0}[mode]
+    assert body["PipelineRuns"][0]["GmtModifiedTime"] == iso_utc(expected_running)
+    emu.advance(100)
+    _, body, _ = await call(http, emu, "GET", RUNS + "/" + run.run_id, "GetPipelineRun")
+    expected_end = {"transition": T0 + 12, "never": T0 - 20, "read": T0 + 12}[mode]
+    assert (body["Status"], body["GmtModifiedTime"]) == ("Succeeded", iso_utc(expected_end))
+
+
+async def test_list_hook_sees_every_list_call(emu: Emulator, http: aiohttp.ClientSession) -> None:
+    pages: list[str] = []
+    emu.list_hook = lambda query: pages.append(query.get("PageNumber", ""))
+    for page in ("1", "2"):
+        await call(http, emu, "GET", RUNS, "ListPipelineRuns", query={"PageNumber": page})
+    assert pages == ["1", "2"]
+
+
 async def test_list_pipeline_runs_status(emu: Emulator, http: aiohttp.ClientSession) -> None:
     a = emu.add_run(Timeline.running_forever(), workspace_id="ws")
     b = emu.add_run(Timeline.failing("x", queued=0, running=0), age=1, workspace_id="ws")
@@ -400,7 +422,9 @@ async def test_control_api_runs_faults_and_transitions(emu: Emulator, http: aioh
         assert resp.status == 200
     assert emu.get_run("flow-c1") is None
     async with http.post(f"{base}/config", json={"qpsLimit": 100, "latency": 0}) as resp:
-        assert (await resp.json()) == {"latency": 0.0, "qpsLimit": 100.0}
+        assert (await resp.json()) == {"latency": 0.0, "qpsLimit": 100.0, "modifiedTime": "transition"}
+    async with http.post(f"{base}/config", json={"modifiedTime": "sometimes"}) as resp:
+        assert resp.status == 400
 
 
 async def test_control_api_keys_and_tokens(emu: Emulator, http: aiohttp.ClientSession) -> None:
@@ -428,14 +452,13 @@ async def test_sample_quirks_trailing_newlines(http: aiohttp.ClientSession) -> N
     assert not body["Status"].endswith("\n")
 
 
-async def test_ten_thousand_runs_are_cheap(emu: Emulator, http: aiohttp.ClientSession) -> None:
-    started = time.perf_counter()
+async def test_ten_thousand_runs_load_and_answer(emu: Emulator, http: aiohttp.ClientSession) -> None:
+    # How fast is the benchmark's business (bench/), not a test's: no timed assertion here.
     emu.load_scenario({"runs": [{"timeline": [["Running", 30], ["Succeeded"]], "age": i % 60} for i in range(10_000)]})
     ids = emu.run_ids()
     assert len(ids) == 10_000
     status, body, _ = await call(http, emu, "PUT", RUNS, "ListPipelineRunsStatus", body={"PipelineRuns": ids[:100]})
     assert status == 200 and len(body["PipelineRuns"]) == 100
-    assert time.perf_counter() - started < 5
 
 
 def test_cli_serves_the_demo_and_stops_on_sigterm(tmp_path: Path) -> None:

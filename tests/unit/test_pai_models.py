@@ -143,3 +143,11 @@ def test_status_list_rows() -> None:
     first, second = statuses.pipeline_runs
     assert first.status is RunStatus.SUCCEEDED and first.is_deleted is False
     assert second.status is RunStatus.UNRECOGNIZED and second.raw_status == "Brand-new"
+
+
+def test_explicit_nulls_in_bounded_fields_are_absent_values() -> None:
+    from paiflow_operator.pai.models import PipelineRun
+
+    wire = {"PipelineRunId": "flow-1", "Status": "Running", "NodeId": None, "Name": None, "WorkspaceId": None}
+    run = PipelineRun.model_validate(wire)
+    assert run.node_id is None and run.name is None and run.workspace_id is None

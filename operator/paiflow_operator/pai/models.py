@@ -55,7 +55,7 @@ def _utc_or_none(value: Any) -> Any:
 Text = Annotated[str | None, BeforeValidator(_strip)]
 # Identifiers and names are short in PAI; a longer value is a broken answer, not something to store (a status
 # the API server refuses to take would leave the resource claiming to be in sync).
-ShortText = Annotated[str | None, BeforeValidator(_strip), Field(max_length=1024)]
+ShortText = Annotated[Annotated[str, Field(max_length=1024)] | None, BeforeValidator(_strip)]
 # Seconds; anything beyond a century is not a duration PAI measured.
 MAX_DURATION_SECONDS = 100 * 365 * 24 * 3600
 Timestamp = Annotated[datetime | None, BeforeValidator(_utc_or_none)]

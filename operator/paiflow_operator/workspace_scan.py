@@ -1,0 +1,490 @@
+"""PaiWorkspace scans: one ListPipelineRuns scan per workspace per interval, fed to the scheduler and the planner.
+
+A scan reads PAI's rows newest modification first and pages until it passes the previous scan's first-page
+high-water mark minus an overlap. PAI pages by offset, so rows can shift while we page: a run modified
+mid-scan jumps to page 1, which was already read. Two things make that harmless: a scan of more than one
+page ends by reading page 1 again (the jumped run is there), and the next scan's cut-off is taken from the
+first page of this one, so whatever changed after it began is read again next time anyway. New rows pushing
+others down only cause duplicates (the newest modification of a run wins). Every so often (and whenever runs
+of the workspace wait for a first status) the cut-off is the import window's start instead: a full scan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from paiflow_operator import metrics, workspace_plan
+from paiflow_operator.kube import KubeError, ObjectRef
+from paiflow_operator.pai.credentials import CredentialSource
+from paiflow_operator.pai.errors import ErrorKind, PaiError
+from paiflow_operator.pai.models import PipelineRun, RunList
+from paiflow_operator.ratelimit import TokenBucket
+from paiflow_operator.reconcile import NEEDS_HUMAN, Event, _set_condition, timestamp
+from paiflow_operator.resource import CredentialsSecretRef, parse_duration
+from paiflow_operator.scheduler import ScanKey, Scheduler
+from paiflow_operator.settings import Settings
+from paiflow_operator.workspace_plan import Existing, WorkspaceRef
+from paiflow_operator.workspace_resource import PaiWorkspaceSpec
+
+log = logging.getLogger(__name__)
+
+SORT_BY = "GmtModifiedTime"
+CREATE_CHUNK = 100
+HURRY_SECONDS = 1.0
+
+
+class PaiLister(Protocol):
+    async def list_pipeline_runs(
+        self,
+        *,
+        region: str,
+        credentials: CredentialSource,
+        workspace_id: str | None = None,
+        page_number: int = 1,
+        page_size: int = 50,
+        status: str | None = None,
+        name: str | None = None,
+        pipeline_run_id: str | None = None,
+        pipeline_ids: str | None = None,
+        source_type: str | None = None,
+        source_id: str | None = None,
+        user_id: str | None = None,
+        sort_by: str | None = None,
+        order: str | None = None,
+    ) -> RunList: ...
+
+
+class WorkspaceKube(Protocol):
+    async def create_run(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def delete_run(self, namespace: str, name: str, uid: str) -> None: ...
+
+    async def patch_workspace_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def create_event(self, ref: ObjectRef, event: Event, now: datetime | None = None) -> None: ...
+
+
+# ---- paging (pure but for the fetch callable) ------------------------------------------------------------
+
+
+@dataclass
+class ScanPages:
+    rows: dict[str, PipelineRun] = field(default_factory=dict)
+    pages: int = 0
+    # The newest GmtModifiedTime on the first page read: the next scan's cut-off (minus the overlap).
+    first_page_newest: datetime | None = None
+
+
+def _modified(row: PipelineRun) -> datetime | None:
+    return row.gmt_modified_time or row.gmt_create_time
+
+
+def _keep(rows: dict[str, PipelineRun], row: PipelineRun, request_id: str | None) -> None:
+    seen = rows.get(row.pipeline_run_id)
+    new, old = _modified(row), _modified(seen) if seen is not None else None
+    if seen is None or (new is not None and (old is None or new >= old)):
+        # A row becomes an observation: it carries the RequestId of the page it came on.
+        rows[row.pipeline_run_id] = row.model_copy(update={"request_id": request_id})
+
+
+async def scan_pages(
+    fetch: Callable[[int], Awaitable[RunList]], cutoff: datetime | None, page_size: int, max_pages: int
+) -> ScanPages:
+    """Pages through rows sorted by GmtModifiedTime DESC until a row older than ``cutoff`` (None: to the end)."""
+    out = ScanPages()
+    page = 1
+    while True:
+        answer = await fetch(page)
+        out.pages += 1
+        batch = answer.pipeline_runs
+        for row in batch:
+            _keep(out.rows, row, answer.request_id)
+        if page == 1:
+            stamps = [m for m in (_modified(r) for r in batch) if m is not None]
+            out.first_page_newest = max(stamps) if stamps else None
+        last = _modified(batch[-1]) if batch else None
+        done = (
+            len(batch) < page_size
+            or page * page_size >= answer.total_count
+            or (cutoff is not None and last is not None and last < cutoff)
+            or page >= max_pages
+        )
+        if done:
+            break
+        page += 1
+    if out.pages > 1:
+        # Whatever changed while we paged sits at the top now: one more look at page 1.
+        answer = await fetch(1)
+        out.pages += 1
+        for row in answer.pipeline_runs:
+            _keep(out.rows, row, answer.request_id)
+    return out
+
+
+# ---- the index of PaiPipelineRuns the planner needs ------------------------------------------------------
+
+
+class RunIndex:
+    """Every PaiPipelineRun of the watched namespaces, reduced to what the planner needs (all shards: a
+    replica that does not poll a run must still not import it twice)."""
+
+    def __init__(self) -> None:
+        self._by_namespace: dict[str, dict[str, Existing]] = {}
+
+    def observe(self, body: Mapping[str, Any], event_type: str | None) -> None:
+        meta = body.get("metadata") or {}
+        namespace, uid = meta.get("namespace", ""), meta.get("uid", "")
+        items = self._by_namespace.setdefault(namespace, {})
+        if event_type == "DELETED":
+            items.pop(uid, None)
+            return
+        existing = workspace_plan.existing_from_body(body)
+        if existing is not None:
+            items[uid] = existing
+
+    def in_namespace(self, namespace: str) -> Iterable[Existing]:
+        return list(self._by_namespace.get(namespace, {}).values())
+
+
+# ---- one workspace -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Watched:
+    ref: WorkspaceRef
+    generation: int
+    spec: PaiWorkspaceSpec
+    status: dict[str, Any]
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    key: ScanKey | None = None
+    cutoff: datetime | None = None
+    last_full: float | None = None
+    imported: int = 0
+    deleted: int = 0
+    last_status_write: float | None = None
+    # A scan is already brought forward for runs waiting for their first status.
+    hurried: bool = False
+
+
+class WorkspaceScanner:
+    def __init__(
+        self,
+        settings: Settings,
+        pai: PaiLister,
+        kube: WorkspaceKube,
+        scheduler: Scheduler,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.pai = pai
+        self.kube = kube
+        self.scheduler = scheduler
+        self.clock = clock
+        self.wallclock = wallclock
+        self.index = RunIndex()
+        self.workspaces: dict[tuple[str, str], Watched] = {}
+        self.creates = TokenBucket(settings.workspace_create_qps, settings.workspace_create_burst, clock)
+
+    # ---- fed by the watches --------------------------------------------------------------------------
+
+    def observe_run(self, body: Mapping[str, Any], event_type: str | None) -> None:
+        self.index.observe(body, event_type)
+        if event_type != "DELETED" and not (body.get("status") or {}).get("runStatus"):
+            self._hurry_for(body)
+
+    def _hurry_for(self, body: Mapping[str, Any]) -> None:
+        """A hand-written run that has never been read from PAI brings its workspace's next scan forward (by
+        a second, so that a burst of new runs shares one scan): its first status then comes from a row."""
+        meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+        if not self.workspaces or not spec.get("workspaceId") or spec.get("verbose") or spec.get("tokenSecretRef"):
+            return
+        if any(ref.get("kind") == "PaiWorkspace" for ref in meta.get("ownerReferences") or []):
+            return  # imported: its first status came with its creation
+        try:
+            ref = (
+                CredentialsSecretRef.model_validate(spec["credentialsSecretRef"])
+                if spec.get("credentialsSecretRef")
+                else None
+            )
+        except ValueError:
+            return
+        namespace = meta.get("namespace", "")
+        creds = (namespace, ref.name, ref.accessKeyIdKey, ref.accessKeySecretKey, ref.securityTokenKey) if ref else None
+        key = (spec.get("regionId") or self.settings.default_region, spec["workspaceId"], creds)
+        for ws in self.workspaces.values():
+            if ws.key == key and not ws.hurried:
+                ws.hurried = True
+                asyncio.get_running_loop().call_later(HURRY_SECONDS, ws.wake.set)
+
+    def observe_workspace(self, body: Mapping[str, Any], event_type: str | None) -> None:
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        current = self.workspaces.get(key)
+        if event_type == "DELETED" or meta.get("deletionTimestamp"):
+            self._drop(key)
+            return
+        try:
+            spec = PaiWorkspaceSpec.model_validate(body.get("spec") or {})
+        except ValueError as exc:
+            log.warning("ignoring PaiWorkspace %s/%s with an invalid spec: %s", key[0], key[1], exc)
+            self._drop(key)
+            return
+        ref = WorkspaceRef(key[0], key[1], meta.get("uid", ""))
+        generation = int(meta.get("generation") or 0)
+        status = dict(body.get("status") or {})
+        if current is not None and current.ref.uid != ref.uid:
+            self._drop(key)
+            current = None
+        if current is None:
+            current = Watched(ref, generation, spec, status)
+            current.imported = int(status.get("imported") or 0)
+            current.deleted = int(status.get("deleted") or 0)
+            self.workspaces[key] = current
+            current.task = asyncio.get_running_loop().create_task(self._loop(current), name=f"paiws-{key[1]}")
+            return
+        changed = generation != current.generation
+        current.generation, current.spec, current.status = generation, spec, status
+        if changed:
+            current.cutoff = None  # filters or window may have changed: read the window again
+            current.wake.set()
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        watched = self.workspaces.pop(key, None)
+        if watched is None:
+            return
+        if watched.task is not None:
+            watched.task.cancel()
+        if watched.key is not None:
+            self.scheduler.end_scan(watched.key)
+
+    async def stop(self) -> None:
+        tasks = [w.task for w in self.workspaces.values() if w.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ---- the loop ----------------------------------------------------------------------------------------
+
+    def scan_key(self, ws: Watched) -> ScanKey:
+        ref = ws.spec.credentialsSecretRef
+        creds = (
+            (ws.ref.namespace, ref.name, ref.accessKeyIdKey, ref.accessKeySecretKey, ref.securityTokenKey)
+            if ref
+            else None
+        )
+        return (ws.spec.regionId or self.settings.default_region, ws.spec.workspaceId, creds)
+
+    async def _loop(self, ws: Watched) -> None:
+        interval = self.settings.workspace_scan_interval.total_seconds()
+        while True:
+            key = self.scan_key(ws)
+            if ws.key is not None and ws.key != key:
+                self.scheduler.end_scan(ws.key)
+            active = self.scheduler.owns(ws.ref.uid) and not ws.spec.suspend
+            # Cleared before the scan, so that a wake-up during it (a new run, a spec change) is not lost.
+            ws.hurried = False
+            ws.wake.clear()
+            if active:
+                ws.key = key
+                self.scheduler.begin_scan(key, interval)
+                try:
+                    await self.scan_once(ws)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("scan of PaiWorkspace %s/%s failed unexpectedly", ws.ref.namespace, ws.ref.name)
+            else:
+                if ws.key is not None:
+                    self.scheduler.end_scan(ws.key)
+                    ws.key = None
+                if ws.spec.suspend and self.scheduler.owns(ws.ref.uid):
+                    await self._write_status(ws, self._suspended_status(ws))  # writes only a change
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ws.wake.wait(), interval)
+
+    async def scan_once(self, ws: Watched) -> None:
+        s = self.settings
+        key = self.scan_key(ws)
+        now = self.wallclock()
+        window_start = now - parse_duration(ws.spec.importWindow)
+        full = (
+            ws.cutoff is None
+            or ws.last_full is None
+            or self.clock() - ws.last_full >= s.workspace_full_scan_interval.total_seconds()
+            or self.scheduler.unsynced(key) > 0
+        )
+        cutoff = window_start if full or ws.cutoff is None else ws.cutoff
+        try:
+            credentials = await self._credentials(ws)
+            pages = await scan_pages(
+                lambda page: self._fetch(ws, credentials, page), cutoff, s.workspace_page_size, s.workspace_max_pages
+            )
+        except PaiError as exc:
+            metrics.SYNC_ERRORS.labels(exc.kind.value).inc()
+            await self._write_status(ws, self._error_status(ws, exc), error=exc)
+            return
+        if pages.first_page_newest is not None:
+            ws.cutoff = pages.first_page_newest - s.workspace_scan_overlap
+        elif ws.cutoff is None:
+            ws.cutoff = window_start
+        if full:
+            ws.last_full = self.clock()
+        rows = pages.rows
+        # Runs this replica already tracks (hand-written or imported) take their rows first.
+        self.scheduler.apply_rows(key, rows)
+        plan = workspace_plan.plan(ws.ref, ws.spec, rows.values(), self.index.in_namespace(ws.ref.namespace), now)
+        created = await self._create(ws, key, plan.creates, rows)
+        deleted = await self._delete(ws, plan.deletes)
+        counts = dict(plan.counts)
+        await self._write_status(ws, self._ok_status(ws, plan, created, deleted, counts, now))
+
+    async def _fetch(self, ws: Watched, credentials: CredentialSource, page: int) -> RunList:
+        s = self.settings
+        query = workspace_plan.list_query(ws.spec)
+        async with self.scheduler.send_slot(credentials):
+            return await self.pai.list_pipeline_runs(
+                region=ws.spec.regionId or s.default_region,
+                credentials=credentials,
+                workspace_id=ws.spec.workspaceId,
+                page_number=page,
+                page_size=s.workspace_page_size,
+                sort_by=SORT_BY,
+                order="DESC",
+                **query,
+            )
+
+    async def _credentials(self, ws: Watched) -> CredentialSource:
+        ref = ws.spec.credentialsSecretRef
+        if ref is None:
+            return self.scheduler.default_credentials
+        return await self.scheduler.secrets.credentials(ws.ref.namespace, ref)
+
+    async def _create(
+        self, ws: Watched, key: ScanKey, bodies: list[dict[str, Any]], rows: Mapping[str, PipelineRun]
+    ) -> int:
+        created = 0
+        for start in range(0, len(bodies), CREATE_CHUNK):
+            chunk = bodies[start : start + CREATE_CHUNK]
+            answers = await asyncio.gather(*(self._create_one(ws, body) for body in chunk))
+            fresh: dict[str, PipelineRun] = {}
+            for answer in answers:
+                if answer is None:
+                    continue
+                created += 1
+                self.index.observe(answer, "ADDED")
+                self.scheduler.observe(answer, "ADDED")
+                run_id = answer["spec"]["pipelineRunId"]
+                fresh[run_id] = rows[run_id]
+            # The first status comes straight from the row: a create and one status write per run.
+            self.scheduler.apply_rows(key, fresh)
+        ws.imported += created
+        return created
+
+    async def _create_one(self, ws: Watched, body: dict[str, Any]) -> dict[str, Any] | None:
+        await self.creates.acquire()
+        try:
+            answer = await self.kube.create_run(ws.ref.namespace, body)
+        except KubeError as exc:
+            if exc.status != 409:
+                log.warning("creating %s/%s failed: %s", ws.ref.namespace, body["metadata"]["name"], exc)
+            # 409: the name is taken by a resource that follows another run: left alone, never taken over.
+            return None
+        metrics.KUBE_WRITES.labels("create").inc()
+        return answer
+
+    async def _delete(self, ws: Watched, items: list[Existing]) -> int:
+        deleted = 0
+        for item in items:
+            try:
+                await self.kube.delete_run(ws.ref.namespace, item.name, item.uid)
+            except KubeError as exc:
+                if exc.status not in (404, 409):
+                    log.warning("deleting %s/%s failed: %s", ws.ref.namespace, item.name, exc)
+                continue
+            metrics.KUBE_WRITES.labels("delete").inc()
+            deleted += 1
+        ws.deleted += deleted
+        return deleted
+
+    # ---- status --------------------------------------------------------------------------------------------
+
+    def _ok_status(
+        self, ws: Watched, plan: workspace_plan.Plan, created: int, deleted: int, counts: dict[str, int], now: datetime
+    ) -> dict[str, Any]:
+        conditions = [dict(c) for c in ws.status.get("conditions") or []]
+        message = f"Scanning PAI workspace {ws.spec.workspaceId}"
+        if plan.over_cap:
+            message += f"; maxRuns ({ws.spec.maxRuns}) reached, {plan.over_cap} runs in scope not imported"
+        _set_condition(conditions, "Ready", "True", "Scanned", message, ws.generation, now)
+        _set_condition(conditions, "Stalled", "False", "Scanned", message, ws.generation, now)
+        return {
+            "observedGeneration": ws.generation,
+            "conditions": conditions,
+            "runs": plan.owned + created,
+            "counts": counts or None,
+            "imported": ws.imported,
+            "deleted": ws.deleted,
+            "skipped": plan.over_cap or None,
+            "lastScanTime": timestamp(now),
+        }
+
+    def _error_status(self, ws: Watched, error: PaiError) -> dict[str, Any]:
+        now = self.wallclock()
+        conditions = [dict(c) for c in ws.status.get("conditions") or []]
+        # As for runs (reconcile._on_error): a Secret problem is named by its code, anything else by its kind.
+        reason = error.code if error.kind is ErrorKind.CREDENTIALS and error.code else error.kind.value
+        reason = "".join(ch for ch in reason if ch.isascii() and (ch.isalnum() or ch == "_")) or "Error"
+        message = error.describe(with_request_id=False)
+        _set_condition(conditions, "Ready", "False", reason, message, ws.generation, now)
+        _set_condition(
+            conditions, "Stalled", "True" if error.kind in NEEDS_HUMAN else "False", reason, message, ws.generation, now
+        )
+        return {"observedGeneration": ws.generation, "conditions": conditions}
+
+    def _suspended_status(self, ws: Watched) -> dict[str, Any]:
+        now = self.wallclock()
+        conditions = [dict(c) for c in ws.status.get("conditions") or []]
+        message = "Scanning is suspended by spec.suspend; imported runs are kept"
+        _set_condition(conditions, "Ready", "True", "Suspended", message, ws.generation, now)
+        _set_condition(conditions, "Stalled", "False", "Suspended", message, ws.generation, now)
+        return {"observedGeneration": ws.generation, "conditions": conditions}
+
+    async def _write_status(self, ws: Watched, desired: dict[str, Any], error: PaiError | None = None) -> None:
+        current = ws.status
+        patch = {k: v for k, v in desired.items() if current.get(k) != v and not (v is None and k not in current)}
+        heartbeat_due = ws.last_status_write is None or (
+            self.clock() - ws.last_status_write >= self.settings.workspace_status_heartbeat.total_seconds()
+        )
+        if set(patch) <= {"lastScanTime"} and not heartbeat_due:
+            return  # an unchanged scan costs no write
+        if not patch:
+            return
+        previous = next((c for c in current.get("conditions") or [] if c.get("type") == "Ready"), None)
+        try:
+            written = await self.kube.patch_workspace_status(ws.ref.namespace, ws.ref.name, patch)
+        except KubeError as exc:
+            log.warning("status write for PaiWorkspace %s/%s failed: %s", ws.ref.namespace, ws.ref.name, exc)
+            return
+        metrics.KUBE_WRITES.labels("status").inc()
+        ws.last_status_write = self.clock()
+        ws.status = dict(written.get("status") or {**current, **patch})
+        ready = next((c for c in ws.status.get("conditions") or [] if c.get("type") == "Ready"), None)
+        if ready is not None and (previous is None or previous.get("reason") != ready.get("reason")):
+            event = Event(
+                "Warning" if ready.get("status") != "True" else "Normal",
+                str(ready.get("reason")),
+                str(error) if error else str(ready.get("message")),
+            )
+            with contextlib.suppress(Exception):
+                ref = ObjectRef(ws.ref.namespace, ws.ref.name, ws.ref.uid, None, kind="PaiWorkspace")
+                await self.kube.create_event(ref, event, self.wallclock())

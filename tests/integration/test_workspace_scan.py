@@ -1,0 +1,295 @@
+"""Workspace scans against the emulator over real sockets: the real PaiClient, Scheduler and WorkspaceScanner,
+with the API server replaced by an in-memory fake that counts writes."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from tests.integration.conftest import ACCESS_KEY
+
+from paiflow_emulator import Emulator, Timeline
+from paiflow_operator.kube import KubeError, ObjectRef
+from paiflow_operator.pai.client import PaiClient
+from paiflow_operator.pai.credentials import StaticCredentialSource
+from paiflow_operator.reconcile import Event
+from paiflow_operator.scheduler import Scheduler
+from paiflow_operator.settings import Settings
+from paiflow_operator.workspace_scan import WorkspaceScanner
+
+_uids = itertools.count(1)
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.workspace_status: dict[str, Any] = {}
+        self.writes: list[tuple[str, str]] = []  # (verb, name)
+
+    async def create_run(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        key = (namespace, body["metadata"]["name"])
+        if key in self.objects:
+            raise KubeError(409, "AlreadyExists", "taken")
+        obj = {**body, "metadata": {**body["metadata"], "uid": f"uid-{next(_uids)}", "generation": 1}}
+        self.objects[key] = obj
+        self.writes.append(("create", key[1]))
+        return obj
+
+    async def delete_run(self, namespace: str, name: str, uid: str) -> None:
+        self.objects.pop((namespace, name))
+        self.writes.append(("delete", name))
+
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        obj = self.objects[(namespace, name)]
+        status = {**(obj.get("status") or {}), **patch}
+        obj["status"] = {k: v for k, v in status.items() if v is not None}
+        self.writes.append(("status", name))
+        return obj
+
+    async def patch_workspace_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        self.workspace_status = {k: v for k, v in {**self.workspace_status, **patch}.items() if v is not None}
+        self.writes.append(("workspace-status", name))
+        return {"status": self.workspace_status}
+
+    async def create_event(self, ref: ObjectRef, event: Event, now: datetime | None = None) -> None:
+        pass
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, bytes]:
+        raise KubeError(404, "NotFound", "no secrets here")
+
+    def count(self, verb: str) -> int:
+        return sum(1 for v, _ in self.writes if v == verb)
+
+
+@pytest.fixture
+async def parts(emulator: Emulator) -> AsyncIterator[tuple[Emulator, FakeKube, Scheduler, WorkspaceScanner]]:
+    settings = Settings(
+        endpoint_override=emulator.url, workspace_page_size=10, workspace_create_qps=1000, workspace_create_burst=1000
+    )
+    client = PaiClient(endpoint_override=emulator.url)
+    kube = FakeKube()
+    creds = StaticCredentialSource(*ACCESS_KEY)
+    # The scan compares PAI's times with the wall clock: the emulator's run clock is frozen in 2023.
+    wall = datetime.fromtimestamp(emulator.clock.now(), tz=UTC)
+    scheduler = Scheduler(settings, client, kube, creds, wallclock=lambda: wall)
+    scanner = WorkspaceScanner(settings, client, kube, scheduler, wallclock=lambda: wall)
+    try:
+        yield emulator, kube, scheduler, scanner
+    finally:
+        await scanner.stop()
+        await scheduler.stop()
+        await client.aclose()
+
+
+def workspace(**spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "team-a", "name": "prod", "uid": "uid-ws", "generation": 1},
+        "spec": {"workspaceId": "ws-1", **spec},
+    }
+
+
+async def settle(scheduler: Scheduler) -> None:
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if not any(t.busy for t in scheduler.runs.values()):
+            return
+
+
+async def test_import_creates_and_writes_first_status_from_rows(
+    parts: tuple[Emulator, FakeKube, Scheduler, WorkspaceScanner],
+) -> None:
+    emu, kube, scheduler, scanner = parts
+    for i in range(25):
+        emu.add_run(Timeline.running_forever(), age=60 + i, workspace_id="ws-1", run_id=f"flow-{i:03d}")
+    emu.add_run(Timeline.running_forever(), age=60, workspace_id="ws-2", run_id="flow-elsewhere")
+    emu.reset_counters()
+    scanner.observe_workspace(workspace(), "ADDED")
+    watched = scanner.workspaces[("team-a", "prod")]
+    assert watched.task is not None
+    watched.task.cancel()  # driven by hand below
+    await scanner.scan_once(watched)
+    await settle(scheduler)
+    assert kube.count("create") == 25 and kube.count("status") == 25
+    assert all(o["status"]["runStatus"] == "Running" for o in kube.objects.values())
+    counters = emu.counters.snapshot(include_runs=False).to_json()
+    # 3 pages of 10 plus one closing look at page 1; no GetPipelineRun at all.
+    assert counters["actions"] == {"ListPipelineRuns": 4}
+    assert kube.workspace_status["imported"] == 25
+
+    # Nothing changed: the next scan writes nothing.
+    before = len(kube.writes)
+    for obj in kube.objects.values():
+        scheduler.observe(obj, "MODIFIED")
+        scanner.observe_run(obj, "MODIFIED")
+    await scanner.scan_once(watched)
+    await settle(scheduler)
+    assert kube.writes[before:] == []
+
+
+@pytest.mark.parametrize("mode", ["transition", "read"])
+async def test_changes_reach_runs_through_the_scan_without_get_pipeline_run(
+    parts: tuple[Emulator, FakeKube, Scheduler, WorkspaceScanner], mode: str
+) -> None:
+    emu, kube, scheduler, scanner = parts
+    emu.modified_time = mode
+    for i in range(5):
+        emu.add_run(Timeline.running_forever(), age=60 + i, workspace_id="ws-1", run_id=f"flow-{i:03d}")
+    scanner.observe_workspace(workspace(), "ADDED")
+    watched = scanner.workspaces[("team-a", "prod")]
+    assert watched.task is not None
+    watched.task.cancel()
+    await scanner.scan_once(watched)
+    await settle(scheduler)
+    for obj in kube.objects.values():
+        scheduler.observe(obj, "MODIFIED")
+    emu.transition("flow-002", ("Succeeded", None))
+    emu.advance(5)
+    emu.reset_counters()
+    writes = len(kube.writes)
+    await scanner.scan_once(watched)
+    await settle(scheduler)
+    assert kube.objects[("team-a", "flow-002")]["status"]["runStatus"] == "Succeeded"
+    # One status write for the one real change; "read" mode moves every running run's GmtModifiedTime.
+    assert [w for w in kube.writes[writes:] if w[0] == "status"] == [("status", "flow-002")]
+    assert emu.counters.snapshot(include_runs=False).to_json()["actions"] == {"ListPipelineRuns": 1}
+
+
+async def test_pai_errors_show_as_conditions_and_keep_the_last_good_status(
+    parts: tuple[Emulator, FakeKube, Scheduler, WorkspaceScanner],
+) -> None:
+    emu, kube, _scheduler, scanner = parts
+    emu.add_run(Timeline.running_forever(), age=60, workspace_id="ws-1", run_id="flow-e1")
+    scanner.observe_workspace(workspace(), "ADDED")
+    watched = scanner.workspaces[("team-a", "prod")]
+    assert watched.task is not None
+    watched.task.cancel()
+    await scanner.scan_once(watched)
+    assert kube.workspace_status["imported"] == 1
+    emu.add_fault("bad_credentials", action="ListPipelineRuns")
+    await scanner.scan_once(watched)
+    conditions = {c["type"]: c for c in kube.workspace_status["conditions"]}
+    assert conditions["Ready"]["status"] == "False" and conditions["Stalled"]["status"] == "True"
+    assert kube.workspace_status["imported"] == 1 and kube.workspace_status["runs"] == 1
+    emu.clear_faults()
+    emu.add_fault("unavailable", action="ListPipelineRuns")
+    await scanner.scan_once(watched)
+    conditions = {c["type"]: c for c in kube.workspace_status["conditions"]}
+    assert conditions["Ready"]["status"] == "False" and conditions["Stalled"]["status"] == "False"
+    emu.clear_faults()
+    await scanner.scan_once(watched)
+    conditions = {c["type"]: c for c in kube.workspace_status["conditions"]}
+    assert conditions["Ready"]["status"] == "True" and conditions["Ready"]["reason"] == "Scanned"
+
+
+async def test_a_workspace_with_a_missing_secret_is_stalled_and_names_it(
+    parts: tuple[Emulator, FakeKube, Scheduler, WorkspaceScanner],
+) -> None:
+    emu, kube, _scheduler, scanner = parts
+    scanner.observe_workspace(workspace(credentialsSecretRef={"name": "pai-keys"}), "ADDED")
+    watched = scanner.workspaces[("team-a", "prod")]
+    assert watched.task is not None
+    watched.task.cancel()
+    await scanner.scan_once(watched)
+    ready = {c["type"]: c for c in kube.workspace_status["conditions"]}["Ready"]
+    assert ready["status"] == "False" and ready["reason"] == "SecretNotFound"
+    assert "team-a/pai-keys" in ready["message"]
+    assert emu.counters.snapshot(include_runs=False).to_json()["total"] == 0
+
+
+async def test_only_the_replica_that_owns_the_workspace_scans_it(emulator: Emulator) -> None:
+    from paiflow_operator.sharding import StaticShards
+
+    settings = Settings(endpoint_override=emulator.url, workspace_scan_interval="1s")
+    client = PaiClient(endpoint_override=emulator.url)
+    creds = StaticCredentialSource(*ACCESS_KEY)
+    emulator.add_run(Timeline.running_forever(), age=60, workspace_id="ws-1", run_id="flow-o1")
+    wall = datetime.fromtimestamp(emulator.clock.now(), tz=UTC)
+    replicas = []
+    for index in range(2):
+        kube = FakeKube()
+        scheduler = Scheduler(settings, client, kube, creds, ownership=StaticShards(2, index), wallclock=lambda: wall)
+        scanner = WorkspaceScanner(settings, client, kube, scheduler, wallclock=lambda: wall)
+        scanner.observe_workspace(workspace(), "ADDED")
+        replicas.append((kube, scheduler, scanner))
+    try:
+        await asyncio.sleep(0.5)
+        creators = [i for i, (kube, _, _) in enumerate(replicas) if kube.count("create")]
+        owner = next(i for i, (_, sched, _) in enumerate(replicas) if sched.owns("uid-ws"))
+        assert creators == [owner]
+        assert emulator.counters.snapshot(include_runs=False).to_json()["actions"] == {"ListPipelineRuns": 1}
+    finally:
+        for _, scheduler, scanner in replicas:
+            await scanner.stop()
+            await scheduler.stop()
+        await client.aclose()
+
+
+async def test_a_suspended_workspace_is_not_scanned_and_says_so(
+    parts: tuple[Emulator, FakeKube, Scheduler, WorkspaceScanner],
+) -> None:
+    emu, kube, _scheduler, scanner = parts
+    emu.add_run(Timeline.running_forever(), age=60, workspace_id="ws-1", run_id="flow-s1")
+    scanner.observe_workspace(workspace(suspend=True), "ADDED")
+    await asyncio.sleep(0.3)
+    assert emu.counters.snapshot(include_runs=False).to_json()["total"] == 0
+    assert kube.count("create") == 0
+    ready = {c["type"]: c for c in kube.workspace_status["conditions"]}["Ready"]
+    assert (ready["status"], ready["reason"]) == ("True", "Suspended")
+    writes = len(kube.writes)
+    await asyncio.sleep(0.2)
+    assert len(kube.writes) == writes
+
+
+async def test_a_status_filter_picks_imports_but_the_scan_still_sees_them_end(
+    parts: tuple[Emulator, FakeKube, Scheduler, WorkspaceScanner],
+) -> None:
+    emu, kube, scheduler, scanner = parts
+    emu.add_run(Timeline.running_forever(), age=60, workspace_id="ws-1", run_id="flow-run")
+    emu.add_run(Timeline.of(("Failed", None, "x")), age=60, workspace_id="ws-1", run_id="flow-failed")
+    scanner.observe_workspace(workspace(filters={"statuses": ["Running"]}), "ADDED")
+    watched = scanner.workspaces[("team-a", "prod")]
+    assert watched.task is not None
+    watched.task.cancel()
+    await scanner.scan_once(watched)
+    await settle(scheduler)
+    assert [name for (_, name) in kube.objects] == ["flow-run"]
+    scheduler.observe(kube.objects[("team-a", "flow-run")], "MODIFIED")
+    emu.transition("flow-run", ("Succeeded", None))
+    emu.advance(5)
+    await scanner.scan_once(watched)
+    await settle(scheduler)
+    assert kube.objects[("team-a", "flow-run")]["status"]["runStatus"] == "Succeeded"
+    assert emu.counters.calls_for("flow-run", "GetPipelineRun") == 0
+
+
+async def test_new_hand_written_runs_bring_the_scan_forward(emulator: Emulator) -> None:
+    # A scan interval far longer than the test: only the hurry can make the second scan happen.
+    settings = Settings(endpoint_override=emulator.url, workspace_scan_interval="1h", workspace_page_size=10)
+    client = PaiClient(endpoint_override=emulator.url)
+    kube = FakeKube()
+    wall = datetime.fromtimestamp(emulator.clock.now(), tz=UTC)
+    scheduler = Scheduler(settings, client, kube, StaticCredentialSource(*ACCESS_KEY), wallclock=lambda: wall)
+    scanner = WorkspaceScanner(settings, client, kube, scheduler, wallclock=lambda: wall)
+    try:
+        emulator.add_run(Timeline.running_forever(), age=60, workspace_id="ws-1", run_id="flow-h1")
+        scanner.observe_workspace(workspace(maxRuns=0), "ADDED")
+        await asyncio.sleep(0.3)  # the first scan: nothing to feed, nothing to import
+        body = {
+            "metadata": {"namespace": "team-a", "name": "mine", "uid": "uid-mine", "generation": 1},
+            "spec": {"pipelineRunId": "flow-h1", "workspaceId": "ws-1"},
+        }
+        kube.objects[("team-a", "mine")] = body
+        scheduler.observe(body, "ADDED")
+        scanner.observe_run(body, "ADDED")
+        await asyncio.sleep(1.6)
+        await settle(scheduler)
+        assert kube.objects[("team-a", "mine")]["status"]["runStatus"] == "Running"
+        assert emulator.counters.snapshot(include_runs=False).to_json()["actions"] == {"ListPipelineRuns": 2}
+    finally:
+        await scanner.stop()
+        await scheduler.stop()
+        await client.aclose()
