@@ -400,15 +400,16 @@ class Scheduler:
             or tracked.generation != tracked.status.get("observedGeneration")
         ):
             return None
-        # The whole reference, key names included: one Secret may hold several key pairs, and a batch is
-        # signed with its first member's keys.
-        ref = spec.credentialsSecretRef
-        creds = (
-            (tracked.namespace, ref.name, ref.accessKeyIdKey, ref.accessKeySecretKey, ref.securityTokenKey)
-            if ref
-            else None
-        )
-        return (self._region(spec), workspace, creds)
+        return (self._region(spec), workspace, self._credentials_key(tracked))
+
+    @staticmethod
+    def _credentials_key(tracked: Tracked) -> tuple[str, str, str, str, str] | None:
+        """Which keys sign a run's calls. The whole reference, key names included: one Secret may hold several
+        key pairs, and a batch (or a scan) is signed with its first member's keys."""
+        ref = tracked.spec.credentialsSecretRef
+        if ref is None:
+            return None
+        return (tracked.namespace, ref.name, ref.accessKeyIdKey, ref.accessKeySecretKey, ref.securityTokenKey)
 
     def _detail_due(self, tracked: Tracked) -> bool:
         return (
@@ -790,13 +791,7 @@ class Scheduler:
         workspace = spec.workspaceId or tracked.status.get("workspaceId")
         if not workspace:
             return None
-        ref = spec.credentialsSecretRef
-        creds = (
-            (tracked.namespace, ref.name, ref.accessKeyIdKey, ref.accessKeySecretKey, ref.securityTokenKey)
-            if ref
-            else None
-        )
-        return (self._region(spec), workspace, creds)
+        return (self._region(spec), workspace, self._credentials_key(tracked))
 
     def send_slot(self, credentials: CredentialSource) -> contextlib.AbstractAsyncContextManager[None]:
         """A scan's PAI call shares the poll's concurrency limit and rate limit."""

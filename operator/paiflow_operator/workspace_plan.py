@@ -187,9 +187,14 @@ def plan(
     ``existing``: every PaiPipelineRun of the namespace as the watch last showed it."""
     out = Plan()
     followed: set[str] = set()  # run ids some resource of the namespace already follows
+    # A run a PaiPipelineRun launched names that resource's uid as its SourceId: it is that resource's own, even
+    # before its id reaches the resource's status.
+    launchers: set[str] = set()
     owned: list[Existing] = []
     for item in existing:
-        followed.add(item.run_id)
+        launchers.add(item.uid)
+        if item.run_id:
+            followed.add(item.run_id)
         if item.owner_uid == ws.uid:
             owned.append(item)
 
@@ -211,7 +216,7 @@ def plan(
     window_start = now - parse_duration(spec.importWindow)
     newest: dict[str, PipelineRun] = {}
     for row in rows:
-        if row.pipeline_run_id in followed or not in_scope(row, spec):
+        if row.pipeline_run_id in followed or row.source_id in launchers or not in_scope(row, spec):
             continue
         if row.gmt_create_time is None or row.gmt_create_time < window_start:
             continue
@@ -247,11 +252,11 @@ def _expired(row: PipelineRun, now: datetime, ttl: timedelta) -> bool:
 
 
 def existing_from_body(body: Mapping[str, Any]) -> Existing | None:
-    """The planner's view of a PaiPipelineRun watch object; None if it follows no run."""
+    """The planner's view of a PaiPipelineRun watch object: the run it follows (named in its spec) or launched
+    (in its status, once created; empty before that)."""
     meta = body.get("metadata") or {}
-    run_id = (body.get("spec") or {}).get("pipelineRunId")
-    if not run_id:
-        return None
+    status = body.get("status") or {}
+    run_id = (body.get("spec") or {}).get("pipelineRunId") or status.get("pipelineRunId") or ""
     owner = next(
         (
             ref.get("uid")
@@ -260,7 +265,6 @@ def existing_from_body(body: Mapping[str, Any]) -> Existing | None:
         ),
         None,
     )
-    status = body.get("status") or {}
     finished = status.get("finishedAt")
     return Existing(
         name=meta.get("name", ""),

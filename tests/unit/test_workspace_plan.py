@@ -244,3 +244,24 @@ async def test_single_page_scan_costs_one_call() -> None:
     fetch = ShiftingPages([row("flow-a")], page_size=100)
     out = await scan_pages(fetch, None, page_size=100, max_pages=10)
     assert fetch.calls == [1] and list(out.rows) == ["flow-a"]
+
+
+def test_runs_a_resource_launched_are_never_imported_beside_it() -> None:
+    launched = existing_from_body(
+        {
+            "metadata": {"namespace": "team-a", "name": "train", "uid": "uid-train"},
+            "spec": {"launch": {"workspaceId": "ws-1", "pipelineId": "pipeline-a"}},
+            "status": {"pipelineRunId": "flow-launched"},
+        }
+    )
+    creating = existing_from_body(
+        {
+            "metadata": {"namespace": "team-a", "name": "eval", "uid": "uid-eval"},
+            "spec": {"launch": {"workspaceId": "ws-1", "pipelineId": "pipeline-a"}},
+            "status": {"launch": {"phase": "Creating"}},
+        }
+    )
+    assert launched is not None and creating is not None and launched.run_id == "flow-launched"
+    rows = [row("flow-launched"), row("flow-in-flight", SourceId="uid-eval"), row("flow-other")]
+    out = plan(WS, spec(), rows, [launched, creating], NOW)
+    assert [c["spec"]["pipelineRunId"] for c in out.creates] == ["flow-other"]
