@@ -10,7 +10,6 @@ import asyncio
 import ctypes
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import kopf
@@ -76,10 +75,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         memo.feed = handover.observe
         # Before kopf starts watching: the first events already know the members.
         await membership.start()
-        # Joins when kopf's initial list is over (the first `watch` call, see `listed`); with no resources at
-        # all there is no such call, hence this task.
+        # Joins once the watch has fed every run there was (see _join_when_listed).
         memo.listing = Listing()
-        memo.join_task = asyncio.get_running_loop().create_task(_join_anyway(membership, memo, config.lease_duration))
+        memo.join_task = asyncio.get_running_loop().create_task(
+            _join_when_listed(membership, memo, kube, config.namespaces)
+        )
     loop = asyncio.get_running_loop()
     memo.scheduler_task = loop.create_task(scheduler.run(), name="paiflow-scheduler")
     memo.trim_task = loop.create_task(_return_freed_memory(), name="paiflow-malloc-trim")
@@ -122,33 +122,31 @@ class Listing:
     """A joining replica's progress through kopf's initial list. Shared by reference: kopf gives each
     resource's handlers a shallow copy of the memo, so attributes set there would not be seen elsewhere."""
 
-    started: bool = False
-    unfed: set[str | None] = field(default_factory=set)
+    expected: int | None = None  # runs that existed when this replica started (None: could not be counted)
+    fed: set[str | None] = field(default_factory=set)
 
 
-async def _join_anyway(membership: LeaseMembership, memo: kopf.Memo, after: timedelta, bound: float = 600) -> None:
-    """No resource listed within `after`: none exist, join. Resources being listed: `watch` joins once fed
-    every one; this waits for it, up to `bound` seconds in case kopf never gets there."""
-    await asyncio.sleep(after.total_seconds())
-    waited = after.total_seconds()
+async def _join_when_listed(
+    membership: LeaseMembership, memo: kopf.Memo, kube: KubeApi, namespaces: list[str], bound: float = 600
+) -> None:
+    """Joins once the watch has fed every run that existed at start (counted with one `limit=1` list per
+    namespace scope: the API server's remainingItemCount), or after `bound` seconds whatever happens.
+
+    Not a kopf index: an index makes kopf hold every handler of every object until the whole initial list is
+    over, which at 10,000 objects outlasted the list's continue token and stopped the operator.
+    """
     listing: Listing = memo.listing
-    while listing.started and membership.joining and waited < bound:
-        await asyncio.sleep(1)
-        waited += 1
+    try:
+        listing.expected = await kube.count_runs(namespaces)
+    except Exception as exc:
+        log.warning("could not count PaiPipelineRuns before joining (%s): joining after %.0f s", exc, bound)
+    waited = 0.0
+    while membership.joining and waited < bound:
+        if listing.expected is not None and len(listing.fed) >= listing.expected:
+            break
+        await asyncio.sleep(0.5)
+        waited += 0.5
     membership.ready()
-
-
-@kopf.index(resource.GROUP, resource.VERSION, resource.PLURAL, id="listed")
-async def listed(uid: str | None, memo: kopf.Memo, **_: Any) -> None:
-    """Stores nothing in kopf's index. An index makes kopf hold every other handler until the initial list of
-    all resources is complete (kopf's indexing guarantee): a joining replica notes each listed run here, and
-    joins once `watch` has been fed all of them."""
-    membership: LeaseMembership | None = memo.membership
-    if membership is not None and membership.joining:
-        listing: Listing = memo.listing
-        listing.started = True
-        listing.unfed.add(uid)
-    return None
 
 
 @kopf.on.event(resource.GROUP, resource.VERSION, resource.PLURAL)
@@ -161,9 +159,7 @@ async def watch(event: kopf.RawEvent, uid: str | None, memo: kopf.Memo, **_: Any
     membership: LeaseMembership | None = memo.membership
     if membership is not None and membership.joining:
         listing: Listing = memo.listing
-        listing.unfed.discard(uid)
-        if not listing.unfed:
-            membership.ready()
+        listing.fed.add(uid)
 
 
 @kopf.on.probe(id="members")

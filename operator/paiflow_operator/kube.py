@@ -217,6 +217,22 @@ class KubeApi:
         )
         return result
 
+    async def count_runs(self, namespaces: list[str]) -> int | None:
+        """How many PaiPipelineRuns exist (in `namespaces`, or all): one `limit=1` list each, read from the
+        API server's remainingItemCount. None when the server does not say."""
+        base = f"/apis/{resource.GROUP}/{resource.VERSION}"
+        paths = [f"{base}/namespaces/{ns}/{resource.PLURAL}" for ns in namespaces] or [f"{base}/{resource.PLURAL}"]
+        total = 0
+        for path in paths:
+            data = await self._call("GET", path, query=[("limit", "1")])
+            meta = data.get("metadata") or {}
+            items = len(data.get("items") or [])
+            remaining = meta.get("remainingItemCount")
+            if remaining is None and meta.get("continue"):
+                return None
+            total += items + int(remaining or 0)
+        return total
+
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes]:
         data = await self._call("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
         return {k: base64.b64decode(v) for k, v in (data.get("data") or {}).items()}
