@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes
+import urllib3
 
 from paiflow_operator import resource, workspace_resource
 from paiflow_operator.reconcile import Event, timestamp
@@ -105,6 +106,10 @@ class KubeApi:
             data = response.read()
         except kubernetes.client.exceptions.ApiException as exc:
             raise self._error(exc.status or 0, exc.body) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            # Unreachable, reset, timed out: status 0 and the error's type only. Every caller logs what it gets,
+            # and a library's text is not trusted to be clean.
+            raise KubeError(0, type(exc).__name__, "the API server could not be reached") from None
         if response.status >= 400:
             raise self._error(response.status, data)
         return json.loads(data) if data else None
