@@ -18,12 +18,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from paiflow_operator.handover import Handover
+from paiflow_operator.api.runs import PaiPipelineRunSpec
 from paiflow_operator.pai.credentials import StaticCredentialSource
 from paiflow_operator.pai.models import PipelineRun
-from paiflow_operator.reconcile import Policy, reconcile
-from paiflow_operator.resource import PaiPipelineRunSpec
-from paiflow_operator.scheduler import Scheduler
+from paiflow_operator.replicas.handover import Handover
+from paiflow_operator.runs.reconcile import Policy, reconcile
+from paiflow_operator.runs.scheduler import Scheduler
 from paiflow_operator.settings import Settings
 
 SAMPLE = Path(__file__).resolve().parents[1] / "tests" / "unit" / "data" / "get_pipeline_run_sample.json"

@@ -62,7 +62,7 @@ from bench.observe import (
 from bench.procs import REPO, Child, clean_env, python_child, read_proc
 from bench.scenario import NAMESPACES, TERMINAL, BenchRun, changes_between, population, workspace_pairs
 from bench.stats import cpu_and_rss, lag_summary
-from paiflow_operator.sharding import rendezvous_owner
+from paiflow_operator.replicas.sharding import rendezvous_owner
 
 LEASE_SECONDS = 15.0  # the shipped PAIFLOW_LEASE_DURATION
 ACCESS_KEY_ID = "LTAI5tBenchKey000001"

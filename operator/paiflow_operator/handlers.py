@@ -15,17 +15,19 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from paiflow_operator import metrics, resource, workspace_resource
-from paiflow_operator.handover import Handover
+from paiflow_operator import metrics
+from paiflow_operator.api import runs as runs_api
+from paiflow_operator.api import workspaces as workspaces_api
 from paiflow_operator.kube import KubeApi, load_client_configuration
-from paiflow_operator.launcher import Launcher
-from paiflow_operator.membership import LeaseMembership, default_identity, group_for
 from paiflow_operator.pai.client import PaiClient
 from paiflow_operator.pai.credentials import DefaultChainSource
-from paiflow_operator.scheduler import Scheduler
+from paiflow_operator.replicas.handover import Handover
+from paiflow_operator.replicas.membership import LeaseMembership, default_identity, group_for
+from paiflow_operator.replicas.sharding import KeyOwnership, StaticShards
+from paiflow_operator.runs.launcher import Launcher
+from paiflow_operator.runs.scheduler import Scheduler
 from paiflow_operator.settings import Settings, get_settings
-from paiflow_operator.sharding import KeyOwnership, StaticShards
-from paiflow_operator.workspace_scan import WorkspaceScanner
+from paiflow_operator.workspaces.scanner import WorkspaceScanner
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +151,7 @@ async def _join_when_listed(
     membership.ready()
 
 
-@kopf.on.event(resource.GROUP, resource.VERSION, resource.PLURAL)
+@kopf.on.event(runs_api.GROUP, runs_api.VERSION, runs_api.PLURAL)
 async def watch(event: kopf.RawEvent, uid: str | None, memo: kopf.Memo, **_: Any) -> None:
     # async on purpose: kopf runs sync handlers in a thread pool, and the scheduler's heap and wake-up event
     # belong to the event loop.
@@ -169,7 +171,7 @@ def members(memo: kopf.Memo, **_: Any) -> int | None:
     return None if membership is None else len(membership.members)
 
 
-@kopf.on.event(resource.GROUP, resource.VERSION, workspace_resource.PLURAL)
+@kopf.on.event(runs_api.GROUP, runs_api.VERSION, workspaces_api.PLURAL)
 async def watch_workspaces(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     # Each PaiWorkspace gets one scan task (workspace_scan.py); like runs, no finalizer and no annotations.
     memo.scanner.observe_workspace(event["object"], event["type"])

@@ -16,10 +16,10 @@ from paiflow_emulator import Emulator, Timeline
 from paiflow_operator.kube import KubeError, ObjectRef
 from paiflow_operator.pai.client import PaiClient
 from paiflow_operator.pai.credentials import StaticCredentialSource
-from paiflow_operator.reconcile import Event
-from paiflow_operator.scheduler import Scheduler
+from paiflow_operator.runs.reconcile import Event
+from paiflow_operator.runs.scheduler import Scheduler
 from paiflow_operator.settings import Settings
-from paiflow_operator.workspace_scan import WorkspaceScanner
+from paiflow_operator.workspaces.scanner import WorkspaceScanner
 
 _uids = itertools.count(1)
 
@@ -201,7 +201,7 @@ async def test_a_workspace_with_a_missing_secret_is_stalled_and_names_it(
 
 
 async def test_only_the_replica_that_owns_the_workspace_scans_it(emulator: Emulator) -> None:
-    from paiflow_operator.sharding import StaticShards
+    from paiflow_operator.replicas.sharding import StaticShards
 
     settings = Settings(endpoint_override=emulator.url, workspace_scan_interval="1s")
     client = PaiClient(endpoint_override=emulator.url)

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from tests.unit.test_scheduler import FakeKube, FakePai, Harness, Key
 
+from paiflow_operator.api.runs import FINALIZER
 from paiflow_operator.kube import KubeError
-from paiflow_operator.launcher import Launcher
 from paiflow_operator.pai.credentials import CredentialSource
 from paiflow_operator.pai.errors import PaiError, ThrottledError, TransportError
 from paiflow_operator.pai.models import Acknowledged, CreatedRun, PipelineRun, RunList
-from paiflow_operator.resource import FINALIZER
+from paiflow_operator.runs.launcher import Launcher
 from paiflow_operator.settings import Settings
 
 WORKSPACE = "ws-1"

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from tests.unit.test_scheduler import DEFAULT_KEYS, FakeClock, FakeKube, FakePai
 
-from paiflow_operator.handover import Handover
 from paiflow_operator.kube import KubeError
-from paiflow_operator.membership import (
+from paiflow_operator.replicas.handover import Handover
+from paiflow_operator.replicas.membership import (
     LEAVING_ANNOTATION,
     LeaseMembership,
     Member,
@@ -27,9 +27,9 @@ from paiflow_operator.membership import (
     group_for,
     lease_name,
 )
-from paiflow_operator.scheduler import Scheduler
+from paiflow_operator.replicas.sharding import StaticShards, rendezvous_owner
+from paiflow_operator.runs.scheduler import Scheduler
 from paiflow_operator.settings import Settings
-from paiflow_operator.sharding import StaticShards, rendezvous_owner
 
 NAMESPACE = "paiflow-system"
 UIDS = [f"{i:08x}-5f1c-4c1e-9d7a-{i * 7919:012x}" for i in range(10_000)]

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from paiflow_operator.api.runs import PaiPipelineRunSpec
 from paiflow_operator.pai.errors import (
     AuthError,
     BadRequestError,
@@ -26,7 +27,7 @@ from paiflow_operator.pai.errors import (
     TransportError,
 )
 from paiflow_operator.pai.models import PipelineRun, RunStatusSummary
-from paiflow_operator.reconcile import (
+from paiflow_operator.runs.reconcile import (
     Event,
     Policy,
     Retry,
@@ -38,7 +39,6 @@ from paiflow_operator.reconcile import (
     timestamp,
     truncate_utf8,
 )
-from paiflow_operator.resource import PaiPipelineRunSpec
 
 SAMPLE_PATH = Path(__file__).parent / "data" / "get_pipeline_run_sample.json"
 RUN_ID = "flow-j94y0000000000lf7a"

@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 
-from paiflow_operator import ratelimit
+from paiflow_operator.guards import ratelimit
+from paiflow_operator.guards.ratelimit import TokenBucket
 from paiflow_operator.kube import FIELD_MANAGER, KubeError, ObjectRef
 from paiflow_operator.pai.credentials import Credentials, CredentialSource, StaticCredentialSource
 from paiflow_operator.pai.errors import NotFoundError, PaiError, ServerError, ThrottledError
 from paiflow_operator.pai.models import PipelineRun, RunStatusList
-from paiflow_operator.ratelimit import TokenBucket
-from paiflow_operator.reconcile import Event
-from paiflow_operator.scheduler import Key, Scheduler, Tracked
+from paiflow_operator.runs.reconcile import Event
+from paiflow_operator.runs.scheduler import Key, Scheduler, Tracked
 from paiflow_operator.settings import Settings
 
 SAMPLE_PATH = Path(__file__).parent / "data" / "get_pipeline_run_sample.json"

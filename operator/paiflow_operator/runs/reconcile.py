@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
+from paiflow_operator.api.runs import PaiPipelineRunSpec
 from paiflow_operator.pai.errors import ErrorKind, PaiError
 from paiflow_operator.pai.models import PipelineRun, RunStatus, RunStatusSummary
-from paiflow_operator.resource import PaiPipelineRunSpec
 
 READY = "Ready"
 SUCCEEDED = "Succeeded"

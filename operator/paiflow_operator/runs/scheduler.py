@@ -23,14 +23,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from paiflow_operator import metrics
-from paiflow_operator.circuit import CircuitBreaker
+from paiflow_operator.api.runs import FINALIZER, PaiPipelineRunSpec
+from paiflow_operator.guards.circuit import CircuitBreaker
+from paiflow_operator.guards.ratelimit import TokenBucket
+from paiflow_operator.guards.write_gate import WriteGate
 from paiflow_operator.kube import FIELD_MANAGER, KubeError, ObjectRef
-from paiflow_operator.launcher import Launcher
 from paiflow_operator.pai.credentials import CredentialSource
 from paiflow_operator.pai.errors import ErrorKind, MalformedResponseError, PaiError
 from paiflow_operator.pai.models import PipelineRun, RunStatusList
-from paiflow_operator.ratelimit import TokenBucket
-from paiflow_operator.reconcile import (
+from paiflow_operator.replicas.sharding import Ownership, StaticShards
+from paiflow_operator.runs.launcher import Launcher
+from paiflow_operator.runs.reconcile import (
     Event,
     Observation,
     Policy,
@@ -42,11 +45,8 @@ from paiflow_operator.reconcile import (
     reconcile,
     suspended,
 )
-from paiflow_operator.resource import FINALIZER, PaiPipelineRunSpec
 from paiflow_operator.secret_credentials import SecretCredentials
 from paiflow_operator.settings import Settings
-from paiflow_operator.sharding import Ownership, StaticShards
-from paiflow_operator.write_gate import WriteGate
 
 log = logging.getLogger(__name__)
 

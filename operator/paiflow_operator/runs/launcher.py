@@ -9,18 +9,18 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from paiflow_operator import launch_reconcile as core
 from paiflow_operator import metrics
+from paiflow_operator.api.runs import FINALIZER, PaiPipelineRunSpec
 from paiflow_operator.kube import KubeError, ObjectRef
 from paiflow_operator.pai.credentials import CredentialSource
 from paiflow_operator.pai.errors import BadRequestError, PaiError
 from paiflow_operator.pai.models import Acknowledged, CreatedRun, PipelineRun, RunList
-from paiflow_operator.reconcile import Event, Retry, SyncResult
-from paiflow_operator.resource import FINALIZER, PaiPipelineRunSpec
+from paiflow_operator.runs import launch_reconcile as core
+from paiflow_operator.runs.reconcile import Event, Retry, SyncResult
 from paiflow_operator.settings import Settings
 
 if TYPE_CHECKING:
-    from paiflow_operator.scheduler import Tracked
+    from paiflow_operator.runs.scheduler import Tracked
 
 log = logging.getLogger(__name__)
 

@@ -20,18 +20,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from paiflow_operator import metrics, workspace_plan
+from paiflow_operator import metrics
+from paiflow_operator.api.runs import CredentialsSecretRef, parse_duration
+from paiflow_operator.api.workspaces import PaiWorkspaceSpec
+from paiflow_operator.guards.ratelimit import TokenBucket
 from paiflow_operator.kube import KubeError, ObjectRef
 from paiflow_operator.pai.credentials import CredentialSource
 from paiflow_operator.pai.errors import ErrorKind, PaiError
 from paiflow_operator.pai.models import PipelineRun, RunList
-from paiflow_operator.ratelimit import TokenBucket
-from paiflow_operator.reconcile import NEEDS_HUMAN, Event, _set_condition, timestamp
-from paiflow_operator.resource import CredentialsSecretRef, parse_duration
-from paiflow_operator.scheduler import ScanKey, Scheduler
+from paiflow_operator.runs.reconcile import NEEDS_HUMAN, Event, _set_condition, timestamp
+from paiflow_operator.runs.scheduler import ScanKey, Scheduler
 from paiflow_operator.settings import Settings
-from paiflow_operator.workspace_plan import Existing, WorkspaceRef
-from paiflow_operator.workspace_resource import PaiWorkspaceSpec
+from paiflow_operator.workspaces import plan as workspace_plan
+from paiflow_operator.workspaces.plan import Existing, WorkspaceRef
 
 log = logging.getLogger(__name__)
 

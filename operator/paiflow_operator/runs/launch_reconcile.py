@@ -20,9 +20,10 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from paiflow_operator.api.runs import PaiPipelineRunSpec
 from paiflow_operator.pai.errors import ErrorKind, PaiError
 from paiflow_operator.pai.models import PipelineRun
-from paiflow_operator.reconcile import (
+from paiflow_operator.runs.reconcile import (
     READY,
     RECONCILING,
     STALLED,
@@ -35,7 +36,6 @@ from paiflow_operator.reconcile import (
     set_condition,
     timestamp,
 )
-from paiflow_operator.resource import PaiPipelineRunSpec
 
 CREATING = "Creating"
 REFUSED = "Refused"
