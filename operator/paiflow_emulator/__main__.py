@@ -49,6 +49,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="transition",
         help="how GmtModifiedTime moves: on status changes, never, or on every read of an active run",
     )
+    parser.add_argument(
+        "--list-lag",
+        type=float,
+        default=0.0,
+        help="seconds a run made by CreatePipelineRun stays out of ListPipelineRuns",
+    )
     parser.add_argument("--url-file", type=Path)
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
@@ -67,6 +73,7 @@ async def serve(args: argparse.Namespace) -> None:
         qps_burst=args.qps_burst,
         sample_quirks=args.sample_quirks,
         modified_time=args.modified_time,
+        list_lag=args.list_lag,
     )
     if args.scenario:
         emulator.load_scenario(scenario.load(args.scenario))

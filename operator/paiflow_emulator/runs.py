@@ -56,6 +56,8 @@ class Run:
     deleted: bool = False
     # Created with NoConfirmRequired=false: held in Initialized until StartPipelineRun plays this timeline.
     pending_timeline: Timeline | None = None
+    # Run-clock time from which ListPipelineRuns shows the run (the emulator's list lag for created runs).
+    listed_from: float = 0.0
     _manifest_cache: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:

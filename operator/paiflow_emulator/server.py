@@ -11,10 +11,14 @@ PAI Flow actions (ROA style, ACS3-signed, dispatched on method+path and checked 
                                                                      NoConfirmRequired, SourceType, SourceId
 - StartPipelineRun        PUT /api/v1/pipelineruns/{id}/start       (no body)
 - TerminatePipelineRun    PUT /api/v1/pipelineruns/{id}/termination (no body)
+- DeletePipelineRun       DELETE /api/v1/pipelineruns/{id}          (no body)
 
 Created runs play their pipeline's timeline (or ``created_timeline``) from the moment they start; with
-NoConfirmRequired=false they wait in Initialized for StartPipelineRun. Termination plays Terminating for
-``terminating_seconds``, then Terminated.
+NoConfirmRequired=false they wait in Initialized for StartPipelineRun (true, PAI's documented default, starts
+them at once). Termination plays Terminating for ``terminating_seconds``, then Terminated. DeletePipelineRun
+is allowed in the states PAI documents (Initialized, Terminated, Succeeded, Failed), otherwise refused with
+PipelineRunStatusInvalid. ``list_lag``: a run made by CreatePipelineRun shows in ListPipelineRuns only that many
+seconds (run clock) after its creation (PAI documents no bound; GetPipelineRun by id sees it at once).
 
 Control API (test tool, no signature, never a PAI action), all JSON:
 
@@ -35,8 +39,9 @@ Control API (test tool, no signature, never a PAI action), all JSON:
 - GET    /_emulator/counters[?runs=0][&seconds=1] -> {"total", "actions", "outcomes", "runs", "byAction"}
                                             (+ "perSecond": {epoch second: calls arrived})
 - POST   /_emulator/reset-counters         -> {"ok": true}
-- POST   /_emulator/config                 {"latency"?, "qpsLimit"?, "qpsBurst"?, "modifiedTime"?} -> config
-                                            (modifiedTime: transition | never | read, see runs.py)
+- POST   /_emulator/config                 {"latency"?, "qpsLimit"?, "qpsBurst"?, "modifiedTime"?, "listLag"?}
+                                            -> config (modifiedTime: transition | never | read, see runs.py;
+                                            listLag: seconds a created run stays out of ListPipelineRuns)
 - POST   /_emulator/keys                   {"keys"?: {ak: secret}, "stsTokens"?: {token: ak}}
 - DELETE /_emulator/keys/{ak}              revokes a key
 - POST   /_emulator/sts-tokens/{token}/expire
@@ -82,6 +87,9 @@ LIST_STATUS = "ListPipelineRunsStatus"
 CREATE_RUN = "CreatePipelineRun"
 START_RUN = "StartPipelineRun"
 TERMINATE_RUN = "TerminatePipelineRun"
+DELETE_RUN = "DeletePipelineRun"
+# The states PAI's DeletePipelineRun page allows the call in ("the pipeline job must be in the following states").
+DELETABLE = frozenset({"Initialized", "Terminated", "Succeeded", "Failed"})
 RUNS_PATH = "/api/v1/pipelineruns"
 CONTROL_PREFIX = "/_emulator"
 JSON_TYPE = "application/json;charset=utf-8"
@@ -164,6 +172,7 @@ class Emulator:
         wall: Callable[[], float] = time.time,
         max_hang: float = 600.0,
         modified_time: str = "transition",
+        list_lag: float = 0.0,
     ) -> None:
         self.clock = clock or Clock()
         self.latency = latency
@@ -173,6 +182,8 @@ class Emulator:
         self.sample_quirks = sample_quirks
         self.max_hang = max_hang
         self.modified_time = _modified_mode(modified_time)
+        # Seconds a run made by CreatePipelineRun stays out of ListPipelineRuns (PAI documents no bound).
+        self.list_lag = _list_lag(list_lag)
         # Test hook: called with the query of every ListPipelineRuns before it is answered (e.g. to change a
         # run between two pages of a scan).
         self.list_hook: Callable[[Mapping[str, str]], None] | None = None
@@ -389,7 +400,7 @@ class Emulator:
 
     def load_scenario(self, data: Mapping[str, Any]) -> list[Run]:
         """Applies a scenario document: {"runs": [...], "faults": [...], "keys": {...}, "stsTokens": {...},
-        "latency": s, "qpsLimit": n, "qpsBurst": n}."""
+        "latency": s, "qpsLimit": n, "qpsBurst": n, "listLag": s}."""
         for ak, secret in (data.get("keys") or {}).items():
             self.add_key(ak, secret)
         for token, ak in (data.get("stsTokens") or {}).items():
@@ -398,6 +409,8 @@ class Emulator:
             self.latency = float(data["latency"])
         if data.get("qpsLimit"):
             self.set_qps_limit(float(data["qpsLimit"]), data.get("qpsBurst"))
+        if "listLag" in data:
+            self.list_lag = _list_lag(data["listLag"])
         now = self.clock.now()
         runs = self.add_many(Run.from_json({"region": self.region, **item}, now=now) for item in data.get("runs") or [])
         for item in data.get("faults") or []:
@@ -442,7 +455,7 @@ class Emulator:
             elif query.get("PipelineRunId"):
                 run_ids = [query["PipelineRunId"]]
 
-            single = routed in (GET_RUN, START_RUN, TERMINATE_RUN)
+            single = routed in (GET_RUN, START_RUN, TERMINATE_RUN, DELETE_RUN)
             selection = self.faults.select(routed, run_ids, self.clock.now(), multi=not single)
             delay = self.latency + selection.delay
             if delay > 0:
@@ -466,7 +479,7 @@ class Emulator:
             elif routed == CREATE_RUN:
                 result = self._create_run(payload)
                 run_ids = [result["PipelineRunId"]]
-            elif routed in (START_RUN, TERMINATE_RUN):
+            elif routed in (START_RUN, TERMINATE_RUN, DELETE_RUN):
                 assert path_run_id is not None
                 result = self._run_action(routed, path_run_id, force_missing=missing)
             elif routed == LIST_RUNS:
@@ -552,7 +565,7 @@ class Emulator:
             candidates = [] if nothing else list(self._runs.values())
         rows: list[dict[str, Any]] = []
         for run in candidates:
-            if run.deleted or run.run_id in selection.hidden:
+            if run.deleted or run.run_id in selection.hidden or now < run.listed_from:
                 continue
             if pipeline_ids and run.pipeline_id not in pipeline_ids:
                 continue
@@ -598,7 +611,8 @@ class Emulator:
         if accessibility not in ("PRIVATE", "PUBLIC"):
             raise ApiError(vendor.INVALID_PARAMETER, f"Accessibility {accessibility!r} is not valid.")
         timeline = (pipeline.timeline if pipeline else None) or self.created_timeline
-        confirm = payload.get("NoConfirmRequired") is True
+        # PAI's documented default is true: start at once. Only an explicit false holds the run in Initialized.
+        confirm = payload.get("NoConfirmRequired") is not False
         fields: dict[str, Any] = {
             "workspace_id": workspace,
             "accessibility": accessibility,
@@ -621,6 +635,7 @@ class Emulator:
             created_at=self.clock.now(),
             region=self.region,
             pending_timeline=None if confirm else timeline,
+            listed_from=self.clock.now() + self.list_lag,
             **fields,
         )
         self.add(run)
@@ -633,7 +648,12 @@ class Emulator:
                 raise ApiError(vendor.RUN_NOT_FOUND, f"The pipeline run {run_id} does not exist.")
             now = self.clock.now()
             status = run.state(now).status
-            if action == START_RUN:
+            if action == DELETE_RUN:
+                if status not in DELETABLE:
+                    raise ApiError(vendor.RUN_STATUS_INVALID, f"The pipeline run {run_id} is {status}, not deletable.")
+                run.deleted = True
+                run.pending_timeline = None
+            elif action == START_RUN:
                 if run.pending_timeline is None:
                     raise ApiError(vendor.RUN_STATUS_INVALID, f"The pipeline run {run_id} is {status}, not startable.")
                 pending, run.pending_timeline = run.pending_timeline, None
@@ -810,8 +830,15 @@ class Emulator:
             self.set_qps_limit(float(limit) if limit else None, data.get("qpsBurst"))
         if "modifiedTime" in data:
             self.modified_time = _modified_mode(str(data["modifiedTime"]))
+        if "listLag" in data:
+            self.list_lag = _list_lag(data["listLag"])
         return web.json_response(
-            {"latency": self.latency, "qpsLimit": self.qps_limit, "modifiedTime": self.modified_time}
+            {
+                "latency": self.latency,
+                "qpsLimit": self.qps_limit,
+                "modifiedTime": self.modified_time,
+                "listLag": self.list_lag,
+            }
         )
 
     async def _c_add_keys(self, request: web.Request) -> web.StreamResponse:
@@ -855,6 +882,8 @@ def _route(method: str, raw_path: str) -> tuple[str | None, str | None]:
         rest = path[len(prefix) :]
         if rest and "/" not in rest and method == "GET":
             return GET_RUN, unquote(rest)
+        if rest and "/" not in rest and method == "DELETE":
+            return DELETE_RUN, unquote(rest)
         run_id, _, verb = rest.partition("/")
         if run_id and method == "PUT" and verb in ("start", "termination"):
             return (START_RUN if verb == "start" else TERMINATE_RUN), unquote(run_id)
@@ -886,6 +915,13 @@ def _modified_mode(value: str) -> str:
     if value not in MODIFIED_TIME_MODES:
         raise ValueError(f"modifiedTime must be one of {', '.join(MODIFIED_TIME_MODES)}, not {value!r}")
     return value
+
+
+def _list_lag(value: Any) -> float:
+    seconds = float(value)
+    if not seconds >= 0:
+        raise ValueError(f"listLag must be a number of seconds >= 0, not {value!r}")
+    return seconds
 
 
 def _json_body(body: bytes) -> dict[str, Any]:

@@ -32,7 +32,8 @@ is plain data here, so the tests and the operator can read it rather than copy i
 | run shared by token, TokenId wrong (ours)   | 403  | NoPermission                                 |
 | CreatePipelineRun: pipeline unknown (ours)  | 400  | PipelineNotExist                             |
 | CreatePipelineRun: workspace unknown (ours) | 400  | WorkspaceNotExist                            |
-| Start/Terminate in the wrong state (ours)   | 400  | PipelineRunStatusInvalid                     |
+| Start/Terminate/Delete in a wrong state     | 400  | PipelineRunStatusInvalid                     |
+|   (ours; PAI documents Delete's states only)|      |                                              |
 
 Throttling: the gateway's documented answer for per-user flow control is HTTP 400 ``Throttling.User``
 ("Request was denied due to user flow control."); a fault may override the status (e.g. 429) and add the

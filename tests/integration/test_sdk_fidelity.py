@@ -539,3 +539,107 @@ def test_hold_fault_creates_the_run_but_loses_the_answer(emulator_thread: Emulat
         client.create_pipeline_run(request)
     (run,) = emu.runs_named("held")  # PAI made it all the same
     assert run.pipeline_id == "pipeline-held"
+
+
+# ---- what a launch that never makes two runs relies on: list lag, SourceId, paging, Start, Delete --------------
+
+
+def test_a_created_run_is_listed_only_after_the_list_lag_but_read_by_id_at_once(
+    emulator_thread: EmulatorThread,
+) -> None:
+    emu = emulator_thread.emulator
+    emu.list_lag = 30.0
+    client = sdk(emulator_thread)
+    run_id = client.create_pipeline_run(
+        pai_models.CreatePipelineRunRequest(
+            workspace_id="24601",
+            pipeline_manifest="apiVersion: core/v1\n",
+            name="lagging",
+            no_confirm_required=False,
+            source_id="uid-lag",
+        )
+    ).body.pipeline_run_id
+    by_source = pai_models.ListPipelineRunsRequest(workspace_id="24601", source_id="uid-lag")
+    assert client.list_pipeline_runs(by_source).body.pipeline_runs == []
+    assert client.list_pipeline_runs(by_source).body.total_count == 0
+    assert client.get_pipeline_run(run_id, pai_models.GetPipelineRunRequest()).body.status == "Initialized"
+    emu.advance(29)
+    assert client.list_pipeline_runs(by_source).body.pipeline_runs == []
+    emu.advance(2)
+    listed = client.list_pipeline_runs(by_source).body
+    assert [(r.pipeline_run_id, r.source_id, r.status) for r in listed.pipeline_runs] == [
+        (run_id, "uid-lag", "Initialized")
+    ]
+    # Runs that did not come from CreatePipelineRun (added by a test) are listed at once.
+    emu.add_run(workspace_id="24601", name="added", source_id="uid-lag")
+    assert client.list_pipeline_runs(by_source).body.total_count == 2
+
+
+def test_a_create_without_no_confirm_required_starts_the_run(emulator_thread: EmulatorThread) -> None:
+    # PAI documents NoConfirmRequired true ("start at once") as the default.
+    client = sdk(emulator_thread)
+    run_id = client.create_pipeline_run(
+        pai_models.CreatePipelineRunRequest(workspace_id="1", pipeline_manifest="apiVersion: core/v1\n", name="auto")
+    ).body.pipeline_run_id
+    queued = emulator_thread.emulator.created_timeline.phases[0].duration or 0.0
+    emulator_thread.emulator.advance(queued + 0.5)
+    assert client.get_pipeline_run(run_id, pai_models.GetPipelineRunRequest()).body.status == "Running"
+
+
+def test_list_pipeline_runs_by_source_id_pages_through_every_row(emulator_thread: EmulatorThread) -> None:
+    emu = emulator_thread.emulator
+    mine = {emu.add_run(age=100 - i, workspace_id="ws-src", source_id="uid-1", name=f"r-{i}").run_id for i in range(7)}
+    emu.add_run(workspace_id="ws-src", source_id="uid-2", name="r-other")
+    emu.add_run(workspace_id="ws-else", source_id="uid-1", name="r-elsewhere")
+    client = sdk(emulator_thread)
+    seen: list[str] = []
+    for page in (1, 2, 3, 4):
+        body = client.list_pipeline_runs(
+            pai_models.ListPipelineRunsRequest(
+                workspace_id="ws-src", source_id="uid-1", page_number=page, page_size=3, sort_by="GmtCreateTime"
+            )
+        ).body
+        assert body.total_count == 7
+        assert all(r.source_id == "uid-1" and r.workspace_id == "ws-src" for r in body.pipeline_runs)
+        seen += [r.pipeline_run_id for r in body.pipeline_runs]
+        if len(body.pipeline_runs) < 3:
+            break
+    assert page == 3 and len(seen) == 7 and set(seen) == mine
+
+
+def test_delete_pipeline_run_follows_pai_state_rule(emulator_thread: EmulatorThread) -> None:
+    emu = emulator_thread.emulator
+    client = sdk(emulator_thread)
+    unstarted = client.create_pipeline_run(
+        pai_models.CreatePipelineRunRequest(
+            workspace_id="24601", pipeline_manifest="apiVersion: core/v1\n", name="orphan", no_confirm_required=False
+        )
+    ).body.pipeline_run_id
+    running = emu.add_run(Timeline.running_forever(), workspace_id="24601", name="busy").run_id
+    finished = emu.add_run(Timeline.succeeding(queued=0, running=1), age=10, workspace_id="24601", name="done").run_id
+
+    deleted = client.delete_pipeline_run(unstarted)
+    assert deleted.status_code == 200 and REQUEST_ID.match(deleted.body.request_id)
+    with pytest.raises(ClientException) as gone:
+        client.get_pipeline_run(unstarted, pai_models.GetPipelineRunRequest())
+    assert gone.value.code == "PipelineRunNotFound" and gone.value.status_code == 404
+    with pytest.raises(ClientException) as started:
+        client.start_pipeline_run(unstarted)  # a deleted run can never be started
+    assert started.value.code == "PipelineRunNotFound"
+    listed = client.list_pipeline_runs(pai_models.ListPipelineRunsRequest(workspace_id="24601")).body
+    assert unstarted not in [r.pipeline_run_id for r in listed.pipeline_runs]
+    status = client.list_pipeline_runs_status(
+        pai_models.ListPipelineRunsStatusRequest(workspace_id="24601", pipeline_runs=[unstarted])
+    ).body
+    assert [(r.pipeline_run_id, r.is_deleted) for r in status.pipeline_runs] == [(unstarted, True)]
+
+    with pytest.raises(ClientException) as refused:
+        client.delete_pipeline_run(running)
+    assert refused.value.code == "PipelineRunStatusInvalid" and refused.value.status_code == 400
+    assert emu.status_of(running) == "Running"
+    assert client.delete_pipeline_run(finished).status_code == 200
+    with pytest.raises(ClientException) as missing:
+        client.delete_pipeline_run("flow-doesnotexist00000")
+    assert missing.value.code == "PipelineRunNotFound"
+    by_action = emu.counters.snapshot(include_runs=False).by_action["DeletePipelineRun"]
+    assert by_action == {"ok": 2, "PipelineRunStatusInvalid": 1, "PipelineRunNotFound": 1}

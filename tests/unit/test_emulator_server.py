@@ -117,7 +117,9 @@ async def test_dispatch_checks_action_version_and_route(emu: Emulator, http: aio
     run = emu.add_run()
     status, body, _ = await call(http, emu, "GET", f"{RUNS}/{run.run_id}", "ListPipelineRuns")
     assert (status, body["Code"]) == (404, "InvalidAction.NotFound")
-    status, body, _ = await call(http, emu, "DELETE", f"{RUNS}/{run.run_id}", "DeletePipelineRun")
+    status, body, _ = await call(http, emu, "DELETE", f"{RUNS}/{run.run_id}", "TerminatePipelineRun")
+    assert (status, body["Code"]) == (404, "InvalidAction.NotFound")
+    status, body, _ = await call(http, emu, "DELETE", f"{RUNS}/{run.run_id}/start", "DeletePipelineRun")
     assert (status, body["Code"]) == (404, "InvalidAction.NotFound")
     status, body, _ = await call(http, emu, "GET", "/api/v1/other", "GetPipelineRun")
     assert (status, body["Code"]) == (404, "InvalidAction.NotFound")
@@ -422,9 +424,15 @@ async def test_control_api_runs_faults_and_transitions(emu: Emulator, http: aioh
         assert resp.status == 200
     assert emu.get_run("flow-c1") is None
     async with http.post(f"{base}/config", json={"qpsLimit": 100, "latency": 0}) as resp:
-        assert (await resp.json()) == {"latency": 0.0, "qpsLimit": 100.0, "modifiedTime": "transition"}
+        assert (await resp.json()) == {"latency": 0.0, "qpsLimit": 100.0, "modifiedTime": "transition", "listLag": 0.0}
     async with http.post(f"{base}/config", json={"modifiedTime": "sometimes"}) as resp:
         assert resp.status == 400
+    async with http.post(f"{base}/config", json={"listLag": 9}) as resp:
+        assert (await resp.json())["listLag"] == 9.0 and emu.list_lag == 9.0
+    async with http.post(f"{base}/config", json={"listLag": -1}) as resp:
+        assert resp.status == 400 and emu.list_lag == 9.0
+    emu.load_scenario({"listLag": 4})
+    assert emu.list_lag == 4.0
 
 
 async def test_control_api_keys_and_tokens(emu: Emulator, http: aiohttp.ClientSession) -> None:
@@ -502,3 +510,10 @@ def test_cli_serves_the_demo_and_stops_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_cli_sets_the_list_lag() -> None:
+    from paiflow_emulator.__main__ import parse_args
+
+    assert parse_args(["--list-lag", "27"]).list_lag == 27.0
+    assert parse_args([]).list_lag == 0.0
