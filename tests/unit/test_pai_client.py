@@ -539,8 +539,8 @@ async def test_create_pipeline_run_matches_sdk(sdk_capture: list[Any]) -> None:
     assert json.loads(rec.only.content)["NoConfirmRequired"] is True
 
 
-@pytest.mark.parametrize("action", ["start", "terminate"])
-async def test_start_and_terminate_match_sdk(sdk_capture: list[Any], action: str) -> None:
+@pytest.mark.parametrize("action", ["start", "terminate", "delete"])
+async def test_start_terminate_and_delete_match_sdk(sdk_capture: list[Any], action: str) -> None:
     getattr(sdk_client(), f"{action}_pipeline_run")("flow-a/b ü")
     rec = Recorder(body={"RequestId": "R"})
     async with client_with(rec) as client:
@@ -564,3 +564,57 @@ async def test_create_needs_exactly_one_pipeline_source() -> None:
     async with client_with(Recorder()) as client:
         with pytest.raises(BadRequestError):
             await client.create_pipeline_run(region="cn-hangzhou", credentials=creds(), workspace_id="1", name="n")
+
+
+def _page_server(rows: list[dict[str, Any]], seen: list[dict[str, str]], total: int | None = None) -> Any:
+    def answer(request: httpx.Request) -> httpx.Response:
+        query = query_of(request)
+        seen.append(query)
+        number, size = int(query["PageNumber"]), int(query["PageSize"])
+        page = rows[(number - 1) * size : number * size]
+        count = len(rows) if total is None else total
+        return httpx.Response(200, json={"RequestId": f"R{number}", "TotalCount": count, "PipelineRuns": page})
+
+    return answer
+
+
+async def test_list_all_pipeline_runs_reads_every_page_oldest_first() -> None:
+    rows = [{"PipelineRunId": f"flow-{i}", "Status": "Initialized", "Name": "n"} for i in range(7)]
+    seen: list[dict[str, str]] = []
+    async with client_with(_page_server(rows, seen)) as client:
+        listing = await client.list_all_pipeline_runs(
+            region="cn-hangzhou", credentials=creds(), workspace_id="1", name="n", source_id="uid", page_size=3
+        )
+    assert [r.pipeline_run_id for r in listing.pipeline_runs] == [f"flow-{i}" for i in range(7)]
+    assert listing.total_count == 7 and listing.request_id == "R3"
+    assert [q["PageNumber"] for q in seen] == ["1", "2", "3"]
+    assert all(
+        (q["SourceId"], q["Name"], q["WorkspaceId"], q["SortBy"], q["Order"])
+        == ("uid", "n", "1", "GmtCreateTime", "ASC")
+        for q in seen
+    )
+
+
+async def test_list_all_pipeline_runs_is_bounded_and_says_when_it_stopped_short() -> None:
+    rows = [{"PipelineRunId": f"flow-{i}", "Status": "Running"} for i in range(10)]
+    seen: list[dict[str, str]] = []
+    async with client_with(_page_server(rows, seen)) as client:
+        listing = await client.list_all_pipeline_runs(
+            region="cn-hangzhou", credentials=creds(), page_size=2, max_pages=3
+        )
+    assert len(seen) == 3 and len(listing.pipeline_runs) == 6 and listing.total_count == 10
+    # PAI counting more rows than its pages hold: an empty page ends the walk.
+    seen.clear()
+    async with client_with(_page_server(rows[:4], seen, total=9)) as client:
+        listing = await client.list_all_pipeline_runs(region="cn-hangzhou", credentials=creds(), page_size=2)
+    assert len(seen) == 3 and [r.pipeline_run_id for r in listing.pipeline_runs] == [f"flow-{i}" for i in range(4)]
+    with pytest.raises(ValueError):
+        await client_with(Recorder()).list_all_pipeline_runs(region="cn-hangzhou", credentials=creds(), page_size=0)
+
+
+async def test_delete_of_an_empty_id_sends_nothing() -> None:
+    rec = Recorder()
+    async with client_with(rec) as client:
+        with pytest.raises(BadRequestError):
+            await client.delete_pipeline_run("", region="cn-hangzhou", credentials=creds())
+    assert rec.requests == []

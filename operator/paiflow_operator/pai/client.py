@@ -336,6 +336,48 @@ class PaiClient:
             parse=RunList.model_validate,
         )
 
+    async def list_all_pipeline_runs(
+        self,
+        *,
+        region: str,
+        credentials: CredentialSource,
+        workspace_id: str | None = None,
+        name: str | None = None,
+        source_id: str | None = None,
+        page_size: int = 50,
+        max_pages: int = 20,
+    ) -> RunList:
+        """Every row of a filtered ListPipelineRuns, page after page, oldest first; at most ``max_pages`` calls.
+
+        PAI pages by offset: sorting on GmtCreateTime ascending (a field that never changes) means a run created
+        meanwhile lands after the rows already read instead of shifting them. ``total_count`` is PAI's; fewer
+        rows than that means the bound stopped the walk (the caller decides what an incomplete answer means)."""
+        if page_size < 1 or max_pages < 1:
+            raise ValueError("page_size and max_pages must be at least 1")
+        rows: dict[str, PipelineRun] = {}
+        total = 0
+        request_id: str | None = None
+        for page_number in range(1, max_pages + 1):
+            page = await self.list_pipeline_runs(
+                region=region,
+                credentials=credentials,
+                workspace_id=workspace_id,
+                name=name,
+                source_id=source_id,
+                page_number=page_number,
+                page_size=page_size,
+                sort_by="GmtCreateTime",
+                order="ASC",
+            )
+            total, request_id = page.total_count, page.request_id
+            for row in page.pipeline_runs:
+                rows.setdefault(row.pipeline_run_id, row)
+            if len(page.pipeline_runs) < page_size or len(rows) >= total:
+                break
+        return RunList.model_validate(
+            {"RequestId": request_id, "TotalCount": max(total, len(rows)), "PipelineRuns": list(rows.values())}
+        )
+
     async def create_pipeline_run(
         self,
         *,
@@ -383,6 +425,21 @@ class PaiClient:
 
     async def start_pipeline_run(self, run_id: str, *, region: str, credentials: CredentialSource) -> Acknowledged:
         return await self._run_action("StartPipelineRun", run_id, "start", region=region, credentials=credentials)
+
+    async def delete_pipeline_run(self, run_id: str, *, region: str, credentials: CredentialSource) -> Acknowledged:
+        """DELETE /api/v1/pipelineruns/{id}. PAI allows it only while the run is Initialized, Terminated,
+        Succeeded or Failed (its API page); the operator uses it on unstarted duplicates only."""
+        if not run_id:
+            raise BadRequestError("pipeline run id is empty", code="MissingPipelineRunId")
+        return await self._call(
+            "DeletePipelineRun",
+            "DELETE",
+            f"{_PIPELINERUNS_PATH}/{signing.percent_encode(run_id)}",
+            query={},
+            region=region,
+            credentials=credentials,
+            parse=Acknowledged.model_validate,
+        )
 
     async def terminate_pipeline_run(self, run_id: str, *, region: str, credentials: CredentialSource) -> Acknowledged:
         return await self._run_action(

@@ -175,6 +175,6 @@ class CreatedRun(_PaiModel):
 
 
 class Acknowledged(_PaiModel):
-    """StartPipelineRun's and TerminatePipelineRun's answer: a RequestId only."""
+    """StartPipelineRun's, TerminatePipelineRun's and DeletePipelineRun's answer: a RequestId only."""
 
     request_id: Text = Field(default=None, alias="RequestId")
