@@ -114,12 +114,15 @@ def openapi_schema(source: CrdSource = RUNS) -> dict[str, Any]:
         "metadata": {"type": "object"},
         **body["properties"],
     }
-    return {
+    schema: dict[str, Any] = {
         "type": "object",
         "description": source.model.__doc__,
         "required": ["spec"],
         "properties": properties,
     }
+    if _CEL in body:
+        schema[_CEL] = body[_CEL]  # rules on the whole object (they may compare spec with status)
+    return schema
 
 
 def crd(source: CrdSource = RUNS) -> dict[str, Any]:

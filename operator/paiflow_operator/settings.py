@@ -74,8 +74,13 @@ class Settings(BaseSettings):
     batch_window: Duration = timedelta(seconds=2)
 
     # A launch whose CreatePipelineRun outcome is unknown (timeout, crash) waits this long after its claim
-    # before looking the run up again: longer than any create can be in flight (connect + read timeout).
+    # before looking the run up again (longer than a create can be in flight: connect + read timeout), and then
+    # looks for duplicates that create made at doubling intervals starting at this. Safety does not rest on it
+    # (runs are created unstarted and only the recorded one is started); it saves second creates.
     launch_settle_time: Duration = timedelta(seconds=60)
+    # How long after its last claim a launch keeps looking for (and deleting) unstarted duplicates that a create
+    # of unknown outcome made and that PAI lists late. With the doubling, about log2(window / settle) lists.
+    launch_orphan_window: Duration = timedelta(hours=1)
     # PaiWorkspace scans (workspace_scan.py). One ListPipelineRuns scan per workspace per interval answers
     # for all its runs; the batched status poll of those runs drops to the safety-net interval, which bounds
     # how stale a status gets should PAI not move GmtModifiedTime on a change.

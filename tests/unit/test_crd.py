@@ -175,3 +175,11 @@ def test_poll_interval_bounds_are_checked_by_cel(schema: dict[str, Any]) -> None
     # CEL's duration() fails on anything else, so the pattern must keep the input to what it accepts.
     assert interval["pattern"] == runs_api.DURATION_PATTERN
     assert all(v["message"] for v in interval["x-kubernetes-validations"])
+
+
+def test_region_and_credentials_are_fixed_once_the_launch_is_claimed(schema: dict[str, Any]) -> None:
+    rules = {v["fieldPath"]: v for v in schema.get("x-kubernetes-validations", [])}
+    assert set(rules) == {".spec.regionId", ".spec.credentialsSecretRef"}
+    for path, rule in rules.items():
+        assert rule["rule"].startswith("!has(oldSelf.status) || !has(oldSelf.status.launch) || ")
+        assert rule["message"].startswith(f"{path[1:]} cannot change once") and rule["reason"] == "FieldValueForbidden"

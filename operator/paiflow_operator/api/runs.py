@@ -39,7 +39,7 @@ MAX_MANIFEST_BYTES = 512 * 1024
 FINALIZER = "paiflow-operator.dev/terminate-run"
 
 DeletionPolicy = Literal["Retain", "Terminate"]
-LaunchPhase = Literal["Creating", "Refused", "Created", "Cancelled"]
+LaunchPhase = Literal["Creating", "Refused", "Recorded", "Started", "Created", "Cancelled"]
 
 ManifestType = Literal["Raw", "Frozen", "Rendered", "Expanded", "Runtime"]
 
@@ -299,13 +299,26 @@ class LaunchStatus(_Model):
     """The operator's record of creating the run: written before CreatePipelineRun is sent."""
 
     phase: LaunchPhase = Field(
-        description="Creating: a CreatePipelineRun may be in flight (the operator looks the run up by name before "
-        "sending another); Refused: PAI refused the last one, no run exists; Created: pipelineRunId is the run; "
-        "Cancelled: spec.terminate came first, no run was or will be created."
+        description="Creating: a CreatePipelineRun may be in flight (the operator lists this resource's runs by "
+        "SourceId and name before sending another); Refused: PAI refused the last one; Recorded: pipelineRunId is "
+        "the run, created unstarted, StartPipelineRun not confirmed yet; Started: PAI accepted StartPipelineRun; "
+        "Created: created (and started at once) by an earlier version of the operator; Cancelled: spec.terminate "
+        "came first, no run was or will be started."
     )
     runName: str = Field(description="The run's name in PAI: unique to this resource (it ends with its uid).")
-    claimedAt: datetime | None = Field(default=None, description="When the last create attempt was recorded.")
+    claimedAt: datetime | None = Field(
+        default=None, description="When the last create attempt was recorded, right before its request left."
+    )
     attempts: int = Field(default=0, ge=0, description="CreatePipelineRun calls sent so far.")
+    unconfirmed: int = Field(
+        default=0,
+        ge=0,
+        description="Earlier creates whose answer was lost and whose run has not been found yet: while above 0, the "
+        "operator looks for such runs (never started) and deletes them.",
+    )
+    lookedUpAt: datetime | None = Field(
+        default=None, description="When the operator last listed this resource's runs in PAI."
+    )
     terminationRequestedAt: datetime | None = Field(
         default=None, description="When PAI accepted TerminatePipelineRun for spec.terminate."
     )
@@ -362,8 +375,34 @@ class PaiPipelineRunStatus(_Model):
     )
 
 
+def _fixed_once_claimed(field: str, why: str) -> dict[str, Any]:
+    """A transition rule on the whole object: spec.<field> may not change once status.launch exists (the operator
+    claimed the launch, so a create may have been sent with the old value)."""
+    new, old = f"self.spec.{field}", f"oldSelf.spec.{field}"
+    same = f"has({new}) == has({old}) && (!has({new}) || {new} == {old})"
+    return _cel(
+        f"!has(oldSelf.status) || !has(oldSelf.status.launch) || ({same})",
+        f"spec.{field} cannot change once the operator has claimed the launch (status.launch is set): {why}; "
+        "create a new PaiPipelineRun",
+        fieldPath=f".spec.{field}",
+        reason="FieldValueForbidden",
+    )
+
+
+# Root-level, because "launched" is in status: a change of region or keys would send the next create (after an
+# unknown outcome) to another region or account, where the lookup cannot see the run the first one made.
+_OBJECT_RULES: list[Any] = [
+    _fixed_once_claimed("regionId", "the run lives in the region it was created in"),
+    _fixed_once_claimed("credentialsSecretRef", "the run belongs to the account whose keys created it"),
+]
+
+
 class PaiPipelineRun(_Model):
     """Follows one Alibaba Cloud PAI pipeline run and mirrors its status."""
+
+    model_config = ConfigDict(
+        extra="ignore", populate_by_name=True, json_schema_extra={"x-kubernetes-validations": _OBJECT_RULES}
+    )
 
     spec: PaiPipelineRunSpec
     # The API server defaults a new object's status to observedGeneration 0, so that kstatus (Flux) reads
