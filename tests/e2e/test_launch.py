@@ -68,7 +68,7 @@ def test_launch_creates_one_run_and_follows_it_to_succeeded(
     status = runs.status("train")
     (run_id,) = runs_in_pai(emulator, runs, "train")
     assert status["pipelineRunId"] == run_id
-    assert status["launch"]["phase"] == "Created" and status["launch"]["attempts"] == 1
+    assert status["launch"]["phase"] == "Started" and status["launch"]["attempts"] == 1
     assert status["launch"]["runName"] == f"resnet-{runs.get('train')['metadata']['uid']}"
     assert creates(emulator) == before + 1
     run = emulator.get_run(run_id)
@@ -77,7 +77,9 @@ def test_launch_creates_one_run_and_follows_it_to_succeeded(
     # No finalizer under the default deletionPolicy (Retain).
     assert FINALIZER not in (runs.get("train")["metadata"].get("finalizers") or [])
     reasons = [e["reason"] for e in runs.events("train")]
-    assert "Creating" in reasons and "Created" in reasons and reasons[-1] == "Succeeded", reasons
+    # (Events within one second may come in any order.)
+    assert {"Creating", "Created", "Started"} <= set(reasons) and reasons[-1] == "Succeeded", reasons
+    assert run.pending_timeline is None and not run.deleted  # created unstarted, then started
     table = runs.cp.kubectl("get", "ppr", "train", "-n", ns).stdout
     assert run_id in table.splitlines()[1]
     time.sleep(2)
@@ -280,6 +282,36 @@ def test_launch_is_immutable(runs: Runs) -> None:
     assert out.returncode != 0 and "cannot be added to or removed" in out.stderr, out.stderr
 
 
+def test_region_and_credentials_are_fixed_once_the_launch_is_claimed(runs: Runs) -> None:
+    base: dict[str, Any] = {
+        "apiVersion": "paiflow-operator.dev/v1alpha1",
+        "kind": "PaiPipelineRun",
+        "metadata": {"name": "pinned", "namespace": runs.namespace},
+        "spec": {"launch": {"workspaceId": "1", "pipelineId": "p"}, "suspend": True, "regionId": "cn-hangzhou"},
+    }
+    runs.cp.kubectl("apply", "-f", "-", input=json.dumps(base))
+    ns = runs.namespace
+
+    def patch_spec(spec: dict[str, Any]) -> Any:
+        return runs.cp.kubectl(
+            "patch", "ppr", "pinned", "-n", ns, "--type=merge", "-p", json.dumps({"spec": spec}), check=False
+        )
+
+    assert patch_spec({"regionId": "cn-shanghai"}).returncode == 0  # nothing claimed yet: still free
+    claimed = {"status": {"launch": {"phase": "Creating", "runName": "pinned-x", "attempts": 1}}}
+    runs.cp.kubectl(
+        "patch", "ppr", "pinned", "-n", ns, "--subresource=status", "--type=merge", "-p", json.dumps(claimed)
+    )
+    out = patch_spec({"regionId": "cn-beijing"})
+    assert out.returncode != 0 and "spec.regionId: Forbidden: spec.regionId cannot change once" in out.stderr, (
+        out.stderr
+    )
+    out = patch_spec({"credentialsSecretRef": {"name": "other-keys"}})
+    assert out.returncode != 0 and "spec.credentialsSecretRef cannot change once" in out.stderr, out.stderr
+    assert patch_spec({"suspend": False, "terminate": True}).returncode == 0  # the rest of the spec is not pinned
+    assert runs.get("pinned")["spec"]["regionId"] == "cn-shanghai"
+
+
 @pytest.mark.parametrize(
     "path", ["deploy/examples/paipipelinerun-launch.yaml", "deploy/argocd/examples/train-then-serve.yaml"]
 )
@@ -408,3 +440,187 @@ def test_terminate_from_the_start_creates_no_run(operator: OperatorProcess, emul
     assert runs.status("never")["launch"]["phase"] == "Cancelled"
     time.sleep(2)
     assert creates(emulator) == before and not runs_in_pai(emulator, runs, "never")
+
+
+# ---- never two started runs, whatever PAI's list lag: SIGKILL at each step of the launch ----------------------
+
+# Longer than a restart of the operator takes here, so that the restarted one looks while PAI still hides the run.
+SETTLE = 5.0
+LIST_LAG = 3 * SETTLE  # PAI lists a created run only this long after creating it
+HOLD_POLICY = "paiflow-e2e-hold-launch-record"
+
+
+def mine_in_pai(emulator: Emulator, uid: str) -> list[Any]:
+    """Every run PAI holds for the resource with this uid, deleted ones included (by the SourceId it was given)."""
+    return [r for r in (emulator.get_run(i) for i in emulator.run_ids()) if r is not None and r.source_id == uid]
+
+
+def started_in_pai(emulator: Emulator, uid: str) -> list[Any]:
+    # Created with NoConfirmRequired false, a run keeps a pending timeline until StartPipelineRun plays it.
+    return [r for r in mine_in_pai(emulator, uid) if not r.deleted and r.pending_timeline is None]
+
+
+def calls(emulator: Emulator, action: str) -> dict[str, int]:
+    return dict(emulator.counters.snapshot(include_runs=False).by_action.get(action, {}))
+
+
+def hold_record_policy(runs: Runs, *, on: bool) -> None:
+    """A ValidatingAdmissionPolicy that refuses every status write recording a run id on objects labelled
+    e2e-hold-record: the operator has the create's answer but cannot record it (the API server refuses), and is
+    killed then. As if it had died between the two."""
+    if not on:
+        runs.cp.kubectl(
+            "delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", HOLD_POLICY, "--ignore-not-found"
+        )
+        return
+    rule = {
+        "apiGroups": ["paiflow-operator.dev"],
+        "apiVersions": ["*"],
+        "operations": ["UPDATE"],
+        "resources": ["paipipelineruns/status"],
+    }
+    expression = (
+        "!has(object.metadata.labels) || !('e2e-hold-record' in object.metadata.labels) || "
+        "!has(object.status) || !has(object.status.pipelineRunId)"
+    )
+    docs = [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": HOLD_POLICY},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [rule]},
+                "validations": [{"expression": expression, "message": "e2e: recording the run id is held"}],
+            },
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": HOLD_POLICY},
+            "spec": {"policyName": HOLD_POLICY, "validationActions": ["Deny"]},
+        },
+    ]
+    runs.cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+
+
+def policy_holds(runs: Runs, probe: str) -> bool:
+    patch = json.dumps({"status": {"pipelineRunId": "flow-probe"}})
+    out = runs.cp.kubectl(
+        "patch", "ppr", probe, "-n", runs.namespace, "--subresource=status", "--type=merge", "-p", patch,
+        "--dry-run=server", check=False,
+    )  # fmt: skip
+    return out.returncode != 0 and "recording the run id is held" in out.stderr
+
+
+@pytest.mark.parametrize("crash", ["during-create", "after-create", "after-record", "during-start"])
+def test_sigkill_at_each_step_of_the_launch_starts_exactly_one_run(
+    operator: OperatorProcess, emulator: Emulator, runs: Runs, crash: str
+) -> None:
+    """The operator is SIGKILLed at one step of the launch while PAI lists a new run only 3x the settle time after
+    creating it; a fresh operator finishes the launch. Every time: exactly one run started in PAI, followed to its
+    end, and every other run this resource made deleted before it ever started."""
+    pid = pipeline(emulator, Timeline.of(("Running", 4), ("Succeeded", None)))
+    name = f"crash-{crash}"
+    env = {
+        **operator.extra_env,
+        "PAIFLOW_LAUNCH_SETTLE_TIME": f"{SETTLE:g}s",
+        "PAIFLOW_LAUNCH_ORPHAN_WINDOW": "90s",
+        # One replica at a time owns everything: the restarted one acts at once, not after the dead one's Lease
+        # expired (by when PAI would list the run and the lag would not matter).
+        "PAIFLOW_LEASES": "false",
+    }
+    # The first operator waits for PAI's answers as long as it takes: it is killed while one is held.
+    first = OperatorProcess(
+        operator.kubeconfig, operator.endpoint, operator.log_path.with_name(f"{name}-first.log"),
+        {**env, "PAIFLOW_READ_TIMEOUT": "60"},
+    )  # fmt: skip
+    second = OperatorProcess(operator.kubeconfig, operator.endpoint, operator.log_path.with_name(f"{name}-2.log"), env)
+    starts_before = sum(calls(emulator, "StartPipelineRun").values())
+    emulator.list_lag = LIST_LAG
+    operator.stop()
+    try:
+        if crash == "during-create":
+            emulator.add_fault("hold", action="CreatePipelineRun", count=1)  # PAI makes the run, the answer is lost
+        elif crash == "after-record":
+            emulator.add_fault("hang", action="StartPipelineRun", count=1)  # never reaches PAI
+        elif crash == "during-start":
+            emulator.add_fault("hold", action="StartPipelineRun", count=1)  # PAI starts it, the answer is lost
+        labels = {}
+        if crash == "after-create":
+            labels = {"e2e-hold-record": "1"}
+            hold_record_policy(runs, on=True)
+            probe = {
+                "apiVersion": "paiflow-operator.dev/v1alpha1",
+                "kind": "PaiPipelineRun",
+                "metadata": {"name": "probe", "namespace": runs.namespace, "labels": labels},
+                "spec": {"launch": {"workspaceId": WORKSPACE, "pipelineId": pid}, "suspend": True},
+            }
+            runs.cp.kubectl("apply", "-f", "-", input=json.dumps(probe))
+            wait_for(lambda: policy_holds(runs, "probe"), 30, 0.5, "the admission policy to hold records")
+        first.start()
+        body = {
+            "apiVersion": "paiflow-operator.dev/v1alpha1",
+            "kind": "PaiPipelineRun",
+            "metadata": {"name": name, "namespace": runs.namespace, "labels": labels},
+            "spec": {"launch": {"workspaceId": WORKSPACE, "pipelineId": pid}},
+        }
+        runs.cp.kubectl("apply", "-f", "-", input=json.dumps(body))
+        uid = runs.get(name)["metadata"]["uid"]
+
+        if crash in ("during-create", "after-create"):
+            wait_for(lambda: mine_in_pai(emulator, uid), 30, 0.05, "the run to exist in PAI")
+            if crash == "after-create":
+                wait_for(lambda: "recording the run id is held" in first.log_text(), 30, 0.05, "the refused record")
+        else:
+            wait_for(lambda: runs.status(name).get("pipelineRunId"), 30, 0.05, "the run id recorded")
+            if crash == "during-start":
+                wait_for(lambda: started_in_pai(emulator, uid), 30, 0.05, "PAI to start the run")
+            else:
+                time.sleep(0.5)  # the StartPipelineRun on its way, hanging
+        assert first.process is not None
+        os.killpg(first.process.pid, signal.SIGKILL)
+        first.process.wait(5)
+        status = runs.status(name)
+        if crash in ("during-create", "after-create"):
+            assert status["launch"]["phase"] == "Creating" and "pipelineRunId" not in status, status
+            assert len(mine_in_pai(emulator, uid)) == 1 and not started_in_pai(emulator, uid)
+        else:
+            assert status["launch"]["phase"] == "Recorded", status
+            assert len(started_in_pai(emulator, uid)) == (1 if crash == "during-start" else 0)
+        if crash == "after-create":
+            hold_record_policy(runs, on=False)
+            wait_for(lambda: not policy_holds(runs, "probe"), 30, 0.5, "the admission policy to go")
+
+        with second:
+            runs.wait_status(name, "Succeeded", timeout=60)
+            # Whatever the first operator left unstarted is found once PAI lists it (after LIST_LAG) and deleted.
+            wait_for(
+                lambda: all(r.deleted for r in mine_in_pai(emulator, uid) if r.pending_timeline is not None),
+                LIST_LAG * 4,
+                0.25,
+                "every unstarted run of this resource to be deleted",
+            )
+            wait_for(lambda: runs.status(name)["launch"].get("unconfirmed", 0) == 0, 30, 0.25, "no create unaccounted")
+            log = second.log_text()
+    finally:
+        emulator.clear_faults()
+        emulator.list_lag = 0.0
+        hold_record_policy(runs, on=False)
+        if first.process is not None and first.process.poll() is None:
+            os.killpg(first.process.pid, signal.SIGKILL)
+        operator.start()
+
+    runs_made = mine_in_pai(emulator, uid)
+    (started,) = started_in_pai(emulator, uid)
+    status = runs.status(name)
+    assert status["pipelineRunId"] == started.run_id and status["launch"]["phase"] == "Started"
+    assert emulator.status_of(started.run_id) == "Succeeded"
+    extra = [r for r in runs_made if r is not started]
+    assert all(r.deleted for r in extra), [(r.run_id, r.deleted) for r in extra]
+    reasons = [e["reason"] for e in runs.events(name)]
+    assert reasons.count("DuplicateDeleted") == len(extra), reasons
+    assert all(r.name.endswith(uid) for r in runs_made)
+    starts = sum(calls(emulator, "StartPipelineRun").values()) - starts_before
+    print(f"{crash}: runs made {len(runs_made)}, deleted {len(extra)}, StartPipelineRun calls {starts}")
+    assert "Traceback" not in log

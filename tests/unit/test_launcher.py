@@ -13,7 +13,7 @@ from tests.unit.test_scheduler import FakeKube, FakePai, Harness, Key
 from paiflow_operator.api.runs import FINALIZER
 from paiflow_operator.kube import KubeError
 from paiflow_operator.pai.credentials import CredentialSource
-from paiflow_operator.pai.errors import PaiError, ThrottledError, TransportError
+from paiflow_operator.pai.errors import BadRequestError, PaiError, ThrottledError, TransportError
 from paiflow_operator.pai.models import Acknowledged, CreatedRun, PipelineRun, RunList
 from paiflow_operator.runs.launcher import Launcher
 from paiflow_operator.settings import Settings
@@ -22,42 +22,104 @@ WORKSPACE = "ws-1"
 
 
 class LaunchPai(FakePai):
+    """PAI for launches: runs made unstarted wait in Initialized for StartPipelineRun; ListPipelineRuns pages and
+    shows a created run only ``lag`` seconds (fake clock) after its creation."""
+
     def __init__(self, clock: Any) -> None:
         super().__init__(clock)
         self.names: dict[str, str] = {}
+        self.sources: dict[str, str] = {}
+        self.created_at: dict[str, float] = {}
+        self.deleted: set[str] = set()
+        self.started: list[str] = []
         self.log: list[str] = []
+        self.lag = 0.0
         self.create_errors: list[tuple[PaiError, bool]] = []  # (error, whether PAI made the run anyway)
+        self.start_errors: list[tuple[PaiError, bool]] = []  # (error, whether PAI started the run anyway)
+        self.no_confirm: list[bool] = []
 
     async def get_pipeline_run(self, run_id: str, **kwargs: Any) -> PipelineRun:
+        self.log.append(f"get {run_id}")
         run = await super().get_pipeline_run(run_id, **kwargs)
-        return run.model_copy(update={"name": self.names.get(run_id)})
+        return run.model_copy(update={"name": self.names.get(run_id), "source_id": self.sources.get(run_id)})
 
     async def list_pipeline_runs(
-        self, *, region: str, credentials: CredentialSource, workspace_id: str | None = None, name: str | None = None
+        self,
+        *,
+        region: str,
+        credentials: CredentialSource,
+        workspace_id: str | None = None,
+        page_number: int = 1,
+        page_size: int = 50,
+        name: str | None = None,
+        source_id: str | None = None,
+        **kwargs: Any,
     ) -> RunList:
         self.log.append("list")
-        rows = [
-            {"PipelineRunId": rid, "Status": self.states[rid], "Name": n}
-            for rid, n in self.names.items()
-            if name and name in n
+        visible = [
+            rid
+            for rid in self.names
+            if rid not in self.deleted
+            and self.clock() >= self.created_at[rid] + self.lag
+            and (not name or name in self.names[rid])
+            and (not source_id or self.sources[rid] == source_id)
         ]
-        return RunList.model_validate({"RequestId": "r", "TotalCount": len(rows), "PipelineRuns": rows})
+        page = visible[(page_number - 1) * page_size : page_number * page_size]
+        rows = [
+            {"PipelineRunId": rid, "Status": self.states[rid], "Name": self.names[rid], "SourceId": self.sources[rid]}
+            for rid in page
+        ]
+        return RunList.model_validate({"RequestId": "r", "TotalCount": len(visible), "PipelineRuns": rows})
 
-    async def create_pipeline_run(self, *, name: str, workspace_id: str, **kwargs: Any) -> CreatedRun:
+    def make(self, name: str, source: str, status: str = "Initialized") -> str:
+        run_id = f"flow-{len(self.names) + 1}"
+        self.names[run_id], self.sources[run_id], self.created_at[run_id] = name, source, self.clock()
+        self.add(run_id, status, WORKSPACE)
+        return run_id
+
+    async def create_pipeline_run(
+        self, *, name: str, workspace_id: str, source_id: str | None = None, no_confirm_required: bool = True, **_: Any
+    ) -> CreatedRun:
         self.log.append("create")
+        self.no_confirm.append(no_confirm_required)
         error, made = self.create_errors.pop(0) if self.create_errors else (None, True)
         run_id = f"flow-{len(self.names) + 1}"
         if made:
-            self.names[run_id] = name
-            self.add(run_id, "Running", workspace_id)
+            run_id = self.make(name, source_id or "", "Running" if no_confirm_required else "Initialized")
         if error is not None:
             raise error
         return CreatedRun.model_validate({"RequestId": "r", "PipelineRunId": run_id})
+
+    async def start_pipeline_run(self, run_id: str, *, region: str, credentials: CredentialSource) -> Acknowledged:
+        self.log.append(f"start {run_id}")
+        error, done = self.start_errors.pop(0) if self.start_errors else (None, True)
+        if done:
+            if self.states.get(run_id) != "Initialized" or run_id in self.deleted:
+                raise BadRequestError("not startable", code="PipelineRunStatusInvalid")
+            self.states[run_id] = "Running"
+            self.started.append(run_id)
+        if error is not None:
+            raise error
+        return Acknowledged.model_validate({"RequestId": "r"})
+
+    async def delete_pipeline_run(self, run_id: str, *, region: str, credentials: CredentialSource) -> Acknowledged:
+        self.log.append(f"delete {run_id}")
+        if self.states.get(run_id) not in ("Initialized", "Terminated", "Succeeded", "Failed"):
+            raise BadRequestError("not deletable", code="PipelineRunStatusInvalid")
+        self.deleted.add(run_id)
+        return Acknowledged.model_validate({"RequestId": "r"})
 
     async def terminate_pipeline_run(self, run_id: str, *, region: str, credentials: CredentialSource) -> Acknowledged:
         self.log.append(f"terminate {run_id}")
         self.states[run_id] = "Terminating"
         return Acknowledged.model_validate({"RequestId": "r"})
+
+    def calls_but_polls(self) -> list[str]:
+        """The log without GetPipelineRun (the scheduler polls with it; the launcher's own reads are asserted apart)."""
+        return [c for c in self.log if not c.startswith("get ")]
+
+    def started_runs(self) -> list[str]:
+        return [rid for rid in self.names if rid not in self.deleted and self.states[rid] != "Initialized"]
 
 
 class LaunchKube(FakeKube):
@@ -146,35 +208,93 @@ async def harness() -> AsyncIterator[Factory]:
         await h.close()
 
 
-async def test_launch_records_intent_then_looks_up_then_creates_once(harness: Factory) -> None:
+async def test_launch_claims_creates_unstarted_records_then_starts_in_two_calls(harness: Factory) -> None:
     h = await harness()
     key = h.launch("train")
     await h.advance(0.1)
-    assert h.kube.log[:2] == ["status Creating", "status Created"]
-    assert h.pai.log == ["list", "create"]
+    assert h.kube.log[:3] == ["status Creating", "status Recorded", "status Started"]
+    # No lookup (no create of unknown outcome exists); then the first poll, as for any followed run.
+    assert h.pai.log == ["create", "start flow-1", "get flow-1"]
+    assert h.pai.no_confirm == [False]
     status = h.status(key)
-    assert status["pipelineRunId"] == "flow-1" and status["launch"]["phase"] == "Created"
-    assert h.pai.names["flow-1"].endswith("uid-team-a-train")
+    assert status["pipelineRunId"] == "flow-1" and status["launch"]["phase"] == "Started"
+    assert h.pai.names["flow-1"].endswith("uid-team-a-train") and h.pai.sources["flow-1"] == "uid-team-a-train"
     for _ in range(5):
         h.echo(key)
         await h.advance(30)
-    assert h.pai.log.count("create") == 1 and status["pipelineRunId"] == "flow-1"
+    assert h.pai.log.count("create") == 1 and h.pai.started == ["flow-1"]
+    assert [e.reason for _, e in h.kube.events if e.reason in ("Creating", "Created", "Started")] == [
+        "Creating",
+        "Created",
+        "Started",
+    ]
 
 
-async def test_a_lost_create_answer_is_adopted_after_the_settle_time_never_created_again(harness: Factory) -> None:
+async def test_a_lost_create_answer_is_adopted_once_listed_never_created_again(harness: Factory) -> None:
     h = await harness(launch_settle_time="60s")
     h.pai.create_errors.append((TransportError("CreatePipelineRun: timed out"), True))
     key = h.launch("lost")
     await h.advance(0.1)
-    assert h.pai.log == ["list", "create"] and "pipelineRunId" not in h.status(key)
+    assert h.pai.log == ["create"] and "pipelineRunId" not in h.status(key)
     ready = next(c for c in h.status(key)["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "CreateUnconfirmed"
     await h.advance_in_steps(50, 5)  # backoff retries come and go, but the create may still be in flight
-    assert h.pai.log == ["list", "create"]
+    assert h.pai.log == ["create"]
     await h.advance_in_steps(15, 5)
-    assert h.pai.log == ["list", "create", "list"]
-    assert h.status(key)["pipelineRunId"] == "flow-1" and h.status(key)["launch"]["attempts"] == 2
+    assert h.pai.log[:4] == ["create", "list", "get flow-1", "start flow-1"]  # the adopted run is read back first
+    status = h.status(key)
+    assert status["pipelineRunId"] == "flow-1" and status["launch"]["phase"] == "Started"
+    assert status["launch"]["unconfirmed"] == 0
     assert [e.reason for _, e in h.kube.events if e.reason == "Adopted"] == ["Adopted"]
+
+
+async def test_a_run_listed_later_than_the_settle_time_is_a_second_run_never_started_and_deleted(
+    harness: Factory,
+) -> None:
+    """PAI lists a new run only 3x the settle time after creating it: the lookup misses the first run, a second one
+    is created and started, and the first (never started) is deleted by a sweep once PAI lists it."""
+    h = await harness(launch_settle_time="10s", launch_orphan_window="10m")
+    h.pai.lag = 30
+    h.pai.create_errors.append((TransportError("CreatePipelineRun: timed out"), True))
+    key = h.launch("slow-list")
+    await h.advance_in_steps(12, 1)
+    assert h.pai.calls_but_polls() == ["create", "list", "create", "start flow-2"]
+    status = h.status(key)
+    assert status["pipelineRunId"] == "flow-2" and status["launch"]["unconfirmed"] == 1
+    assert h.pai.started_runs() == ["flow-2"]
+    h.echo(key)
+    await h.advance_in_steps(60, 1)
+    assert "delete flow-1" in h.pai.log and h.pai.deleted == {"flow-1"}
+    assert h.pai.started == ["flow-2"]
+    assert h.status(key)["launch"]["unconfirmed"] == 0
+    assert [e.reason for _, e in h.kube.events if e.reason == "DuplicateDeleted"] == ["DuplicateDeleted"]
+    lists = h.pai.log.count("list")
+    await h.advance_in_steps(600, 10)
+    assert h.pai.log.count("list") == lists  # all accounted for: no more sweeps
+
+
+async def test_a_start_whose_answer_was_lost_is_checked_not_repeated(harness: Factory) -> None:
+    h = await harness()
+    h.pai.start_errors.append((TransportError("StartPipelineRun: timed out"), True))
+    key = h.launch("start-lost")
+    await h.advance(0.1)
+    assert h.status(key)["launch"]["phase"] == "Recorded"
+    await h.advance_in_steps(5, 1)
+    # After the lost answer the launcher reads the run back: PAI shows it running, so it is not started again.
+    assert h.pai.log[:3] == ["create", "start flow-1", "get flow-1"] and h.pai.log.count("start flow-1") == 1
+    assert h.status(key)["launch"]["phase"] == "Started" and h.pai.started == ["flow-1"]
+
+
+async def test_a_recorded_run_that_is_not_this_resources_is_never_started(harness: Factory) -> None:
+    h = await harness()
+    foreign = h.pai.make("someone-else", "another-uid")
+    key = h.launch("forged")
+    h.kube.status[key] = {"pipelineRunId": foreign, "launch": {"phase": "Recorded", "runName": "x"}}
+    h.echo(key)
+    await h.advance(0.1)
+    assert h.pai.log == [f"get {foreign}"] and h.pai.started == []
+    ready = next(c for c in h.status(key)["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "StartRefused" and "ForeignRun" in ready["message"]
 
 
 async def test_a_throttled_create_made_nothing_and_is_retried_at_once(harness: Factory) -> None:
@@ -183,8 +303,8 @@ async def test_a_throttled_create_made_nothing_and_is_retried_at_once(harness: F
     key = h.launch("busy")
     await h.advance(0.1)
     assert h.status(key)["launch"]["phase"] == "Refused"
-    await h.advance_in_steps(4, 1)  # backoff (1-2s), no settle wait: PAI said no
-    assert h.pai.log == ["list", "create", "list", "create"]
+    await h.advance_in_steps(4, 1)  # backoff (1-2s), no settle wait and no lookup: PAI said no
+    assert h.pai.calls_but_polls() == ["create", "create", "start flow-1"]
     assert h.status(key)["pipelineRunId"] == "flow-1" and len(h.pai.names) == 1
 
 
@@ -196,7 +316,7 @@ async def test_a_suspended_launch_makes_no_call_and_does_not_spin(harness: Facto
     assert h.tracked(key).due is None
     h.update_spec(key, suspend=False)
     await h.advance(0.1)
-    assert h.pai.log == ["list", "create"]
+    assert h.pai.calls_but_polls() == ["create", "start flow-1"]
 
 
 async def test_terminate_policy_finalizes_first_and_a_delete_terminates_then_lets_go(harness: Factory) -> None:
@@ -204,7 +324,7 @@ async def test_terminate_policy_finalizes_first_and_a_delete_terminates_then_let
     key = h.launch("stop", deletionPolicy="Terminate")
     await h.advance(0.1)
     assert h.kube.log[0] == f"finalizers {[FINALIZER]}", h.kube.log  # before anything is created
-    assert h.kube.log[1:3] == ["status Creating", "status Created"]
+    assert h.kube.log[1:4] == ["status Creating", "status Recorded", "status Started"]
     h.echo(key)
     h.deleting.add(key)
     h.echo(key)
@@ -240,5 +360,6 @@ async def test_terminate_while_a_create_is_unconfirmed_finds_and_terminates_that
     await h.advance(0.1)
     h.update_spec(key, terminate=True)
     await h.advance_in_steps(12, 1)
-    assert h.pai.log == ["list", "create", "list", "terminate flow-1"]
-    assert h.status(key)["pipelineRunId"] == "flow-1"
+    # What the lost create made was never started: it is deleted, and nothing is started.
+    assert h.pai.log == ["create", "list", "delete flow-1"]
+    assert h.status(key)["launch"]["phase"] == "Cancelled" and h.pai.started == []

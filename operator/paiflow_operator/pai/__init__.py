@@ -16,9 +16,11 @@ from .errors import (
     TransportError,
 )
 from .models import TERMINAL_STATUSES, PipelineRun, RunList, RunStatus, RunStatusList, RunStatusSummary
+from .paging import ALL_PAGES_ORDER, collect_pages
 from .regions import PAI_REGIONS
 
 __all__ = [
+    "ALL_PAGES_ORDER",
     "API_VERSION",
     "DEFAULT_USER_AGENT",
     "PAI_REGIONS",
@@ -45,5 +47,6 @@ __all__ = [
     "ThrottledError",
     "TransportError",
     "classify_error",
+    "collect_pages",
     "default_endpoint",
 ]

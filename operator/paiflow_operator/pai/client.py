@@ -41,6 +41,7 @@ from .errors import (
     TransportError,
 )
 from .models import Acknowledged, CreatedRun, PipelineRun, RunList, RunStatusList
+from .paging import ALL_PAGES_ORDER, collect_pages
 from .regions import PAI_REGIONS, REGION_RE, check_region
 
 __all__ = ["API_VERSION", "DEFAULT_USER_AGENT", "PAI_REGIONS", "PaiClient", "classify_error", "default_endpoint"]
@@ -347,36 +348,21 @@ class PaiClient:
         page_size: int = 50,
         max_pages: int = 20,
     ) -> RunList:
-        """Every row of a filtered ListPipelineRuns, page after page, oldest first; at most ``max_pages`` calls.
+        """Every row of a filtered ListPipelineRuns, oldest first; see collect_pages."""
 
-        PAI pages by offset: sorting on GmtCreateTime ascending (a field that never changes) means a run created
-        meanwhile lands after the rows already read instead of shifting them. ``total_count`` is PAI's; fewer
-        rows than that means the bound stopped the walk (the caller decides what an incomplete answer means)."""
-        if page_size < 1 or max_pages < 1:
-            raise ValueError("page_size and max_pages must be at least 1")
-        rows: dict[str, PipelineRun] = {}
-        total = 0
-        request_id: str | None = None
-        for page_number in range(1, max_pages + 1):
-            page = await self.list_pipeline_runs(
+        async def page(number: int, size: int) -> RunList:
+            return await self.list_pipeline_runs(
                 region=region,
                 credentials=credentials,
                 workspace_id=workspace_id,
                 name=name,
                 source_id=source_id,
-                page_number=page_number,
-                page_size=page_size,
-                sort_by="GmtCreateTime",
-                order="ASC",
+                page_number=number,
+                page_size=size,
+                **ALL_PAGES_ORDER,
             )
-            total, request_id = page.total_count, page.request_id
-            for row in page.pipeline_runs:
-                rows.setdefault(row.pipeline_run_id, row)
-            if len(page.pipeline_runs) < page_size or len(rows) >= total:
-                break
-        return RunList.model_validate(
-            {"RequestId": request_id, "TotalCount": max(total, len(rows)), "PipelineRuns": list(rows.values())}
-        )
+
+        return await collect_pages(page, page_size=page_size, max_pages=max_pages)
 
     async def create_pipeline_run(
         self,

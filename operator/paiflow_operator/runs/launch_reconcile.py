@@ -460,8 +460,7 @@ def error_reason(action: str, error: PaiError, spec: PaiPipelineRunSpec) -> tupl
             return "InvalidLaunch", f"PAI refused spec.launch: {detail}"
         if error.kind not in DEFINITE_KINDS:
             return "CreateUnconfirmed", (
-                f"{detail}; the run may or may not exist (it would not be started), so the operator looks it up by "
-                "SourceId and name before any new create"
+                f"{detail}; the run may or may not exist, so the operator looks it up by name before any new create"
             )
     if action == "TerminatePipelineRun" and error.kind in (ErrorKind.BAD_REQUEST, ErrorKind.NOT_FOUND):
         return "TerminateRefused", detail
@@ -539,20 +538,3 @@ __all__ = [
     "terminated",
     "unconfirmed",
 ]
-
-
-# ---- the one-phase protocol's writers, until launcher.py moves to the two-phase one (issue 18) -------------
-
-
-def created(view: View, run_id: str, *, adopted: bool, duplicates: int = 1) -> SyncResult:
-    launch = launch_status(view.status)
-    patch: dict[str, Any] = {"pipelineRunId": run_id, "launch": {**launch, "phase": CREATED, "runName": run_name(view)}}
-    reason = "Adopted" if adopted else CREATED
-    return SyncResult(patch=patch, events=[Event("Normal", reason, f"{reason} PAI run {run_id}")], retry=Retry.INTERVAL)
-
-
-def find_run(rows: Sequence[PipelineRun], name: str) -> tuple[PipelineRun | None, int]:
-    mine = sorted(
-        (r for r in rows if r.name == name), key=lambda r: (r.gmt_create_time or _FAR_FUTURE, r.pipeline_run_id)
-    )
-    return (mine[0] if mine else None), len(mine)

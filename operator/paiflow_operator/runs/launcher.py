@@ -1,5 +1,6 @@
-"""Carries out launch_reconcile's decisions: ListPipelineRuns, CreatePipelineRun, TerminatePipelineRun, the
-intent record in status and the finalizer. The scheduler calls ``step`` before polling a launched run."""
+"""Carries out launch_reconcile's decisions: the claim, CreatePipelineRun (unstarted), the record, StartPipelineRun,
+the lookups and sweeps (ListPipelineRuns, every page; DeletePipelineRun of unstarted duplicates), TerminatePipelineRun
+and the finalizer. The scheduler calls ``step`` before polling a launched run."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from paiflow_operator import metrics
 from paiflow_operator.api.runs import FINALIZER, PaiPipelineRunSpec
 from paiflow_operator.kube import KubeError, ObjectRef
 from paiflow_operator.pai.credentials import CredentialSource
-from paiflow_operator.pai.errors import BadRequestError, PaiError
-from paiflow_operator.pai.models import Acknowledged, CreatedRun, PipelineRun, RunList
+from paiflow_operator.pai.errors import BadRequestError, ErrorKind, PaiError
+from paiflow_operator.pai.models import Acknowledged, CreatedRun, PipelineRun, RunList, RunStatus
+from paiflow_operator.pai.paging import ALL_PAGES_ORDER, collect_pages
 from paiflow_operator.runs import launch_reconcile as core
 from paiflow_operator.runs.reconcile import Event, Retry, SyncResult
 from paiflow_operator.settings import Settings
@@ -27,13 +29,26 @@ log = logging.getLogger(__name__)
 # One step may chain a few decisions (add finalizer, claim, look up, create); never loop for ever.
 MAX_CHAINED_STEPS = 6
 CONFLICT_RETRY_SECONDS = 1.0
+# A lookup reads every page of this resource's runs (by SourceId and name: a handful at most), within a bound.
+LOOKUP_PAGE_SIZE = 50
+LOOKUP_MAX_PAGES = 20
 
 
 class LaunchPai(Protocol):
     async def get_pipeline_run(self, run_id: str, *, region: str, credentials: CredentialSource) -> PipelineRun: ...
 
     async def list_pipeline_runs(
-        self, *, region: str, credentials: CredentialSource, workspace_id: str | None = None, name: str | None = None
+        self,
+        *,
+        region: str,
+        credentials: CredentialSource,
+        workspace_id: str | None = None,
+        page_number: int = 1,
+        page_size: int = 50,
+        name: str | None = None,
+        source_id: str | None = None,
+        sort_by: str | None = None,
+        order: str | None = None,
     ) -> RunList: ...
 
     async def create_pipeline_run(
@@ -52,6 +67,10 @@ class LaunchPai(Protocol):
         source_type: str | None = None,
         source_id: str | None = None,
     ) -> CreatedRun: ...
+
+    async def start_pipeline_run(self, run_id: str, *, region: str, credentials: CredentialSource) -> Acknowledged: ...
+
+    async def delete_pipeline_run(self, run_id: str, *, region: str, credentials: CredentialSource) -> Acknowledged: ...
 
     async def terminate_pipeline_run(
         self, run_id: str, *, region: str, credentials: CredentialSource
@@ -96,6 +115,7 @@ class Launcher:
         self.pai = pai
         self.kube = kube
         self.settle = host.settings.launch_settle_time
+        self.window = host.settings.launch_orphan_window
 
     @staticmethod
     def view(tracked: Tracked) -> core.View:
@@ -116,7 +136,7 @@ class Launcher:
         for _ in range(MAX_CHAINED_STEPS):
             now = self.host.wallclock()
             view = self.view(tracked)
-            decision = core.decide(view, now, self.settle)
+            decision = core.decide(view, now, self.settle, self.window)
             step = decision.step
             if step is core.Step.FOLLOW:
                 return None
@@ -140,51 +160,78 @@ class Launcher:
                     return Retry.STOP  # the API server deletes the object now
                 continue
             if step is core.Step.CLAIM:
-                if not self.host.owns(tracked.uid):
-                    return Retry.STOP  # handed over (Lease membership changed): the new owner launches
-                written = await self._write(tracked, core.claim(view, now), conditional=True)
-                if written is not True:
-                    return written
-                outcome = await self._lookup(tracked, create=True)
+                outcome = await self._launch(tracked)
+            elif step is core.Step.START:
+                outcome = await self._start(tracked, trusted=None)
+            elif step is core.Step.SWEEP:
+                outcome = await self._sweep(tracked)
             elif step is core.Step.LOOKUP:
-                outcome = await self._lookup(tracked, create=False)
+                outcome = await self._lookup(tracked)
             else:
                 outcome = await self._terminate(tracked)
             if outcome is not None:
                 return outcome
-            if not tracked.deleting and step is not core.Step.LOOKUP:
-                return None  # created, adopted or terminating: poll it now
+            if step is core.Step.TERMINATE and not tracked.deleting:
+                return None  # terminating: poll it now
         return Retry.BACKOFF
 
     # ---- PAI ---------------------------------------------------------------------------------------
 
-    async def _lookup(self, tracked: Tracked, *, create: bool) -> Outcome:
-        """ListPipelineRuns(WorkspaceId, Name) first, always; CreatePipelineRun only if nothing is there."""
+    async def _list_mine(self, tracked: Tracked) -> list[PipelineRun]:
+        """Every page of ListPipelineRuns for this resource's runs (WorkspaceId, SourceId, Name); each page is a call
+        of its own through the slot and rate limit. Raises PaiError."""
         view = self.view(tracked)
         launch = tracked.spec.launch
         assert launch is not None
-        name = core.run_name(view)
         region = self.host._region(tracked.spec)
-        try:
-            credentials = await self.host._credentials(tracked)
+        credentials = await self.host._credentials(tracked)
+
+        async def page(number: int, size: int) -> RunList:
             async with self.host._send_slot(credentials):
-                listing = await self.pai.list_pipeline_runs(
-                    region=region, credentials=credentials, workspace_id=launch.workspaceId, name=name
+                return await self.pai.list_pipeline_runs(
+                    region=region,
+                    credentials=credentials,
+                    workspace_id=launch.workspaceId,
+                    name=core.run_name(view),
+                    source_id=view.uid,
+                    page_number=number,
+                    page_size=size,
+                    **ALL_PAGES_ORDER,
                 )
-        except PaiError as exc:
-            return await self._failed(tracked, "ListPipelineRuns", exc)
-        found, count = core.find_run(listing.pipeline_runs, name)
-        if found is not None:
-            log.info("%s/%s: adopting PAI run %s", tracked.namespace, tracked.name, found.pipeline_run_id)
-            result = core.created(view, found.pipeline_run_id, adopted=True, duplicates=count)
-            return self._after_write(await self._write(tracked, result))
-        if not create:
-            if not tracked.deleting:
-                # spec.terminate while a create was unconfirmed, and none was made: none will be.
-                written = await self._write(tracked, core.cancelled(view, self.host.wallclock()))
-                return Retry.STOP if written is True else written
-            # Deleting, and no run was ever made: nothing to terminate, the finalizer can go.
-            return await self._finalizer(tracked, add=False) or Retry.STOP
+
+        listing = await collect_pages(page, page_size=LOOKUP_PAGE_SIZE, max_pages=LOOKUP_MAX_PAGES)
+        if len(listing.pipeline_runs) < listing.total_count:
+            log.warning(
+                "%s/%s: ListPipelineRuns holds %d rows for this resource's filters, read %d (bound reached)",
+                tracked.namespace,
+                tracked.name,
+                listing.total_count,
+                len(listing.pipeline_runs),
+            )
+        return list(listing.pipeline_runs)
+
+    async def _launch(self, tracked: Tracked) -> Outcome:
+        """Look up (only if a create may have made a run), claim, create unstarted, record, start."""
+        view = self.view(tracked)
+        launch = tracked.spec.launch
+        assert launch is not None
+        looked_up: datetime | None = None
+        if core.needs_lookup(view):
+            try:
+                rows = await self._list_mine(tracked)
+            except PaiError as exc:
+                return await self._failed(tracked, "ListPipelineRuns", exc)
+            looked_up = self.host.wallclock()
+            sorting = core.sort_out(view, rows)
+            if sorting.keep is not None:
+                found = sorting.keep
+                log.info("%s/%s: adopting PAI run %s", tracked.namespace, tracked.name, found.pipeline_run_id)
+                # Conditional: a replica that claimed meanwhile may be recording its own run.
+                result = core.recorded(view, found, looked_up)
+                written = await self._write(tracked, result, conditional=True)
+                if written is not True:
+                    return written
+                return await self._delete_duplicates(tracked, sorting)
         manifest: str | None = None
         if launch.manifestFrom is not None:
             ref = launch.manifestFrom
@@ -196,13 +243,20 @@ class Launcher:
             if problem:
                 await self._write(tracked, core.configmap_missing(view, problem, self.host.wallclock()))
                 return Retry.SLOW
-        if not self.host.owns(tracked.uid):
-            # Ownership moved while we looked: leave the create to the new owner. The claim we wrote makes it
-            # wait the settle time and look up first, as for any create whose outcome it cannot know.
-            return Retry.STOP
         request = core.create_request(view, manifest)
+        region = self.host._region(tracked.spec)
         try:
+            credentials = await self.host._credentials(tracked)
             async with self.host._send_slot(credentials):
+                # The slot and the rate token are ours now: the request leaves right after the claim, so that
+                # claimedAt is when it left, and ownership is checked at that moment, not before a wait.
+                if not self.host.owns(tracked.uid):
+                    return Retry.STOP  # handed over (Lease membership changed): the new owner launches
+                claimed_at = self.host.wallclock()
+                written = await self._write(tracked, core.claim(view, claimed_at, looked_up), conditional=True)
+                if written is not True:
+                    return written
+                claim_version = tracked.resource_version
                 answer = await self.pai.create_pipeline_run(
                     region=region,
                     credentials=credentials,
@@ -213,12 +267,122 @@ class Launcher:
                     arguments=request.arguments,
                     options=request.options,
                     accessibility=request.accessibility,
+                    no_confirm_required=False,  # created unstarted: only a recorded run is ever started
                     source_id=request.source_id,
                 )
         except PaiError as exc:
             return await self._failed(tracked, "CreatePipelineRun", exc)
-        log.info("%s/%s: created PAI run %s", tracked.namespace, tracked.name, answer.pipeline_run_id)
-        return self._after_write(await self._write(tracked, core.created(view, answer.pipeline_run_id, adopted=False)))
+        run_id = answer.pipeline_run_id
+        log.info("%s/%s: created PAI run %s (unstarted), recording it", tracked.namespace, tracked.name, run_id)
+        # Conditional on the claim: if anyone wrote since (another replica's claim), this run is never recorded,
+        # so never started; the sweeps delete it once PAI lists it.
+        result = core.recorded(self.view(tracked), run_id, self.host.wallclock())
+        written = await self._write(tracked, result, resource_version=claim_version)
+        if written is not True:
+            return written
+        return await self._start(tracked, trusted=run_id)
+
+    async def _start(self, tracked: Tracked, *, trusted: str | None) -> Outcome:
+        """StartPipelineRun for the recorded run. ``trusted``: the id this process just created and recorded;
+        any other recorded id (after a restart, or written by someone else) is first read back from PAI and must
+        be this resource's (name and SourceId), and is started only while still Initialized."""
+        run_id = tracked.status.get("pipelineRunId")
+        assert run_id
+        view = self.view(tracked)
+        region = self.host._region(tracked.spec)
+        try:
+            credentials = await self.host._credentials(tracked)
+            if run_id != trusted:
+                async with self.host._send_slot(credentials):
+                    run = await self.pai.get_pipeline_run(run_id, region=region, credentials=credentials)
+                if not core.owned(view, run):
+                    error = BadRequestError(
+                        f"PAI run {run_id} is named {run.name!r} with SourceId {run.source_id!r}, not "
+                        f"{core.run_name(view)!r} and {view.uid!r}: it was not launched by this resource and is not "
+                        "started",
+                        code="ForeignRun",
+                    )
+                    return await self._failed(tracked, "StartPipelineRun", error)
+                if run.status is not RunStatus.INITIALIZED:
+                    return self._after_write(await self._write(tracked, core.started_run(view, seen=run.status)))
+            async with self.host._send_slot(credentials):
+                await self.pai.start_pipeline_run(run_id, region=region, credentials=credentials)
+        except PaiError as exc:
+            if exc.kind is ErrorKind.BAD_REQUEST:
+                # PAI may refuse a start because the run was started already (a start whose answer was lost).
+                try:
+                    async with self.host._send_slot(credentials):
+                        run = await self.pai.get_pipeline_run(run_id, region=region, credentials=credentials)
+                except PaiError:
+                    run = None
+                if run is not None and core.owned(view, run) and run.status is not RunStatus.INITIALIZED:
+                    return self._after_write(await self._write(tracked, core.started_run(view, seen=run.status)))
+            return await self._failed(tracked, "StartPipelineRun", exc)
+        log.info("%s/%s: started PAI run %s", tracked.namespace, tracked.name, run_id)
+        return self._after_write(await self._write(tracked, core.started_run(self.view(tracked))))
+
+    async def _sweep(self, tracked: Tracked) -> Outcome:
+        """A later look for unstarted duplicates that a create of unknown outcome made and PAI lists late."""
+        try:
+            rows = await self._list_mine(tracked)
+        except PaiError as exc:
+            return await self._failed(tracked, "ListPipelineRuns", exc)
+        return await self._delete_duplicates(tracked, core.sort_out(self.view(tracked), rows))
+
+    async def _delete_duplicates(self, tracked: Tracked, sorting: core.Sorting) -> Outcome:
+        """DeletePipelineRun for this resource's runs other than the one kept, never started (Initialized), then
+        the account of it in status."""
+        deleted: list[str] = []
+        not_deleted: list[tuple[str, str]] = []
+        if sorting.delete:
+            region = self.host._region(tracked.spec)
+            try:
+                credentials = await self.host._credentials(tracked)
+            except PaiError as exc:
+                return await self._failed(tracked, "DeletePipelineRun", exc)
+            for row in sorting.delete:
+                try:
+                    async with self.host._send_slot(credentials):
+                        await self.pai.delete_pipeline_run(row.pipeline_run_id, region=region, credentials=credentials)
+                except PaiError as exc:
+                    reason, _ = core.error_reason("DeletePipelineRun", exc, tracked.spec)
+                    not_deleted.append((row.pipeline_run_id, f"{reason}: {exc}"))
+                    continue
+                log.info(
+                    "%s/%s: deleted unstarted duplicate PAI run %s",
+                    tracked.namespace,
+                    tracked.name,
+                    row.pipeline_run_id,
+                )
+                deleted.append(row.pipeline_run_id)
+        result = core.swept(self.view(tracked), self.host.wallclock(), sorting, deleted, not_deleted, self.window)
+        return self._after_write(await self._write(tracked, result))
+
+    async def _lookup(self, tracked: Tracked) -> Outcome:
+        """Terminate or delete while a create is unconfirmed: what it made was never started, so it is deleted (a
+        run of this resource already past Initialized, made by an earlier version, is adopted and terminated)."""
+        view = self.view(tracked)
+        try:
+            rows = await self._list_mine(tracked)
+        except PaiError as exc:
+            return await self._failed(tracked, "ListPipelineRuns", exc)
+        sorting = core.sort_out(view, rows)
+        keep = sorting.keep
+        if keep is not None and keep.status is not RunStatus.INITIALIZED:
+            written = await self._write(tracked, core.recorded(view, keep, self.host.wallclock()), conditional=True)
+            if written is not True:
+                return written
+            return await self._delete_duplicates(tracked, sorting)  # then TERMINATE
+        unstarted = (keep, *sorting.delete) if keep is not None else sorting.delete
+        outcome = await self._delete_duplicates(tracked, core.Sorting(keep=None, delete=unstarted, leave=sorting.leave))
+        if outcome is not None:
+            return outcome
+        if not tracked.deleting:
+            # spec.terminate while a create was unconfirmed: nothing will be started.
+            written = await self._write(tracked, core.cancelled(self.view(tracked), self.host.wallclock()))
+            return Retry.STOP if written is True else written
+        # Deleting, and no run was ever started: nothing to terminate, the finalizer can go.
+        return await self._finalizer(tracked, add=False) or Retry.STOP
 
     async def _terminate(self, tracked: Tracked) -> Outcome:
         run_id = tracked.status.get("pipelineRunId")
@@ -255,15 +419,21 @@ class Launcher:
     def _after_write(written: bool | Outcome) -> Outcome:
         return None if written is True else written
 
-    async def _write(self, tracked: Tracked, result: SyncResult, *, conditional: bool = False) -> bool | Outcome:
-        """Status patch then Events. True when written; otherwise when to try again."""
+    async def _write(
+        self,
+        tracked: Tracked,
+        result: SyncResult,
+        *,
+        conditional: bool = False,
+        resource_version: str | None = None,
+    ) -> bool | Outcome:
+        """Status patch then Events. True when written; otherwise when to try again. ``conditional``: only on the
+        resourceVersion decided on; ``resource_version``: only on that one (the claim's, for its record)."""
         if result.patch:
+            precondition = resource_version or (tracked.resource_version if conditional else None)
             try:
                 written = await self.kube.patch_status(
-                    tracked.namespace,
-                    tracked.name,
-                    result.patch,
-                    resource_version=tracked.resource_version if conditional else None,
+                    tracked.namespace, tracked.name, result.patch, resource_version=precondition
                 )
             except KubeError as exc:
                 if exc.status == 409:
