@@ -13,10 +13,10 @@ import pytest
 from tests.integration.conftest import ACCESS_KEY
 
 from paiflow_emulator import Emulator, Timeline
+from paiflow_operator.conditions import Event
 from paiflow_operator.kube import KubeError, ObjectRef
 from paiflow_operator.pai.client import PaiClient
 from paiflow_operator.pai.credentials import StaticCredentialSource
-from paiflow_operator.runs.reconcile import Event
 from paiflow_operator.runs.scheduler import Scheduler
 from paiflow_operator.settings import Settings
 from paiflow_operator.workspaces.scanner import WorkspaceScanner

@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 
+from paiflow_operator.conditions import Event
 from paiflow_operator.guards import ratelimit
 from paiflow_operator.guards.ratelimit import TokenBucket
 from paiflow_operator.kube import FIELD_MANAGER, KubeError, ObjectRef
 from paiflow_operator.pai.credentials import Credentials, CredentialSource, StaticCredentialSource
 from paiflow_operator.pai.errors import NotFoundError, PaiError, ServerError, ThrottledError
 from paiflow_operator.pai.models import PipelineRun, RunStatusList
-from paiflow_operator.runs.reconcile import Event
 from paiflow_operator.runs.scheduler import Key, Scheduler, Tracked
 from paiflow_operator.settings import Settings
 

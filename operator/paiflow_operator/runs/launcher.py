@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from paiflow_operator import metrics
 from paiflow_operator.api.runs import FINALIZER, PaiPipelineRunSpec
+from paiflow_operator.conditions import Event
 from paiflow_operator.kube import KubeError, ObjectRef
+from paiflow_operator.pai.api import PaiApi
 from paiflow_operator.pai.credentials import CredentialSource
 from paiflow_operator.pai.errors import BadRequestError, PaiError
-from paiflow_operator.pai.models import Acknowledged, CreatedRun, PipelineRun, RunList
 from paiflow_operator.runs import launch_reconcile as core
-from paiflow_operator.runs.reconcile import Event, Retry, SyncResult
+from paiflow_operator.runs.reconcile import Retry, SyncResult
 from paiflow_operator.settings import Settings
 
 if TYPE_CHECKING:
@@ -27,35 +28,6 @@ log = logging.getLogger(__name__)
 # One step may chain a few decisions (add finalizer, claim, look up, create); never loop for ever.
 MAX_CHAINED_STEPS = 6
 CONFLICT_RETRY_SECONDS = 1.0
-
-
-class LaunchPai(Protocol):
-    async def get_pipeline_run(self, run_id: str, *, region: str, credentials: CredentialSource) -> PipelineRun: ...
-
-    async def list_pipeline_runs(
-        self, *, region: str, credentials: CredentialSource, workspace_id: str | None = None, name: str | None = None
-    ) -> RunList: ...
-
-    async def create_pipeline_run(
-        self,
-        *,
-        region: str,
-        credentials: CredentialSource,
-        workspace_id: str,
-        name: str,
-        pipeline_id: str | None = None,
-        pipeline_manifest: str | None = None,
-        arguments: str | None = None,
-        options: str | None = None,
-        accessibility: str | None = None,
-        no_confirm_required: bool = True,
-        source_type: str | None = None,
-        source_id: str | None = None,
-    ) -> CreatedRun: ...
-
-    async def terminate_pipeline_run(
-        self, run_id: str, *, region: str, credentials: CredentialSource
-    ) -> Acknowledged: ...
 
 
 class LaunchKube(Protocol):
@@ -91,7 +63,7 @@ Outcome = Retry | float | None  # a retry policy, seconds to wait, or None: go o
 
 
 class Launcher:
-    def __init__(self, host: LaunchHost, pai: LaunchPai, kube: LaunchKube) -> None:
+    def __init__(self, host: LaunchHost, pai: PaiApi, kube: LaunchKube) -> None:
         self.host = host
         self.pai = pai
         self.kube = kube

@@ -17,31 +17,31 @@ import random
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from paiflow_operator import metrics
 from paiflow_operator.api.runs import FINALIZER, PaiPipelineRunSpec
+from paiflow_operator.conditions import Event, parse_timestamp
 from paiflow_operator.guards.circuit import CircuitBreaker
 from paiflow_operator.guards.ratelimit import TokenBucket
 from paiflow_operator.guards.write_gate import WriteGate
 from paiflow_operator.kube import FIELD_MANAGER, KubeError, ObjectRef
+from paiflow_operator.pai.api import PaiApi
 from paiflow_operator.pai.credentials import CredentialSource
 from paiflow_operator.pai.errors import ErrorKind, MalformedResponseError, PaiError
-from paiflow_operator.pai.models import PipelineRun, RunStatusList
+from paiflow_operator.pai.models import PipelineRun
 from paiflow_operator.replicas.sharding import Ownership, StaticShards
 from paiflow_operator.runs.launcher import Launcher
 from paiflow_operator.runs.reconcile import (
-    Event,
     Observation,
     Policy,
     Retry,
     SyncResult,
     backoff_delay,
     is_finished,
-    parse_timestamp,
     reconcile,
     suspended,
 )
@@ -53,23 +53,6 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, name)
 # (region, PAI workspace id, credentials: None for the operator's own, else (namespace, Secret ref fields))
 ScanKey = tuple[str, str, tuple[str, str, str, str, str] | None]
-
-
-class PaiApi(Protocol):
-    async def get_pipeline_run(
-        self,
-        run_id: str,
-        *,
-        region: str,
-        credentials: CredentialSource,
-        verbose: bool = False,
-        manifest_type: str | None = None,
-        token_id: str | None = None,
-    ) -> PipelineRun: ...
-
-    async def list_pipeline_runs_status(
-        self, workspace_id: str, run_ids: Sequence[str], *, region: str, credentials: CredentialSource
-    ) -> RunStatusList: ...
 
 
 class KubeWriter(Protocol):

@@ -23,12 +23,13 @@ from typing import Any, Protocol
 from paiflow_operator import metrics
 from paiflow_operator.api.runs import CredentialsSecretRef, parse_duration
 from paiflow_operator.api.workspaces import PaiWorkspaceSpec
+from paiflow_operator.conditions import NEEDS_HUMAN, Event, error_reason, set_condition, timestamp
 from paiflow_operator.guards.ratelimit import TokenBucket
 from paiflow_operator.kube import KubeError, ObjectRef
+from paiflow_operator.pai.api import PaiApi
 from paiflow_operator.pai.credentials import CredentialSource
-from paiflow_operator.pai.errors import ErrorKind, PaiError
+from paiflow_operator.pai.errors import PaiError
 from paiflow_operator.pai.models import PipelineRun, RunList
-from paiflow_operator.runs.reconcile import NEEDS_HUMAN, Event, _set_condition, timestamp
 from paiflow_operator.runs.scheduler import ScanKey, Scheduler
 from paiflow_operator.settings import Settings
 from paiflow_operator.workspaces import plan as workspace_plan
@@ -39,27 +40,6 @@ log = logging.getLogger(__name__)
 SORT_BY = "GmtModifiedTime"
 CREATE_CHUNK = 100
 HURRY_SECONDS = 1.0
-
-
-class PaiLister(Protocol):
-    async def list_pipeline_runs(
-        self,
-        *,
-        region: str,
-        credentials: CredentialSource,
-        workspace_id: str | None = None,
-        page_number: int = 1,
-        page_size: int = 50,
-        status: str | None = None,
-        name: str | None = None,
-        pipeline_run_id: str | None = None,
-        pipeline_ids: str | None = None,
-        source_type: str | None = None,
-        source_id: str | None = None,
-        user_id: str | None = None,
-        sort_by: str | None = None,
-        order: str | None = None,
-    ) -> RunList: ...
 
 
 class WorkspaceKube(Protocol):
@@ -179,7 +159,7 @@ class WorkspaceScanner:
     def __init__(
         self,
         settings: Settings,
-        pai: PaiLister,
+        pai: PaiApi,
         kube: WorkspaceKube,
         scheduler: Scheduler,
         *,
@@ -426,8 +406,8 @@ class WorkspaceScanner:
         message = f"Scanning PAI workspace {ws.spec.workspaceId}"
         if plan.over_cap:
             message += f"; maxRuns ({ws.spec.maxRuns}) reached, {plan.over_cap} runs in scope not imported"
-        _set_condition(conditions, "Ready", "True", "Scanned", message, ws.generation, now)
-        _set_condition(conditions, "Stalled", "False", "Scanned", message, ws.generation, now)
+        set_condition(conditions, "Ready", "True", "Scanned", message, ws.generation, now)
+        set_condition(conditions, "Stalled", "False", "Scanned", message, ws.generation, now)
         return {
             "observedGeneration": ws.generation,
             "conditions": conditions,
@@ -442,12 +422,10 @@ class WorkspaceScanner:
     def _error_status(self, ws: Watched, error: PaiError) -> dict[str, Any]:
         now = self.wallclock()
         conditions = [dict(c) for c in ws.status.get("conditions") or []]
-        # As for runs (reconcile._on_error): a Secret problem is named by its code, anything else by its kind.
-        reason = error.code if error.kind is ErrorKind.CREDENTIALS and error.code else error.kind.value
-        reason = "".join(ch for ch in reason if ch.isascii() and (ch.isalnum() or ch == "_")) or "Error"
+        reason = error_reason(error)  # as for runs (reconcile._on_error)
         message = error.describe(with_request_id=False)
-        _set_condition(conditions, "Ready", "False", reason, message, ws.generation, now)
-        _set_condition(
+        set_condition(conditions, "Ready", "False", reason, message, ws.generation, now)
+        set_condition(
             conditions, "Stalled", "True" if error.kind in NEEDS_HUMAN else "False", reason, message, ws.generation, now
         )
         return {"observedGeneration": ws.generation, "conditions": conditions}
@@ -456,8 +434,8 @@ class WorkspaceScanner:
         now = self.wallclock()
         conditions = [dict(c) for c in ws.status.get("conditions") or []]
         message = "Scanning is suspended by spec.suspend; imported runs are kept"
-        _set_condition(conditions, "Ready", "True", "Suspended", message, ws.generation, now)
-        _set_condition(conditions, "Stalled", "False", "Suspended", message, ws.generation, now)
+        set_condition(conditions, "Ready", "True", "Suspended", message, ws.generation, now)
+        set_condition(conditions, "Stalled", "False", "Suspended", message, ws.generation, now)
         return {"observedGeneration": ws.generation, "conditions": conditions}
 
     async def _write_status(self, ws: Watched, desired: dict[str, Any], error: PaiError | None = None) -> None:
