@@ -1,7 +1,9 @@
-"""The thin kopf layer: kopf watches PaiPipelineRuns and feeds the scheduler, which does the rest.
+"""The kopf layer and composition root: builds each object once (the door to PAI, the run writer, the launcher,
+the scheduler, the workspace scanner) and feeds them from kopf's watches; probes and cleanup.
 
 Only `kopf.on.event` is used: it needs no finalizer and no annotations. The operator writes status patches
-and Events; its one finalizer (launched runs with deletionPolicy Terminate only) is its own, see launcher.py.
+and Events; its one finalizer (launched runs with deletionPolicy Terminate only) is its own, see
+runs/launcher.py.
 """
 
 from __future__ import annotations
