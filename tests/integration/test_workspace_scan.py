@@ -19,6 +19,7 @@ from paiflow_operator.pai.client import PaiClient
 from paiflow_operator.pai.credentials import StaticCredentialSource
 from paiflow_operator.pai_access import PaiAccess
 from paiflow_operator.runs.scheduler import Scheduler
+from paiflow_operator.runs.writes import RunWriter
 from paiflow_operator.settings import Settings
 from paiflow_operator.workspaces.scanner import WorkspaceScanner
 
@@ -77,8 +78,8 @@ async def parts(emulator: Emulator) -> AsyncIterator[tuple[Emulator, FakeKube, S
     # The scan compares PAI's times with the wall clock: the emulator's run clock is frozen in 2023.
     wall = datetime.fromtimestamp(emulator.clock.now(), tz=UTC)
     access = PaiAccess(settings, client, kube, creds)
-    scheduler = Scheduler(settings, access, kube, wallclock=lambda: wall)
-    scanner = WorkspaceScanner(settings, access, kube, scheduler, scheduler.ownership, wallclock=lambda: wall)
+    scheduler = Scheduler(settings, access, RunWriter(kube, wallclock=lambda: wall), wallclock=lambda: wall)
+    scanner = WorkspaceScanner(settings, access, kube, scheduler.scans, scheduler.ownership, wallclock=lambda: wall)
     try:
         yield emulator, kube, scheduler, scanner
     finally:
@@ -214,8 +215,14 @@ async def test_only_the_replica_that_owns_the_workspace_scans_it(emulator: Emula
     for index in range(2):
         kube = FakeKube()
         access = PaiAccess(settings, client, kube, creds)
-        scheduler = Scheduler(settings, access, kube, ownership=StaticShards(2, index), wallclock=lambda: wall)
-        scanner = WorkspaceScanner(settings, access, kube, scheduler, scheduler.ownership, wallclock=lambda: wall)
+        scheduler = Scheduler(
+            settings,
+            access,
+            RunWriter(kube, wallclock=lambda: wall),
+            ownership=StaticShards(2, index),
+            wallclock=lambda: wall,
+        )
+        scanner = WorkspaceScanner(settings, access, kube, scheduler.scans, scheduler.ownership, wallclock=lambda: wall)
         scanner.observe_workspace(workspace(), "ADDED")
         replicas.append((kube, scheduler, scanner))
     try:
@@ -276,8 +283,8 @@ async def test_new_hand_written_runs_bring_the_scan_forward(emulator: Emulator) 
     kube = FakeKube()
     wall = datetime.fromtimestamp(emulator.clock.now(), tz=UTC)
     access = PaiAccess(settings, client, kube, StaticCredentialSource(*ACCESS_KEY))
-    scheduler = Scheduler(settings, access, kube, wallclock=lambda: wall)
-    scanner = WorkspaceScanner(settings, access, kube, scheduler, scheduler.ownership, wallclock=lambda: wall)
+    scheduler = Scheduler(settings, access, RunWriter(kube, wallclock=lambda: wall), wallclock=lambda: wall)
+    scanner = WorkspaceScanner(settings, access, kube, scheduler.scans, scheduler.ownership, wallclock=lambda: wall)
     try:
         emulator.add_run(Timeline.running_forever(), age=60, workspace_id="ws-1", run_id="flow-h1")
         scanner.observe_workspace(workspace(maxRuns=0), "ADDED")

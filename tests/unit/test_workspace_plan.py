@@ -10,6 +10,7 @@ import pytest
 
 from paiflow_operator.api.workspaces import PaiWorkspaceSpec
 from paiflow_operator.pai.models import PipelineRun, RunList
+from paiflow_operator.workspaces.pages import scan_pages
 from paiflow_operator.workspaces.plan import (
     LABEL_PIPELINE,
     LABEL_WORKSPACE,
@@ -22,7 +23,6 @@ from paiflow_operator.workspaces.plan import (
     plan,
     resource_name,
 )
-from paiflow_operator.workspaces.scanner import scan_pages
 
 NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 WS = WorkspaceRef("team-a", "prod", "uid-ws")
