@@ -296,8 +296,9 @@ class WorkspaceScanner:
         plan = workspace_plan.plan(ws.ref, ws.spec, rows.values(), self.index.in_namespace(ws.ref.namespace), now)
         created = await self._create(ws, key, plan.creates, rows)
         await self._delete(ws, plan.deletes)  # counted in ws.deleted
+        counts = workspace_plan.counts_after(plan, (rows[r].raw_status or rows[r].status.value for r in created))
         desired = workspace_status.scanned(
-            ws.status, ws.generation, ws.spec, plan, created, ws.imported, ws.deleted, now
+            ws.status, ws.generation, ws.spec, plan, counts, ws.imported, ws.deleted, now
         )
         await self._write_status(ws, desired)
 
@@ -316,8 +317,9 @@ class WorkspaceScanner:
 
     async def _create(
         self, ws: Watched, key: ScanKey, bodies: list[dict[str, Any]], rows: Mapping[str, PipelineRun]
-    ) -> int:
-        created = 0
+    ) -> list[str]:
+        """Creates the planned PaiPipelineRuns; returns the run ids of those created."""
+        created: list[str] = []
         for start in range(0, len(bodies), CREATE_CHUNK):
             chunk = bodies[start : start + CREATE_CHUNK]
             answers = await asyncio.gather(*(self._create_one(ws, body) for body in chunk))
@@ -325,14 +327,14 @@ class WorkspaceScanner:
             for answer in answers:
                 if answer is None:
                     continue
-                created += 1
                 self.index.observe(answer, "ADDED")
                 self.runs.observe(answer, "ADDED")
                 run_id = answer["spec"]["pipelineRunId"]
                 fresh[run_id] = rows[run_id]
+                created.append(run_id)
             # The first status comes straight from the row: a create and one status write per run.
             self.runs.apply_rows(key, fresh)
-        ws.imported += created
+        ws.imported += len(created)
         return created
 
     async def _create_one(self, ws: Watched, body: dict[str, Any]) -> dict[str, Any] | None:

@@ -25,7 +25,7 @@ def scanned(
     generation: int,
     spec: PaiWorkspaceSpec,
     plan: Plan,
-    created: int,
+    counts: Mapping[str, int],
     imported: int,
     deleted: int,
     now: datetime,
@@ -40,8 +40,9 @@ def scanned(
     return {
         "observedGeneration": generation,
         "conditions": conditions,
-        "runs": plan.owned + created,
-        "counts": dict(plan.counts) or None,
+        # The counts are the runs' states: they add up to the runs at every write.
+        "runs": sum(counts.values()),
+        "counts": dict(counts) or None,
         "imported": imported,
         "deleted": deleted,
         "skipped": plan.over_cap or None,
@@ -69,8 +70,20 @@ def suspended(status: Mapping[str, Any], generation: int, now: datetime) -> dict
 
 
 def changes(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
-    """The merge patch from ``current`` to ``desired`` (a None for a field never written is no change)."""
-    return {k: v for k, v in desired.items() if current.get(k) != v and not (v is None and k not in current)}
+    """The merge patch from ``current`` to ``desired`` (a None for a field never written is no change).
+
+    A JSON merge patch merges maps key by key: a map's key that ``desired`` no longer has (a state no run is in
+    any more, in ``counts``) is sent as null, or the API server would keep the old count beside the new ones.
+    """
+    patch: dict[str, Any] = {}
+    for key, value in desired.items():
+        old = current.get(key)
+        if old == value or (value is None and key not in current):
+            continue
+        if isinstance(value, dict) and isinstance(old, dict):
+            value = {**{k: None for k in old if k not in value}, **value}
+        patch[key] = value
+    return patch
 
 
 def ready(status: Mapping[str, Any]) -> dict[str, Any] | None:
