@@ -89,7 +89,7 @@ class FakePai:
         # When set, every ListPipelineRunsStatus fails with it.
         self.list_error: PaiError | None = None
         self.calls: list[Call] = []
-        # When set, get_pipeline_run waits for it: a PAI call that is still in flight.
+        # When set, get_pipeline_run waits for it: a PAI call whose answer is still in flight.
         self.gate: asyncio.Event | None = None
         # When set, every call of any kind fails with it: PAI is down.
         self.down: PaiError | None = None
@@ -110,6 +110,8 @@ class FakePai:
     ) -> PipelineRun:
         creds = await credentials.get()
         self.calls.append(Call("get", (run_id,), region, None, creds, self.clock()))
+        # PAI answers as of the call; a gate holds that answer on its way back.
+        status = self.states.get(run_id)
         if self.gate is not None:
             await self.gate.wait()
         if self.down is not None:
@@ -121,7 +123,7 @@ class FakePai:
         wire = json.loads(SAMPLE_PATH.read_text(encoding="utf-8"))
         wire.update(
             PipelineRunId=run_id,
-            Status=self.states[run_id],
+            Status=status,
             WorkspaceId=self.workspaces[run_id],
             Duration=int(self.clock()),
             RequestId=f"req-{len(self.calls)}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -103,3 +104,27 @@ async def test_runs_seen_before_their_workspace_wait_for_its_scan_too(harness: H
     h.sched.scans.begin_scan(KEY, 30)
     delay = h.delay(key)
     assert delay is not None and delay >= 30
+
+
+async def test_a_row_that_arrives_while_the_run_is_busy_is_not_left_to_the_safety_net(
+    harness: HarnessFactory,
+) -> None:
+    """A mass finish left runs unseen for minutes: their row came while their own poll was in flight, was
+    dropped, and the scan's cut-off then moved past it, so only the 5-minute safety net found the change."""
+    h = await harness(workspace_safety_net_interval="5m")
+    h.sched.scans.begin_scan(KEY, 30)
+    h.pai.add("flow-a", "Running")
+    key = h.create("a", "flow-a", workspaceId="ws-1", status={"runStatus": "Running"})
+    h.pai.gate = asyncio.Event()
+    h.clock.t += h.delay(key) or 0
+    h.sched.due.wake.set()
+    for _ in range(50):  # the run's own poll starts and blocks inside PAI
+        await asyncio.sleep(0)
+    assert h.tracked(key).busy
+    h.pai.add("flow-a", "Succeeded")  # PAI moves on; the scan reads the change while the poll is in flight
+    assert h.sched.scans.apply_rows(KEY, {"flow-a": row("flow-a", "Succeeded")}) == 0
+    h.pai.gate.set()
+    await h.settle()
+    await h.advance(1)
+    await h.settle()
+    assert h.kube.status[key]["runStatus"] == "Succeeded"

@@ -135,12 +135,14 @@ class ScanFeed:
             row = rows[run_id]
             for tracked in members:
                 spec = tracked.spec
-                if (
-                    tracked.busy
-                    or spec.suspend
-                    or spec.tokenSecretRef is not None
-                    or self.scans.scan_key(tracked) != key
-                ):
+                if spec.suspend or spec.tokenSecretRef is not None or self.scans.scan_key(tracked) != key:
+                    continue
+                if tracked.busy:
+                    # A poll or a write is in flight. Dropping a row that says something else would leave the
+                    # change to the safety net: this scan's cut-off moves past it, and the next scan never reads
+                    # it again. Look again as soon as the run is free (a rare, batched call).
+                    if (row.raw_status or row.status.value) != tracked.status.get("runStatus"):
+                        tracked.rerun = True
                     continue
                 tracked.scan_seen = now
                 if is_finished(tracked.status, tracked.generation):

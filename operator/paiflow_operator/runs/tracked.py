@@ -34,7 +34,8 @@ class Tracked:
     last_ok: float | None = None
     since: float = field(default_factory=time.monotonic)
     busy: bool = False
-    # The spec changed while a poll was in flight: look again as soon as that poll ends.
+    # The spec changed, or a scan row said something else, while a poll was in flight: look again as soon as that
+    # poll ends.
     rerun: bool = False
     # A workspace scan last answered for this run at this clock time (scan_feed.py): polled slowly.
     scan_seen: float | None = None
