@@ -33,21 +33,20 @@ from enum import StrEnum
 from typing import Any
 
 from paiflow_operator.api.runs import PaiPipelineRunSpec
-from paiflow_operator.pai.errors import ErrorKind, PaiError
-from paiflow_operator.pai.models import PipelineRun, RunStatus
-from paiflow_operator.runs.reconcile import (
+from paiflow_operator.conditions import (
+    NEEDS_HUMAN,
     READY,
     RECONCILING,
     STALLED,
     SUCCEEDED,
     Event,
-    Retry,
-    SyncResult,
     parse_timestamp,
-    run_status_of,
     set_condition,
     timestamp,
 )
+from paiflow_operator.pai.errors import ErrorKind, PaiError
+from paiflow_operator.pai.models import PipelineRun, RunStatus
+from paiflow_operator.runs.reconcile import Retry, SyncResult, run_status_of
 
 CREATING = "Creating"
 REFUSED = "Refused"
@@ -438,7 +437,6 @@ def _progressing(conditions: list[dict[str, Any]], reason: str, message: str, ge
 PERMISSION_PREFIXES = ("Forbidden", "NoPermission")
 # PAI answered: it did not create a run. Anything else (5xx, timeouts, garbled answers) leaves it unknown.
 DEFINITE_KINDS = frozenset({ErrorKind.THROTTLED, ErrorKind.BAD_REQUEST, ErrorKind.NOT_FOUND, ErrorKind.AUTH})
-NEEDS_HUMAN = frozenset({ErrorKind.BAD_REQUEST, ErrorKind.NOT_FOUND, ErrorKind.AUTH, ErrorKind.CREDENTIALS})
 
 
 def error_reason(action: str, error: PaiError, spec: PaiPipelineRunSpec) -> tuple[str, str]:
@@ -502,39 +500,3 @@ def configmap_missing(view: View, message: str, now: datetime) -> SyncResult:
     )
     patch = {"conditions": conditions, "observedGeneration": view.generation}
     return SyncResult(patch=patch, events=events, retry=Retry.SLOW, error_reason="ManifestUnavailable")
-
-
-__all__ = [
-    "CANCELLED",
-    "CREATED",
-    "CREATING",
-    "DEFAULT_ORPHAN_WINDOW",
-    "RECORDED",
-    "REFUSED",
-    "STARTED",
-    "CreateRequest",
-    "Decision",
-    "PaiError",
-    "Sorting",
-    "Step",
-    "View",
-    "cancelled",
-    "claim",
-    "configmap_missing",
-    "create_request",
-    "decide",
-    "error_reason",
-    "failed",
-    "needs_lookup",
-    "next_sweep",
-    "owned",
-    "pending",
-    "recorded",
-    "run_name",
-    "sort_out",
-    "started",
-    "started_run",
-    "swept",
-    "terminated",
-    "unconfirmed",
-]

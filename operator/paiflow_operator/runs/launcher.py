@@ -1,28 +1,28 @@
 """Carries out launch_reconcile's decisions: the claim, CreatePipelineRun (unstarted), the record, StartPipelineRun,
 the lookups and sweeps (ListPipelineRuns, every page; DeletePipelineRun of unstarted duplicates), TerminatePipelineRun
-and the finalizer. The scheduler calls ``step`` before polling a launched run."""
+and the finalizer. The scheduler calls ``step`` before polling a launched run; every PAI call leaves through
+pai_access."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from paiflow_operator import metrics
-from paiflow_operator.api.runs import FINALIZER, PaiPipelineRunSpec
-from paiflow_operator.kube import KubeError, ObjectRef
-from paiflow_operator.pai.credentials import CredentialSource
+from paiflow_operator.api.runs import FINALIZER
+from paiflow_operator.kube import KubeError
 from paiflow_operator.pai.errors import BadRequestError, ErrorKind, PaiError
-from paiflow_operator.pai.models import Acknowledged, CreatedRun, PipelineRun, RunList, RunStatus
+from paiflow_operator.pai.models import PipelineRun, RunList, RunStatus
 from paiflow_operator.pai.paging import ALL_PAGES_ORDER, collect_pages
+from paiflow_operator.pai_access import Action, Caller, PaiAccess
+from paiflow_operator.replicas.sharding import Ownership
 from paiflow_operator.runs import launch_reconcile as core
-from paiflow_operator.runs.reconcile import Event, Retry, SyncResult
+from paiflow_operator.runs.reconcile import Retry, SyncResult
+from paiflow_operator.runs.tracked import Tracked, caller
+from paiflow_operator.runs.writes import RunWriter
 from paiflow_operator.settings import Settings
-
-if TYPE_CHECKING:
-    from paiflow_operator.runs.scheduler import Tracked
 
 log = logging.getLogger(__name__)
 
@@ -34,53 +34,9 @@ LOOKUP_PAGE_SIZE = 50
 LOOKUP_MAX_PAGES = 20
 
 
-class LaunchPai(Protocol):
-    async def get_pipeline_run(self, run_id: str, *, region: str, credentials: CredentialSource) -> PipelineRun: ...
-
-    async def list_pipeline_runs(
-        self,
-        *,
-        region: str,
-        credentials: CredentialSource,
-        workspace_id: str | None = None,
-        page_number: int = 1,
-        page_size: int = 50,
-        name: str | None = None,
-        source_id: str | None = None,
-        sort_by: str | None = None,
-        order: str | None = None,
-    ) -> RunList: ...
-
-    async def create_pipeline_run(
-        self,
-        *,
-        region: str,
-        credentials: CredentialSource,
-        workspace_id: str,
-        name: str,
-        pipeline_id: str | None = None,
-        pipeline_manifest: str | None = None,
-        arguments: str | None = None,
-        options: str | None = None,
-        accessibility: str | None = None,
-        no_confirm_required: bool = True,
-        source_type: str | None = None,
-        source_id: str | None = None,
-    ) -> CreatedRun: ...
-
-    async def start_pipeline_run(self, run_id: str, *, region: str, credentials: CredentialSource) -> Acknowledged: ...
-
-    async def delete_pipeline_run(self, run_id: str, *, region: str, credentials: CredentialSource) -> Acknowledged: ...
-
-    async def terminate_pipeline_run(
-        self, run_id: str, *, region: str, credentials: CredentialSource
-    ) -> Acknowledged: ...
-
-
 class LaunchKube(Protocol):
-    async def patch_status(
-        self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
-    ) -> dict[str, Any]: ...
+    """What the launcher writes itself: the finalizer (metadata); it reads the manifest's ConfigMap. Status and
+    Events go through the run writer (writes.py)."""
 
     async def patch_finalizers(
         self, namespace: str, name: str, finalizers: list[str], resource_version: str | None
@@ -88,34 +44,36 @@ class LaunchKube(Protocol):
 
     async def read_configmap(self, namespace: str, name: str) -> dict[str, str]: ...
 
-    async def create_event(self, ref: ObjectRef, event: Event, now: datetime | None = None) -> None: ...
-
-
-class LaunchHost(Protocol):
-    """What the launcher borrows from the scheduler: credentials, the shared rate limit, the clocks."""
-
-    settings: Settings
-    wallclock: Callable[[], datetime]
-
-    async def _credentials(self, tracked: Tracked) -> CredentialSource: ...
-
-    def _send_slot(self, credentials: CredentialSource) -> AbstractAsyncContextManager[None]: ...
-
-    def _region(self, spec: PaiPipelineRunSpec) -> str: ...
-
-    def owns(self, uid: str) -> bool: ...
-
 
 Outcome = Retry | float | None  # a retry policy, seconds to wait, or None: go on and poll the run now
 
 
+class _NotSent(Exception):
+    """Raised from inside the door, before the create leaves: ownership moved or the claim was not written."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__("create not sent")
+        self.outcome = outcome
+
+
 class Launcher:
-    def __init__(self, host: LaunchHost, pai: LaunchPai, kube: LaunchKube) -> None:
-        self.host = host
-        self.pai = pai
+    def __init__(
+        self,
+        settings: Settings,
+        access: PaiAccess,
+        writer: RunWriter,
+        kube: LaunchKube,
+        ownership: Ownership,
+        *,
+        wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.access = access
+        self.writer = writer
         self.kube = kube
-        self.settle = host.settings.launch_settle_time
-        self.window = host.settings.launch_orphan_window
+        self.ownership = ownership
+        self.wallclock = wallclock
+        self.settle = settings.launch_settle_time
+        self.window = settings.launch_orphan_window
 
     @staticmethod
     def view(tracked: Tracked) -> core.View:
@@ -134,7 +92,7 @@ class Launcher:
 
     async def step(self, tracked: Tracked) -> Outcome:
         for _ in range(MAX_CHAINED_STEPS):
-            now = self.host.wallclock()
+            now = self.wallclock()
             view = self.view(tracked)
             decision = core.decide(view, now, self.settle, self.window)
             step = decision.step
@@ -177,27 +135,27 @@ class Launcher:
 
     # ---- PAI ---------------------------------------------------------------------------------------
 
+    def _who(self, tracked: Tracked, action: Action = Action.LAUNCH) -> Caller:
+        return caller(tracked, action, self.access.region(tracked.spec.regionId))
+
     async def _list_mine(self, tracked: Tracked) -> list[PipelineRun]:
-        """Every page of ListPipelineRuns for this resource's runs (WorkspaceId, SourceId, Name); each page is a call
-        of its own through the slot and rate limit. Raises PaiError."""
+        """Every page of ListPipelineRuns for this resource's runs (WorkspaceId, SourceId, Name), each page a call of
+        its own through the door. Raises PaiError."""
         view = self.view(tracked)
         launch = tracked.spec.launch
         assert launch is not None
-        region = self.host._region(tracked.spec)
-        credentials = await self.host._credentials(tracked)
+        who = self._who(tracked)
 
         async def page(number: int, size: int) -> RunList:
-            async with self.host._send_slot(credentials):
-                return await self.pai.list_pipeline_runs(
-                    region=region,
-                    credentials=credentials,
-                    workspace_id=launch.workspaceId,
-                    name=core.run_name(view),
-                    source_id=view.uid,
-                    page_number=number,
-                    page_size=size,
-                    **ALL_PAGES_ORDER,
-                )
+            return await self.access.list_pipeline_runs(
+                who,
+                workspace_id=launch.workspaceId,
+                name=core.run_name(view),
+                source_id=view.uid,
+                page_number=number,
+                page_size=size,
+                **ALL_PAGES_ORDER,
+            )
 
         listing = await collect_pages(page, page_size=LOOKUP_PAGE_SIZE, max_pages=LOOKUP_MAX_PAGES)
         if len(listing.pipeline_runs) < listing.total_count:
@@ -221,14 +179,13 @@ class Launcher:
                 rows = await self._list_mine(tracked)
             except PaiError as exc:
                 return await self._failed(tracked, "ListPipelineRuns", exc)
-            looked_up = self.host.wallclock()
+            looked_up = self.wallclock()
             sorting = core.sort_out(view, rows)
             if sorting.keep is not None:
                 found = sorting.keep
                 log.info("%s/%s: adopting PAI run %s", tracked.namespace, tracked.name, found.pipeline_run_id)
                 # Conditional: a replica that claimed meanwhile may be recording its own run.
-                result = core.recorded(view, found, looked_up)
-                written = await self._write(tracked, result, conditional=True)
+                written = await self._write(tracked, core.recorded(view, found, looked_up), conditional=True)
                 if written is not True:
                     return written
                 return await self._delete_duplicates(tracked, sorting)
@@ -241,60 +198,61 @@ class Launcher:
             except KubeError as exc:
                 problem = f"ConfigMap {ref.name} is not readable: {exc.status} {exc.reason}"
             if problem:
-                await self._write(tracked, core.configmap_missing(view, problem, self.host.wallclock()))
+                await self._write(tracked, core.configmap_missing(view, problem, self.wallclock()))
                 return Retry.SLOW
         request = core.create_request(view, manifest)
-        region = self.host._region(tracked.spec)
+        claim_version: list[str | None] = []
+
+        async def claim() -> None:
+            # Inside the door: the slot and the rate token are held, so the request leaves right after this.
+            # Ownership is checked at that moment (not before a wait for a token), and claimedAt is when it left.
+            if not self.ownership.owns(tracked.uid):
+                raise _NotSent(Retry.STOP)  # handed over (Lease membership changed): the new owner launches
+            result = core.claim(view, self.wallclock(), looked_up)
+            written = await self._write(tracked, result, conditional=True)
+            if written is not True:
+                raise _NotSent(written)
+            claim_version.append(tracked.resource_version)
+
         try:
-            credentials = await self.host._credentials(tracked)
-            async with self.host._send_slot(credentials):
-                # The slot and the rate token are ours now: the request leaves right after the claim, so that
-                # claimedAt is when it left, and ownership is checked at that moment, not before a wait.
-                if not self.host.owns(tracked.uid):
-                    return Retry.STOP  # handed over (Lease membership changed): the new owner launches
-                claimed_at = self.host.wallclock()
-                written = await self._write(tracked, core.claim(view, claimed_at, looked_up), conditional=True)
-                if written is not True:
-                    return written
-                claim_version = tracked.resource_version
-                answer = await self.pai.create_pipeline_run(
-                    region=region,
-                    credentials=credentials,
-                    workspace_id=request.workspace_id,
-                    name=request.name,
-                    pipeline_id=request.pipeline_id,
-                    pipeline_manifest=request.manifest,
-                    arguments=request.arguments,
-                    options=request.options,
-                    accessibility=request.accessibility,
-                    no_confirm_required=False,  # created unstarted: only a recorded run is ever started
-                    source_id=request.source_id,
-                )
+            answer = await self.access.create_pipeline_run(
+                self._who(tracked),
+                ready=claim,
+                workspace_id=request.workspace_id,
+                name=request.name,
+                pipeline_id=request.pipeline_id,
+                pipeline_manifest=request.manifest,
+                arguments=request.arguments,
+                options=request.options,
+                accessibility=request.accessibility,
+                no_confirm_required=False,  # created unstarted: only a recorded run is ever started
+                source_id=request.source_id,
+            )
+        except _NotSent as not_sent:
+            return not_sent.outcome
         except PaiError as exc:
             return await self._failed(tracked, "CreatePipelineRun", exc)
         run_id = answer.pipeline_run_id
         log.info("%s/%s: created PAI run %s (unstarted), recording it", tracked.namespace, tracked.name, run_id)
         # Conditional on the claim: if anyone wrote since (another replica's claim), this run is never recorded,
-        # so never started; the sweeps delete it once PAI lists it.
-        result = core.recorded(self.view(tracked), run_id, self.host.wallclock())
-        written = await self._write(tracked, result, resource_version=claim_version)
+        # so never started; a later lookup adopts it or a sweep deletes it.
+        result = core.recorded(self.view(tracked), run_id, self.wallclock())
+        written = await self._write(tracked, result, resource_version=claim_version[0])
         if written is not True:
             return written
         return await self._start(tracked, trusted=run_id)
 
     async def _start(self, tracked: Tracked, *, trusted: str | None) -> Outcome:
-        """StartPipelineRun for the recorded run. ``trusted``: the id this process just created and recorded;
-        any other recorded id (after a restart, or written by someone else) is first read back from PAI and must
-        be this resource's (name and SourceId), and is started only while still Initialized."""
+        """StartPipelineRun for the recorded run. ``trusted``: the id this process just created and recorded; any
+        other recorded id (after a restart, or written by someone else) is first read back from PAI, must be this
+        resource's (name and SourceId), and is started only while still Initialized."""
         run_id = tracked.status.get("pipelineRunId")
         assert run_id
         view = self.view(tracked)
-        region = self.host._region(tracked.spec)
+        who = self._who(tracked)
         try:
-            credentials = await self.host._credentials(tracked)
             if run_id != trusted:
-                async with self.host._send_slot(credentials):
-                    run = await self.pai.get_pipeline_run(run_id, region=region, credentials=credentials)
+                run = await self.access.get_pipeline_run(who, run_id)
                 if not core.owned(view, run):
                     error = BadRequestError(
                         f"PAI run {run_id} is named {run.name!r} with SourceId {run.source_id!r}, not "
@@ -305,17 +263,15 @@ class Launcher:
                     return await self._failed(tracked, "StartPipelineRun", error)
                 if run.status is not RunStatus.INITIALIZED:
                     return self._after_write(await self._write(tracked, core.started_run(view, seen=run.status)))
-            async with self.host._send_slot(credentials):
-                await self.pai.start_pipeline_run(run_id, region=region, credentials=credentials)
+            await self.access.start_pipeline_run(who, run_id)
         except PaiError as exc:
             if exc.kind is ErrorKind.BAD_REQUEST:
                 # PAI may refuse a start because the run was started already (a start whose answer was lost).
                 try:
-                    async with self.host._send_slot(credentials):
-                        run = await self.pai.get_pipeline_run(run_id, region=region, credentials=credentials)
+                    run = await self.access.get_pipeline_run(who, run_id)
                 except PaiError:
-                    run = None
-                if run is not None and core.owned(view, run) and run.status is not RunStatus.INITIALIZED:
+                    return await self._failed(tracked, "StartPipelineRun", exc)
+                if core.owned(view, run) and run.status is not RunStatus.INITIALIZED:
                     return self._after_write(await self._write(tracked, core.started_run(view, seen=run.status)))
             return await self._failed(tracked, "StartPipelineRun", exc)
         log.info("%s/%s: started PAI run %s", tracked.namespace, tracked.name, run_id)
@@ -330,37 +286,28 @@ class Launcher:
         return await self._delete_duplicates(tracked, core.sort_out(self.view(tracked), rows))
 
     async def _delete_duplicates(self, tracked: Tracked, sorting: core.Sorting) -> Outcome:
-        """DeletePipelineRun for this resource's runs other than the one kept, never started (Initialized), then
-        the account of it in status."""
+        """DeletePipelineRun for this resource's runs other than the one kept, never started (Initialized), then the
+        account of it in status."""
         deleted: list[str] = []
         not_deleted: list[tuple[str, str]] = []
-        if sorting.delete:
-            region = self.host._region(tracked.spec)
+        who = self._who(tracked)
+        for row in sorting.delete:
             try:
-                credentials = await self.host._credentials(tracked)
+                await self.access.delete_pipeline_run(who, row.pipeline_run_id)
             except PaiError as exc:
-                return await self._failed(tracked, "DeletePipelineRun", exc)
-            for row in sorting.delete:
-                try:
-                    async with self.host._send_slot(credentials):
-                        await self.pai.delete_pipeline_run(row.pipeline_run_id, region=region, credentials=credentials)
-                except PaiError as exc:
-                    reason, _ = core.error_reason("DeletePipelineRun", exc, tracked.spec)
-                    not_deleted.append((row.pipeline_run_id, f"{reason}: {exc}"))
-                    continue
-                log.info(
-                    "%s/%s: deleted unstarted duplicate PAI run %s",
-                    tracked.namespace,
-                    tracked.name,
-                    row.pipeline_run_id,
-                )
-                deleted.append(row.pipeline_run_id)
-        result = core.swept(self.view(tracked), self.host.wallclock(), sorting, deleted, not_deleted, self.window)
+                reason, _ = core.error_reason("DeletePipelineRun", exc, tracked.spec)
+                not_deleted.append((row.pipeline_run_id, f"{reason}: {exc}"))
+                continue
+            log.info(
+                "%s/%s: deleted unstarted duplicate PAI run %s", tracked.namespace, tracked.name, row.pipeline_run_id
+            )
+            deleted.append(row.pipeline_run_id)
+        result = core.swept(self.view(tracked), self.wallclock(), sorting, deleted, not_deleted, self.window)
         return self._after_write(await self._write(tracked, result))
 
     async def _lookup(self, tracked: Tracked) -> Outcome:
-        """Terminate or delete while a create is unconfirmed: what it made was never started, so it is deleted (a
-        run of this resource already past Initialized, made by an earlier version, is adopted and terminated)."""
+        """Terminate or delete while a create is unconfirmed: what it made was never started, so it is deleted (a run
+        of this resource already past Initialized, made by an earlier version, is adopted and terminated)."""
         view = self.view(tracked)
         try:
             rows = await self._list_mine(tracked)
@@ -369,7 +316,7 @@ class Launcher:
         sorting = core.sort_out(view, rows)
         keep = sorting.keep
         if keep is not None and keep.status is not RunStatus.INITIALIZED:
-            written = await self._write(tracked, core.recorded(view, keep, self.host.wallclock()), conditional=True)
+            written = await self._write(tracked, core.recorded(view, keep, self.wallclock()), conditional=True)
             if written is not True:
                 return written
             return await self._delete_duplicates(tracked, sorting)  # then TERMINATE
@@ -379,7 +326,7 @@ class Launcher:
             return outcome
         if not tracked.deleting:
             # spec.terminate while a create was unconfirmed: nothing will be started.
-            written = await self._write(tracked, core.cancelled(self.view(tracked), self.host.wallclock()))
+            written = await self._write(tracked, core.cancelled(self.view(tracked), self.wallclock()))
             return Retry.STOP if written is True else written
         # Deleting, and no run was ever started: nothing to terminate, the finalizer can go.
         return await self._finalizer(tracked, add=False) or Retry.STOP
@@ -387,13 +334,11 @@ class Launcher:
     async def _terminate(self, tracked: Tracked) -> Outcome:
         run_id = tracked.status.get("pipelineRunId")
         assert run_id
-        region = self.host._region(tracked.spec)
+        who = caller(tracked, Action.TERMINATE, self.access.region(tracked.spec.regionId))
         try:
-            credentials = await self.host._credentials(tracked)
             # status is writable by anyone granted the status subresource: terminate only a run that PAI itself
             # says is this resource's (its name ends with the uid), never an id someone wrote into status.
-            async with self.host._send_slot(credentials):
-                run = await self.pai.get_pipeline_run(run_id, region=region, credentials=credentials)
+            run = await self.access.get_pipeline_run(who, run_id)
             if run.name != core.run_name(self.view(tracked)):
                 error = BadRequestError(
                     f"PAI run {run_id} is named {run.name!r}, not {core.run_name(self.view(tracked))!r}: "
@@ -401,14 +346,13 @@ class Launcher:
                     code="ForeignRun",
                 )
                 return await self._failed(tracked, "TerminatePipelineRun", error)
-            async with self.host._send_slot(credentials):
-                await self.pai.terminate_pipeline_run(run_id, region=region, credentials=credentials)
+            await self.access.terminate_pipeline_run(who, run_id)
         except PaiError as exc:
             return await self._failed(tracked, "TerminatePipelineRun", exc)
-        return self._after_write(await self._write(tracked, core.terminated(self.view(tracked), self.host.wallclock())))
+        return self._after_write(await self._write(tracked, core.terminated(self.view(tracked), self.wallclock())))
 
     async def _failed(self, tracked: Tracked, action: str, error: PaiError) -> Outcome:
-        result = core.failed(self.view(tracked), action, error, self.host.wallclock())
+        result = core.failed(self.view(tracked), action, error, self.wallclock())
         metrics.SYNC_ERRORS.labels(result.error_reason or "Error").inc()
         await self._write(tracked, result)
         return result.retry
@@ -427,14 +371,13 @@ class Launcher:
         conditional: bool = False,
         resource_version: str | None = None,
     ) -> bool | Outcome:
-        """Status patch then Events. True when written; otherwise when to try again. ``conditional``: only on the
-        resourceVersion decided on; ``resource_version``: only on that one (the claim's, for its record)."""
+        """Status patch then Events, through the run writer. True when written; otherwise when to try again.
+        ``conditional``: only on the resourceVersion decided on; ``resource_version``: only on that one (the
+        claim's, for its record)."""
         if result.patch:
             precondition = resource_version or (tracked.resource_version if conditional else None)
             try:
-                written = await self.kube.patch_status(
-                    tracked.namespace, tracked.name, result.patch, resource_version=precondition
-                )
+                await self.writer.write_status(tracked, result.patch, resource_version=precondition)
             except KubeError as exc:
                 if exc.status == 409:
                     # Someone wrote first (another replica, or a status we have not seen yet): decide again on
@@ -446,16 +389,7 @@ class Launcher:
             except Exception as exc:
                 log.warning("status write for %s/%s failed: %s", tracked.namespace, tracked.name, exc)
                 return Retry.BACKOFF
-            metrics.KUBE_WRITES.labels("status").inc()
-            tracked.status = dict(written.get("status") or tracked.status)
-            tracked.resource_version = (written.get("metadata") or {}).get("resourceVersion")
-        for event in result.events:
-            try:
-                ref = ObjectRef(tracked.namespace, tracked.name, tracked.uid, tracked.resource_version)
-                await self.kube.create_event(ref, event, self.host.wallclock())
-                metrics.KUBE_WRITES.labels("event").inc()
-            except Exception as exc:
-                log.warning("event for %s/%s not posted: %s", tracked.namespace, tracked.name, exc)
+        await self.writer.post_events(tracked, result.events)
         return True
 
     async def _finalizer(self, tracked: Tracked, *, add: bool) -> Outcome:
