@@ -372,3 +372,29 @@ async def test_terminate_while_a_create_is_unconfirmed_finds_and_terminates_that
     # What the lost create made was never started: it is deleted, and nothing is started.
     assert h.pai.log == ["create", "list", "delete flow-1"]
     assert h.status(key)["launch"]["phase"] == "Cancelled" and h.pai.started == []
+
+
+async def test_a_claim_is_conditional_on_the_object_decided_on_not_on_what_the_watch_brought_meanwhile(
+    harness: Factory,
+) -> None:
+    """Two replicas in a rolling update: while this one waits for the door's slot and token, the other claims and
+    the watch brings that claim. This one's claim must fail (409), not succeed on top of the newer object: else
+    both create, and the other's record fails, leaving its run unrecorded and unaccounted for."""
+    h = await harness()
+    key = h.launch("raced")
+    tokens = 0
+    real_acquire = h.access.limiter.acquire
+
+    async def other_replica_claims_first(tenant: str = "", weight: float = 1.0) -> None:
+        nonlocal tokens
+        tokens += 1
+        if tokens == 1:
+            claimed = {"phase": "Creating", "runName": "x", "claimedAt": "2024-05-01T12:00:00Z", "attempts": 1}
+            await h.kube.patch_status(*key, {"launch": claimed})
+            h.echo(key)  # the watch delivers it before our claim is written
+        await real_acquire(tenant, weight)
+
+    h.access.limiter.acquire = other_replica_claims_first  # type: ignore[method-assign]
+    await h.advance(0.1)
+    assert "create" not in h.pai.log, h.pai.log
+    assert h.status(key)["launch"]["runName"] == "x"  # the other replica's claim stands

@@ -171,6 +171,9 @@ class Launcher:
     async def _launch(self, tracked: Tracked) -> Outcome:
         """Look up (only if a create may have made a run), claim, create unstarted, record, start."""
         view = self.view(tracked)
+        # Every conditional write below is conditional on the object this decision was made on: the watch may
+        # bring a newer one (another replica's claim) while we wait for PAI or for the door's slot and token.
+        decided = tracked.resource_version
         launch = tracked.spec.launch
         assert launch is not None
         looked_up: datetime | None = None
@@ -185,7 +188,7 @@ class Launcher:
                 found = sorting.keep
                 log.info("%s/%s: adopting PAI run %s", tracked.namespace, tracked.name, found.pipeline_run_id)
                 # Conditional: a replica that claimed meanwhile may be recording its own run.
-                written = await self._write(tracked, core.recorded(view, found, looked_up), conditional=True)
+                written = await self._write(tracked, core.recorded(view, found, looked_up), resource_version=decided)
                 if written is not True:
                     return written
                 return await self._delete_duplicates(tracked, sorting)
@@ -209,7 +212,7 @@ class Launcher:
             if not self.ownership.owns(tracked.uid):
                 raise _NotSent(Retry.STOP)  # handed over (Lease membership changed): the new owner launches
             result = core.claim(view, self.wallclock(), looked_up)
-            written = await self._write(tracked, result, conditional=True)
+            written = await self._write(tracked, result, resource_version=decided)
             if written is not True:
                 raise _NotSent(written)
             claim_version.append(tracked.resource_version)
@@ -309,6 +312,7 @@ class Launcher:
         """Terminate or delete while a create is unconfirmed: what it made was never started, so it is deleted (a run
         of this resource already past Initialized, made by an earlier version, is adopted and terminated)."""
         view = self.view(tracked)
+        decided = tracked.resource_version
         try:
             rows = await self._list_mine(tracked)
         except PaiError as exc:
@@ -316,7 +320,8 @@ class Launcher:
         sorting = core.sort_out(view, rows)
         keep = sorting.keep
         if keep is not None and keep.status is not RunStatus.INITIALIZED:
-            written = await self._write(tracked, core.recorded(view, keep, self.wallclock()), conditional=True)
+            result = core.recorded(view, keep, self.wallclock())
+            written = await self._write(tracked, result, resource_version=decided)
             if written is not True:
                 return written
             return await self._delete_duplicates(tracked, sorting)  # then TERMINATE
@@ -364,20 +369,14 @@ class Launcher:
         return None if written is True else written
 
     async def _write(
-        self,
-        tracked: Tracked,
-        result: SyncResult,
-        *,
-        conditional: bool = False,
-        resource_version: str | None = None,
+        self, tracked: Tracked, result: SyncResult, *, resource_version: str | None = None
     ) -> bool | Outcome:
         """Status patch then Events, through the run writer. True when written; otherwise when to try again.
-        ``conditional``: only on the resourceVersion decided on; ``resource_version``: only on that one (the
-        claim's, for its record)."""
+        ``resource_version``: only if the object is still at it (the one a decision was made on, or the claim's
+        for its record)."""
         if result.patch:
-            precondition = resource_version or (tracked.resource_version if conditional else None)
             try:
-                await self.writer.write_status(tracked, result.patch, resource_version=precondition)
+                await self.writer.write_status(tracked, result.patch, resource_version=resource_version)
             except KubeError as exc:
                 if exc.status == 409:
                     # Someone wrote first (another replica, or a status we have not seen yet): decide again on
