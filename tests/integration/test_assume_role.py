@@ -66,7 +66,7 @@ async def test_a_role_the_operator_may_not_assume_is_a_credentials_error_without
     text = str(caught.value)
     assert "AssumeRole into " + ROLE_A in text and "NoPermission" in text
     assert ACCESS_KEY[1] not in text
-    with pytest.raises(CredentialsError, match="EntityNotExist.Role"):
+    with pytest.raises(CredentialsError, match=r"EntityNotExist\.Role"):
         await AssumeRoleSource(ROLE_B, operator_source(), sts_endpoint=emulator.url).get()
 
 
