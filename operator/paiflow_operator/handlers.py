@@ -16,6 +16,10 @@ import kopf
 import prometheus_client
 
 from paiflow_operator import metrics
+from paiflow_operator.access.identity import Identities
+from paiflow_operator.access.status import PolicyStatusWriter
+from paiflow_operator.access.view import AccessView
+from paiflow_operator.api import policies as policies_api
 from paiflow_operator.api import runs as runs_api
 from paiflow_operator.api import workspaces as workspaces_api
 from paiflow_operator.kube import KubeApi, load_client_configuration
@@ -65,7 +69,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         )
     # Work that must happen once (run launching, workspace scans) asks memo.ownership.owns_key(key) too.
     ownership: KeyOwnership = membership or StaticShards(config.shard_count, config.shard_index)
-    scheduler = Scheduler(config, pai, kube, DefaultChainSource(), ownership=ownership)
+    operator_credentials = DefaultChainSource()
+    access = await _start_access(config, kube, ownership, membership, operator_credentials)
+    memo.access, memo.policy_status = access, access.status_writer
+    scheduler = Scheduler(config, pai, kube, operator_credentials, ownership=ownership)
     scheduler.launcher = Launcher(scheduler, pai, kube)
     memo.pai, memo.kube, memo.scheduler = pai, kube, scheduler
     memo.scanner = WorkspaceScanner(config, pai, kube, scheduler)
@@ -164,6 +171,63 @@ async def watch(event: kopf.RawEvent, uid: str | None, memo: kopf.Memo, **_: Any
         listing.fed.add(uid)
 
 
+@dataclass
+class Access:
+    """Who may have the operator act in PAI (access/): the live view of policies and namespaces, the
+    credentials of the identities they name, and the writer of the policies' status."""
+
+    view: AccessView
+    identities: Identities
+    status_writer: PolicyStatusWriter
+
+
+async def _start_access(
+    config: Settings,
+    kube: KubeApi,
+    ownership: KeyOwnership,
+    membership: LeaseMembership | None,
+    operator_credentials: DefaultChainSource,
+) -> Access:
+    view = AccessView(allow_all=config.allow_all_namespaces)
+    if config.allow_all_namespaces:
+        log.warning(
+            "PAIFLOW_ALLOW_ALL_NAMESPACES is on: every watched namespace may have the operator act in any PAI "
+            "workspace with its own credentials; PaiAccessPolicies are not enforced"
+        )
+    identities = Identities(
+        operator_credentials,
+        sts_endpoint=config.sts_endpoint,
+        connect_timeout=config.connect_timeout,
+        read_timeout=config.read_timeout,
+    )
+    writer = PolicyStatusWriter(view, kube, ownership.owns_key)
+    view.subscribe(writer.poke)
+    view.subscribe(lambda: identities.forget(view.role_arns()))
+    if membership is not None:
+        membership.subscribe(writer.poke)  # a policy's status may now be this replica's to write
+    try:
+        # Before any resource is looked at: none is denied for want of a policy not yet seen.
+        view.load(await kube.list_policies(), await kube.list_namespaces())
+    except Exception as exc:
+        log.error("could not list PaiAccessPolicies and Namespaces (%s): nothing is allowed until the watch has", exc)
+    writer.start()
+    return Access(view, identities, writer)
+
+
+@kopf.on.event(runs_api.GROUP, runs_api.VERSION, policies_api.PLURAL)
+async def watch_policies(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    access: Access = memo.access
+    access.view.observe_policy(event["object"], event["type"])
+    access.status_writer.observe(event["object"], event["type"])
+
+
+@kopf.on.event("", "v1", "namespaces")
+async def watch_namespaces(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    # Labels decide which policies select a namespace: a change takes effect at once.
+    access: Access = memo.access
+    access.view.observe_namespace(event["object"], event["type"])
+
+
 @kopf.on.probe(id="members")
 def members(memo: kopf.Memo, **_: Any) -> int | None:
     # Replicas sharing the runs as this one sees them (0: it holds no live Lease); None without Leases.
@@ -197,6 +261,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         await membership.leave(drain.total_seconds())
     await memo.scanner.stop()
     await memo.scheduler.stop()
+    await memo.access.status_writer.stop()
     if membership is not None:
         memo.join_task.cancel()
         await membership.stop()

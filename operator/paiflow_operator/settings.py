@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     # Only the operator's administrator may redirect PAI calls (VPC endpoint, emulator): the STS token
     # travels in a header, so a user-controlled endpoint would leak it.
     endpoint_override: str | None = None
+    # Single-team installs only: every watched namespace may have the operator do anything in any workspace with
+    # its own credentials, PaiAccessPolicies unenforced. Off by default: a shared operator must not be a way
+    # into another team's PAI workspaces (README, Multi-tenancy).
+    allow_all_namespaces: bool = Field(
+        default=False, description="Single-team installs only: no PaiAccessPolicy needed (default off)."
+    )
     # Where AssumeRole (PaiAccessPolicy identity type AssumeRole) is sent: Alibaba Cloud's STS only (a VPC or
     # regional STS host), or http on loopback for the emulator. The request carries the operator's own key id
     # and STS token, so no resource may choose it.
