@@ -45,6 +45,7 @@ class Counters:
         self._run_actions: Counter[tuple[str, str]] = Counter()
         self._by_action: dict[str, Counter[str]] = {}
         self._by_role: dict[str, Counter[str]] = {}
+        self._workspaces: Counter[str] = Counter()  # calls that reached a workspace, any outcome
         # PAI calls by the wall-clock second they arrived in: proves a client's rate limit on the wire.
         self._per_second: Counter[int] = Counter()
         # Answered calls per run by the access key that signed them (which replica polled which run), and the
@@ -61,9 +62,19 @@ class Counters:
         with self._lock:
             return dict(self._per_second)
 
-    def record(self, action: str, outcome: str, run_ids: Iterable[str] = (), caller: str = "", role: str = "") -> None:
+    def record(
+        self,
+        action: str,
+        outcome: str,
+        run_ids: Iterable[str] = (),
+        caller: str = "",
+        role: str = "",
+        workspace: str = "",
+    ) -> None:
         now = time.monotonic()
         with self._lock:
+            if workspace:
+                self._workspaces[workspace] += 1
             if outcome == OK:
                 self._by_role.setdefault(role, Counter())[action] += 1
             self._total += 1
@@ -80,6 +91,11 @@ class Counters:
                     if last is not None:
                         self._max_gap[run_id] = max(self._max_gap.get(run_id, 0.0), now - last)
                     self._last_ok[run_id] = now
+
+    def calls_in(self, workspace: str) -> int:
+        """Calls of any action and outcome that named or reached this PAI workspace, since the last reset."""
+        with self._lock:
+            return self._workspaces[workspace]
 
     def by_caller(self) -> dict[str, dict[str, int]]:
         """Answered calls per run by access key id, since the last reset."""
@@ -117,6 +133,7 @@ class Counters:
             self._run_actions.clear()
             self._by_action.clear()
             self._by_role.clear()
+            self._workspaces.clear()
             self._per_second.clear()
             self._by_caller.clear()
             self._last_ok.clear()

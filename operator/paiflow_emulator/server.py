@@ -423,6 +423,7 @@ class Emulator:
         action = header_action or "Unknown"
         run_ids: list[str] = []
         caller = ""
+        workspace = ""  # the PAI workspace the call reached (counted per workspace, for policy tests)
         slept = False
         try:
             body = await request.read()
@@ -454,6 +455,10 @@ class Emulator:
                 run_ids = [path_run_id]
             elif query.get("PipelineRunId"):
                 run_ids = [query["PipelineRunId"]]
+            workspace = str(payload.get("WorkspaceId") or query.get("WorkspaceId") or "")
+            if not workspace and path_run_id is not None:
+                known = self._runs.get(path_run_id)
+                workspace = known.workspace_id if known is not None else ""
 
             single = routed in (GET_RUN, START_RUN, TERMINATE_RUN)
             selection = self.faults.select(routed, run_ids, self.clock.now(), multi=not single)
@@ -490,12 +495,12 @@ class Emulator:
                 # Done, but the answer is lost: the caller cannot know whether it happened.
                 self.counters.record(action, HANG, run_ids, caller)
                 return await self._hang(request_id)
-            self.counters.record(action, OK, run_ids, caller, self.sts.role_of(caller) or "")
+            self.counters.record(action, OK, run_ids, caller, self.sts.role_of(caller) or "", workspace)
             return self._ok(request_id, result)
         except ApiError as exc:
             if self.latency > 0 and not slept:
                 await asyncio.sleep(self.latency)
-            self.counters.record(action, exc.error.code, run_ids)
+            self.counters.record(action, exc.error.code, run_ids, workspace=workspace)
             return self._error(request_id, exc)
 
     def _assume_role(self, method: str, query: Mapping[str, str], request_id: str) -> web.StreamResponse:
