@@ -103,7 +103,9 @@ def operator(
     installed: ControlPlane, operator_kubeconfig: Path, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     log = tmp_path_factory.mktemp("operator-log") / "operator.log"
-    process = OperatorProcess(operator_kubeconfig, emulator.url, log, OPERATOR_ENV)
+    # AssumeRole (PaiAccessPolicy identities) goes to the emulator's STS.
+    env = {**OPERATOR_ENV, "PAIFLOW_STS_ENDPOINT": emulator.url}
+    process = OperatorProcess(operator_kubeconfig, emulator.url, log, env)
     with process:
         yield process
     print(f"operator log: {log}")
