@@ -16,15 +16,13 @@ import kopf
 import prometheus_client
 
 from paiflow_operator import metrics
-from paiflow_operator.access.identity import Identities
 from paiflow_operator.access.status import PolicyStatusWriter
 from paiflow_operator.access.view import AccessView
 from paiflow_operator.api import policies as policies_api
 from paiflow_operator.api import runs as runs_api
 from paiflow_operator.api import workspaces as workspaces_api
 from paiflow_operator.kube import KubeApi, load_client_configuration
-from paiflow_operator.pai.client import PaiClient
-from paiflow_operator.pai.credentials import DefaultChainSource
+from paiflow_operator.pai_access import PaiAccess
 from paiflow_operator.replicas.handover import Handover
 from paiflow_operator.replicas.membership import LeaseMembership, default_identity, group_for
 from paiflow_operator.replicas.sharding import KeyOwnership, StaticShards
@@ -48,15 +46,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # List in pages: one unpaged list of 10,000 objects is a memory spike the process keeps for its life.
     settings.watching.chunk_size = config.list_chunk_size
 
-    pai = PaiClient(
-        endpoint_override=config.endpoint_override,
-        connect_timeout=config.connect_timeout,
-        read_timeout=config.read_timeout,
-        max_connections=config.concurrency,
-        observer=metrics.observe_pai_call,
-        extra_regions=config.extra_regions,
-    )
     kube = KubeApi(load_client_configuration(), concurrency=config.kube_concurrency)
+    # Which namespace may have the operator do what, as whom (PaiAccessPolicies): checked at the door.
+    policies = AccessView(allow_all=config.allow_all_namespaces)
+    # The one door every PAI call leaves through; it holds the operator's one PaiClient.
+    access = PaiAccess.from_settings(config, kube, policies)
     membership: LeaseMembership | None = None
     if config.leases and config.shard_count == 1:
         membership = LeaseMembership(
@@ -69,13 +63,15 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         )
     # Work that must happen once (run launching, workspace scans) asks memo.ownership.owns_key(key) too.
     ownership: KeyOwnership = membership or StaticShards(config.shard_count, config.shard_index)
-    operator_credentials = DefaultChainSource()
-    access = await _start_access(config, kube, ownership, membership, operator_credentials)
-    memo.access, memo.policy_status = access, access.status_writer
-    scheduler = Scheduler(config, pai, kube, operator_credentials, ownership=ownership)
-    scheduler.launcher = Launcher(scheduler, pai, kube)
-    memo.pai, memo.kube, memo.scheduler = pai, kube, scheduler
-    memo.scanner = WorkspaceScanner(config, pai, kube, scheduler)
+    launcher = Launcher(config, access, kube, ownership)
+    scheduler = Scheduler(config, access, kube, launcher=launcher, ownership=ownership)
+    memo.access, memo.kube, memo.scheduler = access, kube, scheduler
+    memo.scanner = WorkspaceScanner(config, access, kube, scheduler, ownership)
+    memo.policies = await _start_policies(config, kube, policies, access, ownership, membership)
+    # A policy or namespace label change: denied resources are looked at again at once (allowed ones stop at their
+    # next call, which the door refuses).
+    policies.subscribe(scheduler.recheck_denied)
+    policies.subscribe(memo.scanner.recheck_denied)
     memo.membership, memo.ownership = membership, ownership
     memo.feed = scheduler.observe
     if membership is not None:
@@ -172,37 +168,29 @@ async def watch(event: kopf.RawEvent, uid: str | None, memo: kopf.Memo, **_: Any
 
 
 @dataclass
-class Access:
-    """Who may have the operator act in PAI (access/): the live view of policies and namespaces, the
-    credentials of the identities they name, and the writer of the policies' status."""
+class Policies:
+    """The live view of PaiAccessPolicies and Namespace labels, and the writer of the policies' status."""
 
     view: AccessView
-    identities: Identities
     status_writer: PolicyStatusWriter
 
 
-async def _start_access(
+async def _start_policies(
     config: Settings,
     kube: KubeApi,
+    view: AccessView,
+    access: PaiAccess,
     ownership: KeyOwnership,
     membership: LeaseMembership | None,
-    operator_credentials: DefaultChainSource,
-) -> Access:
-    view = AccessView(allow_all=config.allow_all_namespaces)
+) -> Policies:
     if config.allow_all_namespaces:
         log.warning(
             "PAIFLOW_ALLOW_ALL_NAMESPACES is on: every watched namespace may have the operator act in any PAI "
             "workspace with its own credentials; PaiAccessPolicies are not enforced"
         )
-    identities = Identities(
-        operator_credentials,
-        sts_endpoint=config.sts_endpoint,
-        connect_timeout=config.connect_timeout,
-        read_timeout=config.read_timeout,
-    )
     writer = PolicyStatusWriter(view, kube, ownership.owns_key)
     view.subscribe(writer.poke)
-    view.subscribe(lambda: identities.forget(view.role_arns()))
+    view.subscribe(lambda: access.identities.forget(view.role_arns()))
     if membership is not None:
         membership.subscribe(writer.poke)  # a policy's status may now be this replica's to write
     try:
@@ -211,21 +199,21 @@ async def _start_access(
     except Exception as exc:
         log.error("could not list PaiAccessPolicies and Namespaces (%s): nothing is allowed until the watch has", exc)
     writer.start()
-    return Access(view, identities, writer)
+    return Policies(view, writer)
 
 
 @kopf.on.event(runs_api.GROUP, runs_api.VERSION, policies_api.PLURAL)
 async def watch_policies(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    access: Access = memo.access
-    access.view.observe_policy(event["object"], event["type"])
-    access.status_writer.observe(event["object"], event["type"])
+    policies: Policies = memo.policies
+    policies.view.observe_policy(event["object"], event["type"])
+    policies.status_writer.observe(event["object"], event["type"])
 
 
 @kopf.on.event("", "v1", "namespaces")
 async def watch_namespaces(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     # Labels decide which policies select a namespace: a change takes effect at once.
-    access: Access = memo.access
-    access.view.observe_namespace(event["object"], event["type"])
+    policies: Policies = memo.policies
+    policies.view.observe_namespace(event["object"], event["type"])
 
 
 @kopf.on.probe(id="members")
@@ -261,13 +249,13 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         await membership.leave(drain.total_seconds())
     await memo.scanner.stop()
     await memo.scheduler.stop()
-    await memo.access.status_writer.stop()
+    await memo.policies.status_writer.stop()
     if membership is not None:
         memo.join_task.cancel()
         await membership.stop()
     memo.scheduler_task.cancel()
     memo.trim_task.cancel()
     await asyncio.gather(memo.scheduler_task, memo.trim_task, return_exceptions=True)
-    await memo.pai.aclose()
+    await memo.access.aclose()
     memo.kube.close()
     log.info("paiflow-operator stopped")

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from paiflow_operator.access.policy import Identity
 from paiflow_operator.pai.credentials import AssumeRoleSource, CredentialSource, DefaultChainSource
+from paiflow_operator.pai.errors import CredentialsError
 
 
 class Identities:
     def __init__(
         self,
-        operator: DefaultChainSource,
+        operator: CredentialSource,
         *,
         sts_endpoint: str,
         connect_timeout: float = 5.0,
@@ -29,6 +30,8 @@ class Identities:
         if identity.type == "AssumeRole" and identity.role_arn:
             source = self._roles.get(identity.role_arn)
             if source is None:
+                if not isinstance(self.operator, DefaultChainSource):
+                    raise CredentialsError("AssumeRole needs the operator's default credential chain as its source")
                 source = AssumeRoleSource(
                     identity.role_arn,
                     self.operator,

@@ -23,6 +23,7 @@ from paiflow_operator.api.policies import (
 POLICY_KIND = "PaiAccessPolicy"
 DENIED = "PolicyDenied"
 CONFLICT = "PolicyConflict"
+ACCESS_REASONS = frozenset({DENIED, CONFLICT})  # the condition reasons of a resource the policies hold back
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from paiflow_operator.access.policy import CONFLICT, POLICY_KIND, Policy, PolicyState
 from paiflow_operator.access.view import AccessView
-from paiflow_operator.runs.reconcile import _set_condition
+from paiflow_operator.conditions import set_condition
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,10 @@ def desired(policy: Policy, state: PolicyState, current: Mapping[str, Any], now:
             f"names a different identity than {POLICY_KIND} {others} for namespaces both select: the operator makes "
             "no PAI call for those namespaces until one of them changes"
         )
-        _set_condition(conditions, READY, "False", CONFLICT, message, policy.generation, now)
+        set_condition(conditions, READY, "False", CONFLICT, message, policy.generation, now)
     else:
         message = f"selects {state.namespaces} namespace{'' if state.namespaces == 1 else 's'}"
-        _set_condition(conditions, READY, "True", ACTIVE, message, policy.generation, now)
+        set_condition(conditions, READY, "True", ACTIVE, message, policy.generation, now)
     patch = {"observedGeneration": policy.generation, "namespaces": state.namespaces, "conditions": conditions}
     changed = {k: v for k, v in patch.items() if current.get(k) != v}
     return changed or None
