@@ -334,16 +334,11 @@ def test_the_shipped_rbac_lets_users_write_runs_but_never_policies_or_status(ins
     """The aggregated roles reach Kubernetes' own edit and view roles; policies stay with cluster admins."""
 
     def can(verb: str, resource: str, cluster_role: str) -> bool:
+        resource, _, subresource = resource.partition("/")
         out = installed.kubectl(
-            "auth",
-            "can-i",
-            verb,
-            resource,
-            "-n",
-            "default",
-            f"--as=system:serviceaccount:default:{cluster_role}-user",
-            check=False,
-        ).stdout.strip()
+            "auth", "can-i", verb, resource, "-n", "default", f"--as=system:serviceaccount:default:{cluster_role}-user",
+            *([f"--subresource={subresource}"] if subresource else []), check=False,
+        ).stdout.strip()  # fmt: skip
         return out == "yes"
 
     for role in ("edit", "view"):
@@ -353,9 +348,20 @@ def test_the_shipped_rbac_lets_users_write_runs_but_never_policies_or_status(ins
         )  # fmt: skip
     wait_for(lambda: can("create", "paipipelineruns.paiflow-operator.dev", "edit"), 20, what="edit aggregated")
     assert can("delete", "paiworkspaces.paiflow-operator.dev", "edit")
+    assert can("patch", "paipipelineruns.paiflow-operator.dev", "edit")
     assert not can("patch", "paipipelineruns.paiflow-operator.dev/status", "edit")
     assert not can("patch", "paiworkspaces.paiflow-operator.dev/status", "edit")
+    assert not can("update", "paipipelineruns.paiflow-operator.dev/status", "edit")
     assert not can("create", "paiaccesspolicies.paiflow-operator.dev", "edit")
     assert wait_for(lambda: can("list", "paipipelineruns.paiflow-operator.dev", "view"), 20, what="view aggregated")
     assert not can("create", "paipipelineruns.paiflow-operator.dev", "view")
     assert not can("get", "paiaccesspolicies.paiflow-operator.dev", "view")
+    # The operator reads policies and writes their status, nothing more.
+    operator = "--as=system:serviceaccount:paiflow-system:paiflow-operator"
+    for verb, sub, allowed in [
+        ("watch", "", True), ("get", "", True), ("patch", "status", True), ("create", "", False), ("update", "", False),
+        ("patch", "", False), ("delete", "", False), ("update", "status", False),
+    ]:  # fmt: skip
+        args = ["auth", "can-i", verb, "paiaccesspolicies.paiflow-operator.dev", operator]
+        out = installed.kubectl(*args, *([f"--subresource={sub}"] if sub else []), check=False).stdout.strip()
+        assert (out == "yes") is allowed, (verb, sub, out)
