@@ -181,6 +181,7 @@ def test_a_namespace_no_policy_selects_is_refused_everything_without_a_pai_call(
     for workspace in (ws, ws_import, ws_launch):
         assert emulator.counters.calls_in(workspace) == 0
     assert not emulator.runs_named("launch")  # nothing created
+    assert "launch" not in runs.status("launch")  # and no claim recorded: an allowed launch need not wait to settle
     # Nothing of any run reached status.
     assert "runStatus" not in runs.status("follow") and "manifest" not in runs.status("verbose")
 
