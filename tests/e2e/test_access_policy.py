@@ -366,3 +366,28 @@ def test_the_shipped_rbac_lets_users_write_runs_but_never_policies_or_status(ins
         args = ["auth", "can-i", verb, "paiaccesspolicies.paiflow-operator.dev", operator]
         out = installed.kubectl(*args, *([f"--subresource={sub}"] if sub else []), check=False).stdout.strip()
         assert (out == "yes") is allowed, (verb, sub, out)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"workspaceIds": []}, "spec.workspaceIds"),
+        ({"actions": ["Delete"]}, "spec.actions"),
+        ({"identity": {"type": "AssumeRole"}}, "identity.roleArn is required"),
+        ({"identity": {"type": "AssumeRole", "roleArn": "arn:aws:iam::1:role/x"}}, "spec.identity.roleArn"),
+        ({"limits": {"weight": 0}}, "spec.limits.weight"),
+        ({"namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "In"}]}}, "In and NotIn need values"),
+        ({"namespaceSelector": {"matchLabels": {"bad key!": "x"}}}, "matchLabels keys must be valid"),
+    ],
+)
+def test_the_api_server_refuses_a_bad_policy_naming_the_field(
+    installed: ControlPlane, change: dict[str, Any], named: str
+) -> None:
+    body = {
+        "apiVersion": GROUP,
+        "kind": "PaiAccessPolicy",
+        "metadata": {"name": f"bad-{uid()}"},
+        "spec": {"namespaceSelector": {}, "workspaceIds": ["1"], "actions": ["Follow"], **change},
+    }
+    result = installed.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(body), check=False)
+    assert result.returncode != 0 and named in result.stderr, result.stderr
