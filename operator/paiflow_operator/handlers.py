@@ -25,6 +25,7 @@ from paiflow_operator.replicas.handover import Handover
 from paiflow_operator.replicas.joining import Listing, join_when_listed
 from paiflow_operator.replicas.membership import LeaseMembership, default_identity, group_for
 from paiflow_operator.replicas.sharding import KeyOwnership, StaticShards
+from paiflow_operator.runs.events import EventQueue
 from paiflow_operator.runs.launcher import Launcher
 from paiflow_operator.runs.scheduler import Scheduler
 from paiflow_operator.runs.writes import RunWriter
@@ -62,7 +63,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # Work that must happen once (run launching, workspace scans) asks memo.ownership.owns_key(key) too.
     ownership: KeyOwnership = membership or StaticShards(config.shard_count, config.shard_index)
     # Every status write and Event of a run, polled or launched, through one write gate.
-    writer = RunWriter(kube)
+    # Events of runs go after the status writes in flight (statuses first during a burst: runs/events.py).
+    events = EventQueue(kube, lambda: writer.in_flight)
+    writer = RunWriter(kube, events=events)
+    events.start()
+    memo.events = events
     launcher = Launcher(config, access, writer, kube, ownership)
     scheduler = Scheduler(config, access, writer, launcher=launcher, ownership=ownership)
     memo.access, memo.kube, memo.scheduler = access, kube, scheduler
@@ -163,6 +168,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         await membership.leave(drain.total_seconds())
     await memo.scanner.stop()
     await memo.scheduler.stop()
+    await memo.events.stop()
     if membership is not None:
         memo.join_task.cancel()
         await membership.stop()
