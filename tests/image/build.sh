@@ -70,9 +70,13 @@ image=localhost/paiflow-operator:test-$key
 if ! podman image exists "$image"; then
     start=$(date +%s)
     echo "build.sh: building $image from $base" >&2
-    podman build --quiet --network none --pull=never --build-arg "BASE=$base" \
+    if ! podman build --network none --pull=never --build-arg "BASE=$base" \
         -v "$wheels:/wheels:ro" -v "$here/pip.conf:/etc/pip.conf:ro" -v "$here/uv.toml:/etc/uv/uv.toml:ro" \
-        --tag "$image" "$repo" >/dev/null
+        --tag "$image" "$repo" >"$work/build.log" 2>&1; then
+        tail -n 40 "$work/build.log" >&2
+        echo "build.sh: the image build failed (above: the end of podman build's output)" >&2
+        exit 1
+    fi
     echo "build.sh: built $image in $(($(date +%s) - start)) s," \
         "$(podman image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MiB", $1 / 1048576}')" >&2
     # Test images of earlier trees (a day old or more) go; the intermediate layers they alone used with them.
