@@ -36,7 +36,9 @@ from paiflow_emulator.server import Emulator
 from paiflow_emulator.thread import EmulatorThread
 from paiflow_emulator.timeline import Timeline
 
-pytestmark = pytest.mark.cluster
+# The first test's setup may build the image's stand-in base and the image (minutes, once; `make test` builds
+# them before pytest starts).
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1200)]
 
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 RELEASE = "paiflow-operator"
@@ -191,7 +193,8 @@ def resolve_env(cp: ControlPlane, namespace: str, pod_name: str, env: list[dict[
 
 def project_service_account_token(cp: ControlPlane, namespace: str, account: str, uid: int, directory: Path) -> None:
     """token, ca.crt and namespace as the kubelet projects them (the token from the TokenRequest API, readable by
-    the pod's user only, as the kubelet writes it when the pod sets runAsUser)."""
+    the pod's user only, as the kubelet writes it when the pod sets runAsUser; rootless podman maps no host user
+    to that UID, so there the token is readable by all)."""
     directory.mkdir(parents=True, exist_ok=True)
     token = cp.kubectl("create", "token", account, "-n", namespace, "--duration=3600s").stdout.strip()
     ca = cp.kubectl(
@@ -202,9 +205,11 @@ def project_service_account_token(cp: ControlPlane, namespace: str, account: str
     (directory / "namespace").write_text(namespace)
     for name in ("ca.crt", "namespace"):
         (directory / name).chmod(0o644)
-    (directory / "token").chmod(0o600)
     if os.geteuid() == 0:
         os.chown(directory / "token", uid, uid)
+        (directory / "token").chmod(0o600)
+    else:
+        (directory / "token").chmod(0o644)
 
 
 def podman_run_args(installed: Installed, pod_name: str) -> list[str]:

@@ -24,7 +24,13 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
 uv=${PAIFLOW_UV:-uv}
+command -v "$uv" >/dev/null 2>&1 || { echo "build.sh: no uv (run through make, which exports PAIFLOW_UV)" >&2; exit 1; }
 ca_bundle=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
+
+# One build at a time on a machine (worktrees share the cache and podman's storage).
+mkdir -p "$cache"
+exec 9>"$cache/image-build.lock"
+flock 9
 
 base=$("$here/base.sh" "$cache")
 base_id=$(podman image inspect --format '{{.Id}}' "$base")
@@ -79,8 +85,9 @@ if ! podman image exists "$image"; then
     fi
     echo "build.sh: built $image in $(($(date +%s) - start)) s," \
         "$(podman image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MiB", $1 / 1048576}')" >&2
-    # Test images of earlier trees (a day old or more) go; the intermediate layers they alone used with them.
+    # Test images of earlier trees (a day old or more) go, but none a container uses; the intermediate layers
+    # they alone used go with them.
     podman image ls --quiet --filter 'reference=localhost/paiflow-operator:test-*' --filter until=24h \
-        | xargs --no-run-if-empty podman image rm --force >/dev/null 2>&1 || true
+        | xargs --no-run-if-empty podman image rm >/dev/null 2>&1 || true
 fi
 echo "$image"
