@@ -17,11 +17,11 @@ from typing import Any
 
 import kopf
 
-from paiflow_operator import resource
+from paiflow_operator.api import runs as runs_api
+from paiflow_operator.conditions import timestamp
 from paiflow_operator.pai.client import PaiClient
 from paiflow_operator.pai.credentials import StaticCredentialSource
 from paiflow_operator.pai.errors import PaiError
-from paiflow_operator.reconcile import timestamp
 
 INTERVAL = float(os.environ.get("NAIVE_INTERVAL", "30"))
 REGION = os.environ.get("PAIFLOW_DEFAULT_REGION", "cn-hangzhou")
@@ -40,7 +40,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     )
 
 
-@kopf.timer(resource.GROUP, resource.VERSION, resource.PLURAL, interval=INTERVAL)
+@kopf.timer(runs_api.GROUP, runs_api.VERSION, runs_api.PLURAL, interval=INTERVAL)
 async def poll(spec: kopf.Spec, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     try:
         run = await memo.pai.get_pipeline_run(

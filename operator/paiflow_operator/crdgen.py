@@ -1,4 +1,4 @@
-"""Generates crds/ from the pydantic models in resource.py and workspace_resource.py (the way
+"""Generates crds/ from the pydantic models in api/runs.py and api/workspaces.py (the way
 controller-gen does for Go types): one YAML file per CRD.
 
 `make crds` writes the YAML; a unit test regenerates it in memory and fails when a committed file drifts.
@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from paiflow_operator import resource, workspace_resource
+from paiflow_operator.api import runs as runs_api
+from paiflow_operator.api import workspaces as workspaces_api
 
 
 @dataclass(frozen=True)
@@ -32,30 +33,30 @@ class CrdSource:
 
     @property
     def filename(self) -> str:
-        return f"{resource.GROUP}_{self.plural}.yaml"
+        return f"{runs_api.GROUP}_{self.plural}.yaml"
 
 
 RUNS = CrdSource(
-    resource.PaiPipelineRun,
-    resource.KIND,
-    resource.PLURAL,
-    resource.SINGULAR,
-    resource.SHORT_NAMES,
-    resource.CATEGORIES,
-    resource.PRINTER_COLUMNS,
-    "resource.py",
-    resource.SELECTABLE_FIELDS,
+    runs_api.PaiPipelineRun,
+    runs_api.KIND,
+    runs_api.PLURAL,
+    runs_api.SINGULAR,
+    runs_api.SHORT_NAMES,
+    runs_api.CATEGORIES,
+    runs_api.PRINTER_COLUMNS,
+    "api/runs.py",
+    runs_api.SELECTABLE_FIELDS,
 )
 WORKSPACES = CrdSource(
-    workspace_resource.PaiWorkspace,
-    workspace_resource.KIND,
-    workspace_resource.PLURAL,
-    workspace_resource.SINGULAR,
-    workspace_resource.SHORT_NAMES,
-    workspace_resource.CATEGORIES,
-    workspace_resource.PRINTER_COLUMNS,
-    "workspace_resource.py",
-    workspace_resource.SELECTABLE_FIELDS,
+    workspaces_api.PaiWorkspace,
+    workspaces_api.KIND,
+    workspaces_api.PLURAL,
+    workspaces_api.SINGULAR,
+    workspaces_api.SHORT_NAMES,
+    workspaces_api.CATEGORIES,
+    workspaces_api.PRINTER_COLUMNS,
+    "api/workspaces.py",
+    workspaces_api.SELECTABLE_FIELDS,
 )
 SOURCES = (RUNS, WORKSPACES)
 CRD_FILENAME = RUNS.filename
@@ -126,11 +127,11 @@ def crd(source: CrdSource = RUNS) -> dict[str, Any]:
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": f"{source.plural}.{resource.GROUP}",
+            "name": f"{source.plural}.{runs_api.GROUP}",
             "annotations": {"paiflow-operator.dev/generated-by": "make crds (paiflow_operator.crdgen)"},
         },
         "spec": {
-            "group": resource.GROUP,
+            "group": runs_api.GROUP,
             "scope": "Namespaced",
             "names": {
                 "kind": source.kind,
@@ -142,7 +143,7 @@ def crd(source: CrdSource = RUNS) -> dict[str, Any]:
             },
             "versions": [
                 {
-                    "name": resource.VERSION,
+                    "name": runs_api.VERSION,
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},

@@ -22,8 +22,9 @@ from typing import Any
 import kubernetes
 import urllib3
 
-from paiflow_operator import resource, workspace_resource
-from paiflow_operator.reconcile import Event, timestamp
+from paiflow_operator.api import runs as runs_api
+from paiflow_operator.api import workspaces as workspaces_api
+from paiflow_operator.conditions import Event, timestamp
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class ObjectRef:
     name: str
     uid: str
     resource_version: str | None = None
-    kind: str = resource.KIND
+    kind: str = runs_api.KIND
 
 
 def load_client_configuration() -> kubernetes.client.Configuration:
@@ -168,7 +169,7 @@ class KubeApi:
 
     @staticmethod
     def _object_path(namespace: str, name: str) -> str:
-        return f"/apis/{resource.GROUP}/{resource.VERSION}/namespaces/{namespace}/{resource.PLURAL}/{name}"
+        return f"/apis/{runs_api.GROUP}/{runs_api.VERSION}/namespaces/{namespace}/{runs_api.PLURAL}/{name}"
 
     async def create_event(self, ref: ObjectRef, event: Event, now: datetime | None = None) -> None:
         now = now or datetime.now(UTC)
@@ -178,7 +179,7 @@ class KubeApi:
             "kind": "Event",
             "metadata": {"name": f"{ref.name}.{uuid.uuid4().hex[:16]}", "namespace": ref.namespace},
             "involvedObject": {
-                "apiVersion": resource.API_VERSION,
+                "apiVersion": runs_api.API_VERSION,
                 "kind": ref.kind,
                 "name": ref.name,
                 "namespace": ref.namespace,
@@ -200,7 +201,7 @@ class KubeApi:
     async def create_run(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         """Creates a PaiPipelineRun (an imported run); a name already taken raises KubeError 409."""
         path = (
-            f"/apis/{resource.GROUP}/{resource.VERSION}/namespaces/{namespace}/{resource.PLURAL}"
+            f"/apis/{runs_api.GROUP}/{runs_api.VERSION}/namespaces/{namespace}/{runs_api.PLURAL}"
             f"?fieldManager={FIELD_MANAGER}"
         )
         result: dict[str, Any] = await self._call("POST", path, body)
@@ -208,14 +209,14 @@ class KubeApi:
 
     async def delete_run(self, namespace: str, name: str, uid: str) -> None:
         """Deletes exactly the PaiPipelineRun seen (uid precondition): never a namesake created since."""
-        path = f"/apis/{resource.GROUP}/{resource.VERSION}/namespaces/{namespace}/{resource.PLURAL}/{name}"
+        path = f"/apis/{runs_api.GROUP}/{runs_api.VERSION}/namespaces/{namespace}/{runs_api.PLURAL}/{name}"
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}}
         await self._call("DELETE", path, body)
 
     async def patch_workspace_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         path = (
-            f"/apis/{resource.GROUP}/{resource.VERSION}/namespaces/{namespace}/"
-            f"{workspace_resource.PLURAL}/{name}/status?fieldManager={FIELD_MANAGER}"
+            f"/apis/{runs_api.GROUP}/{runs_api.VERSION}/namespaces/{namespace}/"
+            f"{workspaces_api.PLURAL}/{name}/status?fieldManager={FIELD_MANAGER}"
         )
         result: dict[str, Any] = await self._call(
             "PATCH", path, {"status": patch}, content_type="application/merge-patch+json"
@@ -225,8 +226,8 @@ class KubeApi:
     async def count_runs(self, namespaces: list[str]) -> int | None:
         """How many PaiPipelineRuns exist (in `namespaces`, or all): one `limit=1` list each, read from the
         API server's remainingItemCount. None when the server does not say."""
-        base = f"/apis/{resource.GROUP}/{resource.VERSION}"
-        paths = [f"{base}/namespaces/{ns}/{resource.PLURAL}" for ns in namespaces] or [f"{base}/{resource.PLURAL}"]
+        base = f"/apis/{runs_api.GROUP}/{runs_api.VERSION}"
+        paths = [f"{base}/namespaces/{ns}/{runs_api.PLURAL}" for ns in namespaces] or [f"{base}/{runs_api.PLURAL}"]
         total = 0
         for path in paths:
             data = await self._call("GET", path, query=[("limit", "1")])

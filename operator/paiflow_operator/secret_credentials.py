@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from paiflow_operator.api.runs import CredentialsSecretRef, SecretKeySelector
 from paiflow_operator.kube import KubeError
 from paiflow_operator.pai.credentials import CredentialSource, StaticCredentialSource
 from paiflow_operator.pai.errors import CredentialsError
-from paiflow_operator.resource import CredentialsSecretRef, SecretKeySelector
 
 # AccessKey ids are short alphanumerics ("LTAI...", "STS.NT..."); secrets and tokens are opaque printable
 # ASCII (STS tokens run to a few KiB of base64).

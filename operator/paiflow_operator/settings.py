@@ -9,8 +9,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from paiflow_operator.api.runs import REGION_PATTERN, parse_duration
 from paiflow_operator.pai.regions import PAI_REGIONS, REGION_RE
-from paiflow_operator.resource import REGION_PATTERN, parse_duration
 
 
 def _duration(value: object) -> object:

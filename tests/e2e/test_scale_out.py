@@ -25,7 +25,7 @@ from tests.support.operator_process import REPO, OperatorProcess
 from paiflow_emulator.server import Emulator
 from paiflow_emulator.thread import EmulatorThread
 from paiflow_emulator.timeline import Timeline
-from paiflow_operator.sharding import rendezvous_owner
+from paiflow_operator.replicas.sharding import rendezvous_owner
 
 pytestmark = pytest.mark.cluster
 

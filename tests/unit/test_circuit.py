@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from paiflow_operator.circuit import CircuitBreaker
+from paiflow_operator.guards.circuit import CircuitBreaker
 from paiflow_operator.pai.errors import ServerError, ThrottledError
 
 

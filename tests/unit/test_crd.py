@@ -1,4 +1,4 @@
-"""The committed CRD is what crdgen makes of resource.py, and the API server will accept it as structural."""
+"""The committed CRD is what crdgen makes of runs_api.py, and the API server will accept it as structural."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from paiflow_operator import crdgen, resource
+from paiflow_operator import crdgen
+from paiflow_operator.api import runs as runs_api
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / crdgen.CRD_FILENAME
 
@@ -78,10 +79,10 @@ def test_workspace_crd_is_structural_and_its_columns_resolve() -> None:
 
 
 def test_crd_names(crd: dict[str, Any], version: dict[str, Any]) -> None:
-    assert crd["metadata"]["name"] == f"{resource.PLURAL}.{resource.GROUP}"
+    assert crd["metadata"]["name"] == f"{runs_api.PLURAL}.{runs_api.GROUP}"
     assert crd["spec"]["scope"] == "Namespaced"
-    assert crd["spec"]["names"]["kind"] == resource.KIND
-    assert version["name"] == resource.VERSION and version["served"] and version["storage"]
+    assert crd["spec"]["names"]["kind"] == runs_api.KIND
+    assert version["name"] == runs_api.VERSION and version["served"] and version["storage"]
     # The operator writes only the status subresource: it must exist.
     assert version["subresources"] == {"status": {}}
 
@@ -101,8 +102,8 @@ def test_schema_is_structural(schema: dict[str, Any]) -> None:
 def test_spec_and_status_fields_are_all_in_the_schema(schema: dict[str, Any]) -> None:
     spec = schema["properties"]["spec"]
     status = schema["properties"]["status"]
-    assert set(spec["properties"]) == set(resource.PaiPipelineRunSpec.model_fields)
-    assert set(status["properties"]) == set(resource.PaiPipelineRunStatus.model_fields)
+    assert set(spec["properties"]) == set(runs_api.PaiPipelineRunSpec.model_fields)
+    assert set(status["properties"]) == set(runs_api.PaiPipelineRunStatus.model_fields)
     # pipelineRunId or launch, exactly one: a CEL rule says so (naming both), not `required`.
     assert "required" not in spec
     rules = [r["rule"] for r in spec["x-kubernetes-validations"]]
@@ -165,12 +166,12 @@ def _rules(node: dict[str, Any]) -> list[str]:
 def test_pipeline_run_id_is_immutable_by_cel(schema: dict[str, Any]) -> None:
     run_id = schema["properties"]["spec"]["properties"]["pipelineRunId"]
     assert "self == oldSelf" in _rules(run_id)
-    assert run_id["pattern"] == resource.RUN_ID_PATTERN and run_id["maxLength"] == 128
+    assert run_id["pattern"] == runs_api.RUN_ID_PATTERN and run_id["maxLength"] == 128
 
 
 def test_poll_interval_bounds_are_checked_by_cel(schema: dict[str, Any]) -> None:
     interval = schema["properties"]["spec"]["properties"]["pollInterval"]
     assert _rules(interval) == ["duration(self) >= duration('5s') && duration(self) <= duration('1h')"]
     # CEL's duration() fails on anything else, so the pattern must keep the input to what it accepts.
-    assert interval["pattern"] == resource.DURATION_PATTERN
+    assert interval["pattern"] == runs_api.DURATION_PATTERN
     assert all(v["message"] for v in interval["x-kubernetes-validations"])

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from paiflow_operator import launch_reconcile as core
+from paiflow_operator.api.runs import PaiPipelineRunSpec
 from paiflow_operator.pai.errors import AuthError, BadRequestError, NotFoundError, ServerError, ThrottledError
 from paiflow_operator.pai.models import PipelineRun
-from paiflow_operator.reconcile import Retry
-from paiflow_operator.resource import PaiPipelineRunSpec
+from paiflow_operator.runs import launch_reconcile as core
+from paiflow_operator.runs.reconcile import Retry
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 SETTLE = timedelta(seconds=60)

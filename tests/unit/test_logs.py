@@ -11,8 +11,8 @@ import logging
 from paiflow_operator.settings import Settings
 from paiflow_operator.logs import configure_logging
 configure_logging(Settings(log_format="{fmt}", log_level="INFO"))
-logging.getLogger("paiflow_operator.scheduler").info("synced %s", "ml/train")
-logging.getLogger("paiflow_operator.scheduler").warning(
+logging.getLogger("paiflow_operator.runs.scheduler").info("synced %s", "ml/train")
+logging.getLogger("paiflow_operator.runs.scheduler").warning(
     "ml/train run=flow-1 Failed: boom",
     extra={{"namespace": "ml", "resource": "train", "run_id": "flow-1", "reason": "Failed"}},
 )
@@ -31,9 +31,11 @@ def _run(fmt: str) -> list[str]:
 def test_json_format_emits_one_json_object_per_line() -> None:
     lines = _run("json")
     records = [json.loads(line) for line in lines]
-    assert {"logger": "paiflow_operator.scheduler", "message": "synced ml/train", "level": "INFO"}.items() <= records[
-        0
-    ].items()
+    assert {
+        "logger": "paiflow_operator.runs.scheduler",
+        "message": "synced ml/train",
+        "level": "INFO",
+    }.items() <= records[0].items()
     assert any(r["message"] == "kopf warning" for r in records)
     # A status transition carries its context as fields a log pipeline can filter on.
     transition = next(r for r in records if r["message"].startswith("ml/train run="))

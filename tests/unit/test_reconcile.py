@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from paiflow_operator.api.runs import PaiPipelineRunSpec
+from paiflow_operator.conditions import Event, timestamp
 from paiflow_operator.pai.errors import (
     AuthError,
     BadRequestError,
@@ -26,8 +28,7 @@ from paiflow_operator.pai.errors import (
     TransportError,
 )
 from paiflow_operator.pai.models import PipelineRun, RunStatusSummary
-from paiflow_operator.reconcile import (
-    Event,
+from paiflow_operator.runs.reconcile import (
     Policy,
     Retry,
     SyncResult,
@@ -35,10 +36,8 @@ from paiflow_operator.reconcile import (
     is_finished,
     reconcile,
     suspended,
-    timestamp,
     truncate_utf8,
 )
-from paiflow_operator.resource import PaiPipelineRunSpec
 
 SAMPLE_PATH = Path(__file__).parent / "data" / "get_pipeline_run_sample.json"
 RUN_ID = "flow-j94y0000000000lf7a"

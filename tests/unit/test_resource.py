@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from paiflow_operator.resource import PaiPipelineRun, PaiPipelineRunSpec, parse_duration
+from paiflow_operator.api.runs import PaiPipelineRun, PaiPipelineRunSpec, parse_duration
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from paiflow_operator.api.runs import CredentialsSecretRef, SecretKeySelector
 from paiflow_operator.kube import KubeError
 from paiflow_operator.pai.errors import CredentialsError
-from paiflow_operator.resource import CredentialsSecretRef, SecretKeySelector
 from paiflow_operator.secret_credentials import SecretCredentials
 
 MARK = b"SEKRIT"

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from paiflow_operator.api.workspaces import PaiWorkspaceSpec
 from paiflow_operator.pai.models import PipelineRun, RunList
-from paiflow_operator.workspace_plan import (
+from paiflow_operator.workspaces.plan import (
     LABEL_PIPELINE,
     LABEL_WORKSPACE,
     Existing,
@@ -21,8 +22,7 @@ from paiflow_operator.workspace_plan import (
     plan,
     resource_name,
 )
-from paiflow_operator.workspace_resource import PaiWorkspaceSpec
-from paiflow_operator.workspace_scan import scan_pages
+from paiflow_operator.workspaces.scanner import scan_pages
 
 NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 WS = WorkspaceRef("team-a", "prod", "uid-ws")

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from paiflow_operator.guards.write_gate import WriteGate, is_transient
 from paiflow_operator.kube import KubeError
-from paiflow_operator.write_gate import WriteGate, is_transient
 
 
 class ApiServer:

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, field_validator
 
-from paiflow_operator.resource import (
+from paiflow_operator.api.runs import (
     DURATION_PATTERN,
     MAX_POLL_INTERVAL,
     MIN_POLL_INTERVAL,

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from paiflow_operator import metrics
 from paiflow_operator.kube import KubeError
-from paiflow_operator.sharding import rendezvous_owner
+from paiflow_operator.replicas.sharding import rendezvous_owner
 
 log = logging.getLogger(__name__)
 

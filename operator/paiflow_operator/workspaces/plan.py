@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from paiflow_operator import resource, workspace_resource
+from paiflow_operator.api import runs as runs_api
+from paiflow_operator.api import workspaces as workspaces_api
+from paiflow_operator.api.runs import parse_duration
+from paiflow_operator.api.workspaces import PaiWorkspaceSpec
 from paiflow_operator.pai.models import PipelineRun, RunStatus
-from paiflow_operator.resource import parse_duration
-from paiflow_operator.workspace_resource import PaiWorkspaceSpec
 
 LABEL_PREFIX = "paiflow-operator.dev/"
 LABEL_WORKSPACE = LABEL_PREFIX + "workspace"  # the PaiWorkspace's name
@@ -161,8 +162,8 @@ def run_body(ws: WorkspaceRef, spec: PaiWorkspaceSpec, row: PipelineRun) -> dict
         "labels": labels,
         "ownerReferences": [
             {
-                "apiVersion": resource.API_VERSION,
-                "kind": workspace_resource.KIND,
+                "apiVersion": runs_api.API_VERSION,
+                "kind": workspaces_api.KIND,
                 "name": ws.name,
                 "uid": ws.uid,
                 "controller": True,
@@ -173,7 +174,7 @@ def run_body(ws: WorkspaceRef, spec: PaiWorkspaceSpec, row: PipelineRun) -> dict
     }
     if template is not None and template.annotations:
         metadata["annotations"] = dict(template.annotations)
-    return {"apiVersion": resource.API_VERSION, "kind": resource.KIND, "metadata": metadata, "spec": run_spec}
+    return {"apiVersion": runs_api.API_VERSION, "kind": runs_api.KIND, "metadata": metadata, "spec": run_spec}
 
 
 def plan(
@@ -261,7 +262,7 @@ def existing_from_body(body: Mapping[str, Any]) -> Existing | None:
         (
             ref.get("uid")
             for ref in meta.get("ownerReferences") or []
-            if ref.get("controller") and ref.get("kind") == workspace_resource.KIND
+            if ref.get("controller") and ref.get("kind") == workspaces_api.KIND
         ),
         None,
     )

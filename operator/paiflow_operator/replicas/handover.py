@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from paiflow_operator import metrics
-from paiflow_operator.sharding import Ownership
+from paiflow_operator.replicas.sharding import Ownership
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""PaiPipelineRun, followed or launched: the per-run record, the pure cores, polling, writes and launching."""

@@ -1,0 +1,1 @@
+"""PaiWorkspace: a PAI workspace mirrored as PaiPipelineRuns (pure planning, scans)."""
