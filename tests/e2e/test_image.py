@@ -266,10 +266,10 @@ def pod(installed: Installed) -> Iterator[Pod]:
     template = installed.deployment["spec"]["template"]
     (container,) = template["spec"]["containers"]
     name = f"{RELEASE}-{uuid.uuid4().hex[:10]}"
-    # --timeout: a test run killed before its teardown leaves no operator running for long.
-    podman("run", "--detach", "--timeout", "1200", *podman_run_args(installed, name))
     started = Pod(name, container, template)
     try:
+        # --timeout: a test run killed before its teardown leaves no operator running for long.
+        podman("run", "--detach", "--timeout", "1200", *podman_run_args(installed, name))
         probe = container["readinessProbe"]["httpGet"]
 
         def ready() -> bool:
