@@ -48,6 +48,7 @@ wheels=$cache/image-wheels-$wheels_key
 if [[ ! -f $wheels/.complete ]]; then
     rm -rf "$wheels"
     mkdir -p "$wheels"
+    start=$(date +%s)
     echo "build.sh: fetching the image's wheels into $wheels" >&2
     # Separate pip runs: the files may pin the same package at different versions (the build backend's
     # `packaging` and the runtime's are installed into different venvs).
@@ -64,6 +65,7 @@ if [[ ! -f $wheels/.complete ]]; then
             /tmp/pip/bin/pip download --quiet --disable-pip-version-check --cert /tmp/host-ca.crt \
                 --only-binary=:all: --dest /wheels setuptools wheel'
     touch "$wheels/.complete"
+    echo "build.sh: $(find "$wheels" -name '*.whl' -o -name '*.tar.gz' | wc -l) files fetched in $(($(date +%s) - start)) s" >&2
 fi
 
 # ---- the image ----------------------------------------------------------------------------------------------
