@@ -68,9 +68,10 @@ $(ACTIONLINT): tests/tools/actionlint/go.mod tests/tools/actionlint/go.sum tests
 tools-bin: $(HELM) $(PROMTOOL) $(ACTIONLINT) ## Build helm, promtool and actionlint into the cache (first time: minutes)
 
 .PHONY: lint
-lint: install ## ruff
+lint: install ## ruff, and the layout's import contracts (pyproject.toml [tool.importlinter])
 	$(BIN)/ruff check
 	$(BIN)/ruff format --check
+	$(BIN)/lint-imports --no-cache
 
 .PHONY: typecheck
 typecheck: install ## mypy (strict)
