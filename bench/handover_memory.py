@@ -26,6 +26,7 @@ from paiflow_operator.pai_access import PaiAccess
 from paiflow_operator.replicas.handover import Handover
 from paiflow_operator.runs.reconcile import Policy, reconcile
 from paiflow_operator.runs.scheduler import Scheduler
+from paiflow_operator.runs.writes import RunWriter
 from paiflow_operator.settings import Settings
 
 # Unit tests of the door and what uses it: every namespace allowed (policies: tests/unit/test_access_*.py).
@@ -53,7 +54,7 @@ def measure(n: int, owned: bool, status: dict[str, Any]) -> float:
     scheduler = Scheduler(
         Settings(),
         access,
-        cast(Any, None),
+        RunWriter(cast(Any, None)),
         rng=random.Random(1),
         ownership=ownership,
     )
