@@ -305,7 +305,7 @@ def test_a_policy_edit_takes_effect_live_both_ways(
     assert f"allows Follow in workspace {ws_other}" in found["Ready"]["message"]
     assert emulator.counters.calls_for(rid) == 0
 
-    # Allowed now: recovers without a restart (and well before the slow retry would look again).
+    # Allowed now: recovers without a restart (that it need not wait for the slow retry: test_access_door.py).
     policies.apply(name, [runs.namespace], [ws_allowed, ws_other], ["Follow"])
     runs.wait_status("run", "Running", timeout=20)
     runs.wait_condition("run", "Ready", "True")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from tests.unit.test_scheduler import DEFAULT_KEYS, FakeKube
+from tests.unit.test_scheduler import DEFAULT_KEYS, FakeKube, harness
 
 from paiflow_operator.access.identity import Identities
 from paiflow_operator.access.policy import Identity, Namespace, Policy, PolicyState
@@ -20,6 +20,8 @@ from paiflow_operator.pai.credentials import AssumeRoleSource, CredentialSource,
 from paiflow_operator.pai.models import PipelineRun, RunList
 from paiflow_operator.pai_access import Action, Caller, PaiAccess
 from paiflow_operator.settings import Settings
+
+__all__ = ["harness"]  # the fixture, imported for pytest
 
 ROLE = "acs:ram::1234567890123456:role/team-a-pai"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -258,3 +260,33 @@ def test_assume_role_sources_are_made_once_per_role_and_forgotten_with_it() -> N
     identities.forget(set())
     assert identities.credentials(Identity("AssumeRole", ROLE)) is not one
     assert Namespace("x").all_labels() == {"kubernetes.io/metadata.name": "x"}
+
+
+# ---- live: a policy change re-queues what it held back ---------------------------------------------------
+
+
+async def test_a_denied_run_recovers_at_once_when_a_policy_allows_it_and_stops_when_denied(harness: Any) -> None:
+    h = await harness(slow_retry_interval="5m", default_poll_interval="30s")
+    view = AccessView()
+    view.load([], [])
+    h.access.policies = view
+    view.subscribe(h.sched.recheck_denied)
+    h.pai.add("flow-1", workspace="ws-1")
+    key = h.create("r", "flow-1", workspaceId="ws-1")
+    await h.advance(0.1)
+    ready = next(c for c in h.kube.status[key]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "PolicyDenied" and h.pai.calls == []
+    assert h.delay(key) > 100  # a slow retry: minutes away
+
+    view.observe_policy(policy_body("a", "team-a", ["ws-1"], ["Follow"]), "ADDED")
+    assert h.delay(key) <= 1.0  # looked at again now, not in five minutes
+    await h.advance(1.1)
+    assert h.kube.status[key]["runStatus"] == "Running" and len(h.pai.calls) == 1
+    assert next(c for c in h.kube.status[key]["conditions"] if c["type"] == "Ready")["status"] == "True"
+
+    view.observe_policy(policy_body("a", "team-a", ["ws-1"], ["Follow"]), "DELETED")
+    await h.advance(40)  # the next poll is refused at the door
+    assert len(h.pai.calls) == 1
+    status = h.kube.status[key]
+    assert status["runStatus"] == "Running"  # the last status stays
+    assert next(c for c in status["conditions"] if c["type"] == "Ready")["reason"] == "PolicyDenied"
