@@ -118,6 +118,8 @@ class Launcher:
                     return Retry.STOP  # the API server deletes the object now
                 continue
             if step is core.Step.CLAIM:
+                # Ownership, the access policies and the claim are checked and written inside the door, right
+                # before the create leaves; a launch the policies refuse writes no claim (the door refuses first).
                 outcome = await self._launch(tracked)
             elif step is core.Step.START:
                 outcome = await self._start(tracked, trusted=None)

@@ -12,6 +12,7 @@ from paiflow_operator import metrics
 from paiflow_operator.conditions import Event
 from paiflow_operator.guards.write_gate import WriteGate
 from paiflow_operator.kube import ObjectRef
+from paiflow_operator.runs.events import EventQueue
 from paiflow_operator.runs.tracked import Tracked
 
 log = logging.getLogger(__name__)
@@ -32,11 +33,15 @@ class RunWriter:
         *,
         gate: WriteGate | None = None,
         wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        events: EventQueue | None = None,
     ) -> None:
         self.kube = kube
         # Through an API server outage, status writes wait together and go again together (write_gate.py).
         self.gate = gate or WriteGate()
         self.wallclock = wallclock
+        # With a queue, Events go after the status writes in flight (events.py); without one, inline.
+        self.events = events
+        self.in_flight = 0
 
     async def write_status(
         self, tracked: Tracked, patch: dict[str, Any], *, resource_version: str | None = None
@@ -44,14 +49,20 @@ class RunWriter:
         """A merge patch of the run's status (with ``resource_version``: only if the object is still at it).
         Raises KubeError as the API server answers, but waits out an outage of the API server itself."""
         was = tracked.status.get("runStatus")  # read before the await: the watch may echo our write first
-        if resource_version is None:
-            written = await self.gate.write(lambda: self.kube.patch_status(tracked.namespace, tracked.name, patch))
-        else:
-            written = await self.gate.write(
-                lambda: self.kube.patch_status(
-                    tracked.namespace, tracked.name, patch, resource_version=resource_version
+        self.in_flight += 1
+        try:
+            if resource_version is None:
+                written = await self.gate.write(lambda: self.kube.patch_status(tracked.namespace, tracked.name, patch))
+            else:
+                written = await self.gate.write(
+                    lambda: self.kube.patch_status(
+                        tracked.namespace, tracked.name, patch, resource_version=resource_version
+                    )
                 )
-            )
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0 and self.events is not None:
+                self.events.writes_settled()
         metrics.KUBE_WRITES.labels("status").inc()
         after = written.get("status") or {}
         if after.get("runStatus") != was and after.get("runStatus") in metrics.ENDED:
@@ -61,6 +72,10 @@ class RunWriter:
 
     async def post_events(self, tracked: Tracked, events: list[Event]) -> None:
         """Events are best effort: one that cannot be posted is logged, never retried."""
+        if self.events is not None:
+            ref = ObjectRef(tracked.namespace, tracked.name, tracked.uid, tracked.resource_version)
+            await self.events.post(ref, events, self.wallclock())
+            return
         for event in events:
             try:
                 ref = ObjectRef(tracked.namespace, tracked.name, tracked.uid, tracked.resource_version)
