@@ -169,6 +169,11 @@ class PaiPipelineScheduleStatus(_Model):
     """What the schedule has done (written by the operator only)."""
 
     lastScheduleTime: datetime | None = Field(default=None, description="The slot of the newest run started.")
+    lastSkippedTime: datetime | None = Field(
+        default=None,
+        description="The newest slot skipped (Forbid while a run was active, or missed by more than "
+        "startingDeadlineSeconds): never started later.",
+    )
     lastSuccessfulTime: datetime | None = Field(default=None, description="When the last succeeded run finished.")
     nextScheduleTime: datetime | None = Field(default=None, description="The next slot (unset while suspended).")
     active: list[ActiveRun] | None = Field(default=None, description="Runs of this schedule not yet ended.")
