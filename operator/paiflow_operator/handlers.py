@@ -17,6 +17,7 @@ import prometheus_client
 
 from paiflow_operator import metrics
 from paiflow_operator.api import runs as runs_api
+from paiflow_operator.api import schedules as schedules_api
 from paiflow_operator.api import workspaces as workspaces_api
 from paiflow_operator.kube import KubeApi, load_client_configuration
 from paiflow_operator.pai.client import PaiClient
@@ -26,6 +27,7 @@ from paiflow_operator.replicas.membership import LeaseMembership, default_identi
 from paiflow_operator.replicas.sharding import KeyOwnership, StaticShards
 from paiflow_operator.runs.launcher import Launcher
 from paiflow_operator.runs.scheduler import Scheduler
+from paiflow_operator.schedules.controller import ScheduleController
 from paiflow_operator.settings import Settings, get_settings
 from paiflow_operator.workspaces.scanner import WorkspaceScanner
 
@@ -69,6 +71,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     scheduler.launcher = Launcher(scheduler, pai, kube)
     memo.pai, memo.kube, memo.scheduler = pai, kube, scheduler
     memo.scanner = WorkspaceScanner(config, pai, kube, scheduler)
+    memo.schedules = ScheduleController(config, kube, scheduler.owns)
     memo.membership, memo.ownership = membership, ownership
     memo.feed = scheduler.observe
     if membership is not None:
@@ -158,6 +161,7 @@ async def watch(event: kopf.RawEvent, uid: str | None, memo: kopf.Memo, **_: Any
     memo.feed(event["object"], event["type"])
     metrics.namespace_seen(event["object"].get("metadata", {}).get("namespace", ""))
     memo.scanner.observe_run(event["object"], event["type"])
+    memo.schedules.observe_run(event["object"], event["type"])
     membership: LeaseMembership | None = memo.membership
     if membership is not None and membership.joining:
         listing: Listing = memo.listing
@@ -175,6 +179,12 @@ def members(memo: kopf.Memo, **_: Any) -> int | None:
 async def watch_workspaces(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     # Each PaiWorkspace gets one scan task (workspace_scan.py); like runs, no finalizer and no annotations.
     memo.scanner.observe_workspace(event["object"], event["type"])
+
+
+@kopf.on.event(runs_api.GROUP, runs_api.VERSION, schedules_api.PLURAL)
+async def watch_schedules(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    # One task per PaiPipelineSchedule (schedules/controller.py); no finalizer, no annotations.
+    memo.schedules.observe_schedule(event["object"], event["type"])
 
 
 @kopf.on.probe(id="trackedRuns")
@@ -196,6 +206,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         drain = config.lease_renew_interval + config.initial_jitter + config.batch_window
         await membership.leave(drain.total_seconds())
     await memo.scanner.stop()
+    await memo.schedules.stop()
     await memo.scheduler.stop()
     if membership is not None:
         memo.join_task.cancel()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Annotated, Literal
 
@@ -91,6 +91,27 @@ class Settings(BaseSettings):
     workspace_create_burst: int = Field(default=50, ge=1)
     # lastScanTime alone is written at most this often (a change of anything else writes at once).
     workspace_status_heartbeat: Duration = timedelta(minutes=5)
+
+    # PaiPipelineSchedules (schedules/controller.py). A schedule is re-read at least this often (ownership moves,
+    # a missed wake-up), besides its next slot and every change of it or its runs.
+    schedule_resync_interval: Duration = timedelta(seconds=30)
+    # Test only: the schedules' clock runs `schedule_clock_rate` times as fast as the wall clock from
+    # `schedule_clock_anchor` on (every replica and restart agrees on it), so tests see many slots in seconds.
+    schedule_clock_rate: float = Field(default=1.0, gt=0, le=3600)
+    schedule_clock_anchor: datetime | None = None
+
+    # Completion notifications (runs/notify.py): a CloudEvent per ended run, POSTed to this sink (http(s) URL;
+    # unset: none). Only the operator's administrator sets it, as for Tekton's default-cloud-events-sink.
+    notify_sink: str | None = Field(default=None, pattern=r"^https?://[^\s]+$", max_length=2048)
+    notify_timeout: float = Field(default=10.0, gt=0)
+    notify_backoff_base: Duration = timedelta(seconds=2)
+    notify_backoff_max: Duration = timedelta(minutes=5)
+    notify_concurrency: int = Field(default=4, ge=1, le=64)
+    # Pending deliveries held at most; past it new ones wait for the next restart's pass (counted in a metric).
+    notify_queue_size: int = Field(default=10_000, ge=1)
+    # A run found ended with no delivery recorded (after a restart, a new sink) is notified only if it ended this
+    # recently: turning a sink on must not replay a year of history.
+    notify_window: Duration = timedelta(hours=24)
 
     list_chunk_size: int = Field(default=500, ge=1, description="Objects per page of kopf's initial list.")
     max_text_field_bytes: int = Field(default=64 * 1024, ge=1024, le=256 * 1024)

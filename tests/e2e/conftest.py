@@ -77,6 +77,7 @@ def installed(control_plane: ControlPlane) -> ControlPlane:
         "--for=condition=Established",
         "crd/paipipelineruns.paiflow-operator.dev",
         "crd/paiworkspaces.paiflow-operator.dev",
+        "crd/paipipelineschedules.paiflow-operator.dev",
         "--timeout=60s",
     )
     return control_plane

@@ -303,5 +303,9 @@ def test_operator_identity_is_refused_what_it_does_not_need(
     assert can("patch", "paiworkspaces.paiflow-operator.dev", "--subresource=status", "-n", namespace) == "yes"
     assert can("patch", "paiworkspaces.paiflow-operator.dev", "-n", namespace) == "no"
     assert can("delete", "paiworkspaces.paiflow-operator.dev", "-n", namespace) == "no"
+    assert can("watch", "paipipelineschedules.paiflow-operator.dev", "-A") == "yes"
+    assert can("patch", "paipipelineschedules.paiflow-operator.dev", "--subresource=status", "-n", namespace) == "yes"
+    assert can("patch", "paipipelineschedules.paiflow-operator.dev", "-n", namespace) == "no"
+    assert can("delete", "paipipelineschedules.paiflow-operator.dev", "-n", namespace) == "no"
     denied = installed.kubectl("get", "secrets", "-n", "kube-system", kubeconfig=operator_kubeconfig, check=False)  # type: ignore[arg-type]
     assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()

@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--for=condition=Established",
                 "crd/paipipelineruns.paiflow-operator.dev",
                 "crd/paiworkspaces.paiflow-operator.dev",
+                "crd/paipipelineschedules.paiflow-operator.dev",
             )
             sa = cp.service_account_kubeconfig("paiflow-system", "paiflow-operator", workdir / "operator.kubeconfig")
             operator = OperatorProcess(
