@@ -26,6 +26,7 @@ from paiflow_operator.replicas.handover import Handover
 from paiflow_operator.replicas.membership import LeaseMembership, default_identity, group_for
 from paiflow_operator.replicas.sharding import KeyOwnership, StaticShards
 from paiflow_operator.runs.launcher import Launcher
+from paiflow_operator.runs.notify import Notifier
 from paiflow_operator.runs.scheduler import Scheduler
 from paiflow_operator.schedules.controller import ScheduleController
 from paiflow_operator.settings import Settings, get_settings
@@ -72,6 +73,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo.pai, memo.kube, memo.scheduler = pai, kube, scheduler
     memo.scanner = WorkspaceScanner(config, pai, kube, scheduler)
     memo.schedules = ScheduleController(config, kube, scheduler.owns)
+    memo.notifier = notifier = Notifier(config, kube, scheduler.owns)
+    if notifier.enabled:
+        scheduler.on_status_written = notifier.written
     memo.membership, memo.ownership = membership, ownership
     memo.feed = scheduler.observe
     if membership is not None:
@@ -87,6 +91,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         )
     loop = asyncio.get_running_loop()
     memo.scheduler_task = loop.create_task(scheduler.run(), name="paiflow-scheduler")
+    memo.notifier_task = loop.create_task(notifier.run(), name="paiflow-notifier")
     memo.trim_task = loop.create_task(_return_freed_memory(), name="paiflow-malloc-trim")
     metrics.register_runs_collector(scheduler.snapshot)
     if config.metrics_port:
@@ -162,6 +167,7 @@ async def watch(event: kopf.RawEvent, uid: str | None, memo: kopf.Memo, **_: Any
     metrics.namespace_seen(event["object"].get("metadata", {}).get("namespace", ""))
     memo.scanner.observe_run(event["object"], event["type"])
     memo.schedules.observe_run(event["object"], event["type"])
+    memo.notifier.offer(event["object"], event["type"])  # after a restart: ended runs whose event is still owed
     membership: LeaseMembership | None = memo.membership
     if membership is not None and membership.joining:
         listing: Listing = memo.listing
@@ -213,7 +219,9 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         await membership.stop()
     memo.scheduler_task.cancel()
     memo.trim_task.cancel()
-    await asyncio.gather(memo.scheduler_task, memo.trim_task, return_exceptions=True)
+    memo.notifier_task.cancel()
+    await asyncio.gather(memo.scheduler_task, memo.trim_task, memo.notifier_task, return_exceptions=True)
+    await memo.notifier.stop()
     await memo.pai.aclose()
     memo.kube.close()
     log.info("paiflow-operator stopped")

@@ -311,6 +311,16 @@ class LaunchStatus(_Model):
     )
 
 
+class NotificationStatus(_Model):
+    """The completion CloudEvent delivered for this run (runs/notify.py): what makes delivery survive a restart."""
+
+    sink: str = Field(description="The sink's name (default: the operator-wide sink), never its URL.", max_length=253)
+    type: str = Field(description="The CloudEvent type, e.g. dev.paiflow-operator.pipelinerun.succeeded.v1.")
+    id: str = Field(description="The CloudEvent id (the same on every retry, for consumers to drop duplicates).")
+    deliveredAt: datetime = Field(description="When the sink acknowledged it (2xx).")
+    attempts: int = Field(ge=1, description="POSTs it took.")
+
+
 class PaiPipelineRunStatus(_Model):
     """The run as PAI last reported it, and for launched runs the operator's record of creating it (written by
     the operator only)."""
@@ -359,6 +369,9 @@ class PaiPipelineRunStatus(_Model):
     conditions: list[Condition] | None = Field(
         default=None,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    notification: NotificationStatus | None = Field(
+        default=None, description="The completion CloudEvent sent when the run ended (with a sink configured)."
     )
 
 

@@ -188,6 +188,8 @@ class Scheduler:
         self._outage_told: set[tuple[str, int, str, str]] = set()
         # Set by handlers.py: starts and terminates runs of resources with spec.launch (launcher.py).
         self.launcher: Launcher | None = None
+        # Set by handlers.py: told of every status written, without waiting (runs/notify.py: completion events).
+        self.on_status_written: Callable[[Mapping[str, Any]], None] | None = None
 
     # ---- fed by the watch -------------------------------------------------------------------------
 
@@ -627,6 +629,8 @@ class Scheduler:
             metrics.observe_completion(tracked.namespace, after["runStatus"], after.get("duration"))
         tracked.status = dict(written.get("status") or tracked.status)
         tracked.resource_version = (written.get("metadata") or {}).get("resourceVersion")
+        if self.on_status_written is not None:
+            self.on_status_written(written)
 
     def _events_to_post(self, tracked: Tracked, events: list[Event]) -> list[Event]:
         """Logs each Event (a status transition or a change of error class) and keeps the ones to post.
