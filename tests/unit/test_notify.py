@@ -71,11 +71,11 @@ def notifier(sink: Sink, kube: FakeKube, **settings: Any) -> Notifier:
     return Notifier(config, kube, lambda uid: True, client=client, wallclock=lambda: NOW, rng=random.Random(1))
 
 
-async def settle(n: Notifier, until: Any, timeout: float = 5.0) -> None:
+async def settle(n: Notifier, until: Any, bound: float = 5.0) -> None:
     task = asyncio.create_task(n.run())
     try:
-        async with asyncio.timeout(timeout):
-            while not until():
+        async with asyncio.timeout(bound):
+            while not until():  # noqa: ASYNC110 (polls the fakes' state; nothing to await on)
                 await asyncio.sleep(0.005)
     finally:
         task.cancel()
