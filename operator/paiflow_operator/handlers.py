@@ -81,6 +81,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     if membership is not None:
         handover = Handover(scheduler, membership)
         membership.subscribe(handover.rebalance)
+        membership.subscribe(notifier.rebalance)
         memo.feed = handover.observe
         # Before kopf starts watching: the first events already know the members.
         await membership.start()

@@ -183,3 +183,22 @@ def test_window_uses_the_wall_clock() -> None:
     recent = body(finishedAt=(NOW - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ"))
     n.offer(recent)
     assert len(n.pending) == 1
+
+
+def test_a_run_of_another_replica_waits_until_it_is_ours() -> None:
+    mine: set[str] = set()
+    config = Settings(notify_sink="http://127.0.0.1:9/")
+    n = Notifier(
+        config,
+        FakeKube(),
+        lambda uid: uid in mine,
+        client=httpx.AsyncClient(transport=httpx.MockTransport(Sink([]).handler)),
+    )
+    n.offer(body())
+    assert not n.pending and "u-1" in n.others
+    mine.add("u-1")  # the dead replica's Lease expired: the run is this replica's now
+    n.rebalance()
+    assert "u-1" in n.pending and not n.others
+    # Its owner recorded the delivery: nothing waits any more.
+    n.offer(body(notification={"type": "dev.paiflow-operator.pipelinerun.succeeded.v1", "deliveredAt": "x"}))
+    assert not n.pending and not n.others

@@ -120,6 +120,7 @@ class Notifier:
         self.wallclock = wallclock
         self.rng = rng or random.Random()
         self.pending: dict[str, Pending] = {}
+        self.others: dict[str, dict[str, Any]] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count(1)
         self._wake = asyncio.Event()
@@ -138,42 +139,59 @@ class Notifier:
 
     def offer(self, body: Mapping[str, Any], event_type: str | None = None) -> None:
         """Queues the run's CloudEvent if it has ended and none was delivered for that end; never blocks."""
-        if self.sink is None or event_type == "DELETED":
-            return  # a pending delivery of a deleted run still goes (its record write will find nothing)
         meta, status = body.get("metadata") or {}, body.get("status") or {}
-        run_status = status.get("runStatus")
         uid = meta.get("uid", "")
-        if run_status not in TYPES or not uid or not self.owns(uid):
-            return
-        delivered = status.get("notification") or {}
-        if delivered.get("type") == TYPES[run_status] and delivered.get("deliveredAt"):
+        if event_type == "DELETED":
+            self.others.pop(uid, None)
+            return  # a pending delivery of a deleted run still goes (its record write will find nothing)
+        if self.sink is None or not uid or not self._owed(meta, status):
             self.pending.pop(uid, None)
+            self.others.pop(uid, None)
             return
-        # Only an end the operator itself wrote (a status forged through the subresource is confirmed with PAI
-        # first, see scheduler._needs_confirmation), of a run that ended after its resource was made (an
-        # imported run that had long ended is not news) and recently (a new sink does not replay history).
-        if _runstatus_manager(meta) not in (FIELD_MANAGER, None):
+        snapshot = {"metadata": dict(meta), "status": dict(status)}
+        if not self.owns(uid):
+            # Another replica's (or, right after a restart, a dead replica's whose Lease has not expired yet):
+            # kept until a membership change makes it ours (rebalance) or its delivery record arrives.
+            if uid in self.others or len(self.others) < self.settings.notify_queue_size:
+                self.others[uid] = snapshot
             return
-        ended = parse_timestamp(status.get("finishedAt")) or parse_timestamp(status.get("lastSyncTime"))
-        created = parse_timestamp(meta.get("creationTimestamp"))
-        if ended is not None and created is not None and ended < created:
-            return
-        if ended is not None and ended < self.wallclock() - self.settings.notify_window:
-            return
+        self.others.pop(uid, None)
         item = self.pending.get(uid)
         if item is not None:
-            item.body = {"metadata": dict(meta), "status": dict(status)}
+            item.body = snapshot
             return
         if len(self.pending) >= self.settings.notify_queue_size:
             metrics.NOTIFICATIONS.labels("dropped").inc()
             log.warning("notification queue full: %s/%s not queued", meta.get("namespace"), meta.get("name"))
             return
-        item = Pending(
-            meta.get("namespace", ""), meta.get("name", ""), uid, {"metadata": dict(meta), "status": dict(status)}
-        )
+        item = Pending(meta.get("namespace", ""), meta.get("name", ""), uid, snapshot)
         self.pending[uid] = item
         metrics.NOTIFICATIONS_PENDING.set(len(self.pending))
         self._push(item, self.clock())
+
+    def _owed(self, meta: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+        run_status = status.get("runStatus")
+        if run_status not in TYPES:
+            return False
+        delivered = status.get("notification") or {}
+        if delivered.get("type") == TYPES[run_status] and delivered.get("deliveredAt"):
+            return False
+        # Only an end the operator itself wrote (a status forged through the subresource is confirmed with PAI
+        # first, see scheduler._needs_confirmation), of a run that ended after its resource was made (an
+        # imported run that had long ended is not news) and recently (a new sink does not replay history).
+        if _runstatus_manager(meta) not in (FIELD_MANAGER, None):
+            return False
+        ended = parse_timestamp(status.get("finishedAt")) or parse_timestamp(status.get("lastSyncTime"))
+        created = parse_timestamp(meta.get("creationTimestamp"))
+        if ended is not None and created is not None and ended < created:
+            return False
+        return ended is None or ended >= self.wallclock() - self.settings.notify_window
+
+    def rebalance(self) -> None:
+        """After a membership change: the runs waiting for another replica that are now this one's."""
+        for uid, body in list(self.others.items()):
+            if self.owns(uid):
+                self.offer(body)
 
     def _push(self, item: Pending, due: float) -> None:
         item.seq = next(self._seq)

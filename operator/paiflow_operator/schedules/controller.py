@@ -41,14 +41,15 @@ class ScheduleKube(Protocol):
     async def create_event(self, ref: ObjectRef, event: Event, now: datetime | None = None) -> None: ...
 
 
-def schedule_clock(settings: Settings, wallclock: Callable[[], datetime]) -> Callable[[], datetime]:
-    """The schedules' clock: the wall clock, or in tests one running `schedule_clock_rate` times as fast from
-    `schedule_clock_anchor` on (a function of the wall clock, so every process agrees, across restarts too)."""
+def schedule_time(settings: Settings) -> Callable[[datetime], datetime]:
+    """Wall-clock time -> the schedules' time: the same, or in tests a clock running `schedule_clock_rate` times
+    as fast from `schedule_clock_anchor` on (a function of the wall clock, so every process agrees, across
+    restarts too). Applied to now and to the schedule's creationTimestamp alike."""
     rate, anchor = settings.schedule_clock_rate, settings.schedule_clock_anchor
     if rate == 1.0 or anchor is None:
-        return wallclock
+        return lambda t: t
     start = anchor if anchor.tzinfo else anchor.replace(tzinfo=UTC)
-    return lambda: start + (wallclock() - start) * rate
+    return lambda t: start + (t - start) * rate
 
 
 def owner_uid(body: Mapping[str, Any]) -> str | None:
@@ -122,12 +123,16 @@ class ScheduleController:
         self.settings = settings
         self.kube = kube
         self.owns = owns
-        self.now = schedule_clock(settings, wallclock)
+        self.time = schedule_time(settings)
+        self.wallclock = wallclock
         self.monotonic = monotonic
         self.schedules: dict[tuple[str, str], Watched] = {}
         # Runs owned by a schedule: schedule uid -> run uid -> run.
         self.runs: dict[str, dict[str, OwnedRun]] = {}
         self._run_owner: dict[str, str] = {}
+
+    def now(self) -> datetime:
+        return self.time(self.wallclock())
 
     # ---- fed by the watches -------------------------------------------------------------------------
 
@@ -166,7 +171,8 @@ class ScheduleController:
             self._drop(key)
             current = None
         generation = int(meta.get("generation") or 0)
-        created = parse_timestamp(meta.get("creationTimestamp")) or self.now()
+        stamp = parse_timestamp(meta.get("creationTimestamp"))
+        created = self.time(stamp) if stamp is not None else self.now()
         if current is None:
             current = Watched(key[0], key[1], meta.get("uid", ""), generation, created, spec, dict(body), {})
             current.status = dict(body.get("status") or {})
