@@ -31,8 +31,9 @@ from cloudevents.core.v1.event import CloudEvent
 
 from paiflow_operator import metrics
 from paiflow_operator.api import runs as runs_api
+from paiflow_operator.conditions import parse_timestamp, timestamp
 from paiflow_operator.kube import FIELD_MANAGER, KubeError
-from paiflow_operator.runs.reconcile import backoff_delay, parse_timestamp, timestamp
+from paiflow_operator.runs.reconcile import backoff_delay
 from paiflow_operator.settings import Settings
 
 log = logging.getLogger(__name__)

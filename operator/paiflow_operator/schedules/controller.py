@@ -20,8 +20,9 @@ from typing import Any, Protocol
 from paiflow_operator import metrics
 from paiflow_operator.api import runs as runs_api
 from paiflow_operator.api import schedules as api
+from paiflow_operator.conditions import Event, parse_timestamp, timestamp
 from paiflow_operator.kube import KubeError, ObjectRef
-from paiflow_operator.runs.reconcile import Event, backoff_delay, parse_timestamp, timestamp
+from paiflow_operator.runs.reconcile import backoff_delay
 from paiflow_operator.schedules import plan as schedule_plan
 from paiflow_operator.schedules.plan import OwnedRun
 from paiflow_operator.settings import Settings

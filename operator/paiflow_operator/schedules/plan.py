@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from paiflow_operator.api.schedules import SCHEDULED_AT_ANNOTATION, PaiPipelineScheduleSpec
-from paiflow_operator.runs.reconcile import Event, _set_condition, parse_timestamp, timestamp
+from paiflow_operator.conditions import Event, parse_timestamp, set_condition, timestamp
 
 # A slot counted as missed beyond this number is reported as "more than" it (CronJob warns past 100 too).
 MAX_MISSED_COUNTED = 100
@@ -179,18 +179,18 @@ def plan(
             _decide(out, name, spec, created, handled, active, now)
     except ScheduleError as exc:
         out.error = exc
-        _set_condition(conditions, "Ready", "False", exc.reason, str(exc), generation, now)
-        _set_condition(conditions, "Stalled", "True", exc.reason, str(exc), generation, now)
+        set_condition(conditions, "Ready", "False", exc.reason, str(exc), generation, now)
+        set_condition(conditions, "Stalled", "True", exc.reason, str(exc), generation, now)
         out.status = _status(status, generation, conditions, kept_runs, active, None, None, None)
         return out
     if spec.suspend:
         message = "Suspended by spec.suspend: no new runs"
-        _set_condition(conditions, "Ready", "True", "Suspended", message, generation, now)
+        set_condition(conditions, "Ready", "True", "Suspended", message, generation, now)
     else:
         message = f"Next run at {timestamp(nxt)}" if nxt else "The schedule has no slot within 50 years"
-        _set_condition(conditions, "Ready", "True", "Scheduled", message, generation, now)
+        set_condition(conditions, "Ready", "True", "Scheduled", message, generation, now)
     reason = "Suspended" if spec.suspend else "Scheduled"
-    _set_condition(conditions, "Stalled", "False", reason, message, generation, now)
+    set_condition(conditions, "Stalled", "False", reason, message, generation, now)
     scheduled = out.create if out.create is not None else last_scheduled
     skipped = out.skip.slot if out.skip is not None else last_skipped
     out.status = _status(status, generation, conditions, kept_runs, active, scheduled, skipped, nxt)
