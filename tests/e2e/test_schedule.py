@@ -196,14 +196,19 @@ def test_an_outage_of_many_slots_makes_one_catch_up_run(
 ) -> None:
     pid = pipeline(emulator, Timeline.of(("Running", 1), ("Succeeded", None)))
     # A slot every 10 minutes of schedule time = 10 s here: a burst would show between two slots.
-    with own_operator(operator, runs.namespace, "schedule-outage", **clock(60)) as procs:
+    fast = clock(60)
+    anchor = datetime.fromisoformat(fast["PAIFLOW_SCHEDULE_CLOCK_ANCHOR"])
+    with own_operator(operator, runs.namespace, "schedule-outage", **fast) as procs:
         apply_schedule(runs, "nightly", pid, schedule="*/10 * * * *", successfulRunsHistoryLimit=20)
         wait_for(lambda: len(runs_of(runs, "nightly")) == 1, 30, 0.2, "the first run")
         procs[-1].stop()
-        time.sleep(42)  # four slots missed
+        # Four slots or more missed; the operator is back just after a slot (its start takes a few seconds), so
+        # that the catch-up run and the next slot's run are seconds apart.
+        virtual = anchor.timestamp() + 60 * (datetime.now(UTC) - anchor).total_seconds()
+        time.sleep(40 + (600 - virtual % 600) / 60 + 1)  # slots are 600 s of schedule time, 10 s here
         restart(procs, kill=False)
         wait_for(lambda: len(runs_of(runs, "nightly")) == 2, 10, 0.2, "the catch-up run")
-        time.sleep(2)  # well before the next slot
+        time.sleep(1)  # before the next slot
         items = runs_of(runs, "nightly")
         assert len(items) == 2, [i["metadata"]["name"] for i in items]
         gap = slots(items)[1] - slots(items)[0]
