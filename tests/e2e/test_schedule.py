@@ -361,3 +361,39 @@ def test_one_cloudevent_per_ended_run_through_a_dead_sink_and_a_restart(
             assert not [line for line in procs[-1].log_text().splitlines() if "Traceback" in line]
     finally:
         sink.down()
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"schedule": "61 * * * *"}, "spec.schedule must be five cron fields"),
+        ({"schedule": "* * * *"}, "spec.schedule must be five cron fields"),
+        ({"schedule": "@every 5m"}, "spec.schedule must be five cron fields"),
+        ({"concurrencyPolicy": "Sometimes"}, "spec.concurrencyPolicy"),
+        ({"timeZone": "not a zone"}, "spec.timeZone"),
+        ({"startingDeadlineSeconds": -1}, "spec.startingDeadlineSeconds"),
+        ({"runTemplate": {"spec": {"pipelineRunId": "flow-abc"}}}, "runTemplate.spec needs spec.launch"),
+    ],
+)
+def test_the_api_server_refuses_a_bad_schedule_naming_the_field(runs: Runs, spec: dict[str, Any], message: str) -> None:
+    body = {
+        "apiVersion": "paiflow-operator.dev/v1alpha1",
+        "kind": "PaiPipelineSchedule",
+        "metadata": {"name": "bad", "namespace": runs.namespace},
+        "spec": {
+            "schedule": "0 2 * * *",
+            "runTemplate": {"spec": {"launch": {"workspaceId": WORKSPACE, "pipelineId": "p-1"}}},
+            **spec,
+        },
+    }
+    refused = runs.cp.kubectl("apply", "-f", "-", input=json.dumps(body), check=False)
+    assert refused.returncode != 0 and message in refused.stderr, refused.stderr
+
+
+def test_a_schedule_template_stays_editable(runs: Runs) -> None:
+    apply_schedule(runs, "edit", "p-1", suspend=True)
+    body = schedule(runs, "edit")
+    body["spec"]["runTemplate"]["spec"]["launch"]["pipelineId"] = "p-2"
+    body["spec"]["schedule"] = "@daily"
+    runs.cp.kubectl("apply", "-f", "-", input=json.dumps(body))
+    assert schedule(runs, "edit")["spec"]["runTemplate"]["spec"]["launch"]["pipelineId"] == "p-2"
