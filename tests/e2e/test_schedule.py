@@ -20,8 +20,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import yaml
 from tests.e2e.conftest import Runs, wait_for
-from tests.support.operator_process import OperatorProcess, free_port
+from tests.support.operator_process import REPO, OperatorProcess, free_port
 
 from paiflow_emulator.server import Emulator
 from paiflow_emulator.timeline import Timeline
@@ -397,3 +398,11 @@ def test_a_schedule_template_stays_editable(runs: Runs) -> None:
     body["spec"]["schedule"] = "@daily"
     runs.cp.kubectl("apply", "-f", "-", input=json.dumps(body))
     assert schedule(runs, "edit")["spec"]["runTemplate"]["spec"]["launch"]["pipelineId"] == "p-2"
+
+
+def test_the_shipped_example_is_accepted(runs: Runs) -> None:
+    body = yaml.safe_load((REPO / "deploy" / "examples" / "paipipelineschedule.yaml").read_text())
+    body["metadata"]["namespace"] = runs.namespace
+    body["spec"]["suspend"] = True  # accepted, not run: no operator acts on it in this test
+    runs.cp.kubectl("apply", "-f", "-", input=json.dumps(body))
+    assert schedule(runs, "nightly-train")["spec"]["timeZone"] == "Asia/Shanghai"
