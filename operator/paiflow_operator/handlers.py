@@ -75,6 +75,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         handover = Handover(scheduler, membership)
         membership.subscribe(handover.rebalance)
         membership.subscribe(notifier.rebalance)
+        membership.subscribe(memo.schedules.rebalance)
         memo.feed = handover.observe
         # Before kopf starts watching: the first events already know the members.
         await membership.start()

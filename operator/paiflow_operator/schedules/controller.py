@@ -184,6 +184,11 @@ class ScheduleController:
         current.status = dict(body.get("status") or {})
         current.wake.set()
 
+    def rebalance(self) -> None:
+        """The replicas changed: every schedule looks again at once (a new owner acts without waiting a resync)."""
+        for watched in self.schedules.values():
+            watched.wake.set()
+
     def _drop(self, key: tuple[str, str]) -> None:
         watched = self.schedules.pop(key, None)
         if watched is not None and watched.task is not None:
