@@ -202,3 +202,65 @@ def test_a_run_of_another_replica_waits_until_it_is_ours() -> None:
     # Its owner recorded the delivery: nothing waits any more.
     n.offer(body(notification={"type": "dev.paiflow-operator.pipelinerun.succeeded.v1", "deliveredAt": "x"}))
     assert not n.pending and not n.others
+
+
+async def test_an_https_sink_with_an_untrusted_certificate_gets_nothing(tmp_path: Any) -> None:
+    """The operator's own client (no transport injected): the certificate is verified, the event is not sent."""
+    import datetime as dt
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(dt.datetime.now(UTC) - timedelta(minutes=1))
+        .not_valid_after(dt.datetime.now(UTC) + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    posted: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            posted.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            self.send_response(202)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        config = Settings(
+            notify_sink=f"https://localhost:{server.server_address[1]}/",
+            notify_backoff_base="10ms",
+            notify_backoff_max="20ms",
+        )
+        kube = FakeKube()
+        n = Notifier(config, kube, lambda uid: True)
+        n.offer(body())
+        await settle(n, lambda: n.pending["u-1"].attempts >= 3)
+        assert not posted and not kube.patches and n.pending["u-1"].delivered_at is None
+        await n.stop()
+    finally:
+        server.shutdown()
+        server.server_close()
