@@ -8,7 +8,10 @@ to now - startingDeadlineSeconds instead, which skips silently). Unlike CronJob,
 for good (recorded in lastSkippedTime): CronJob would start it late once the active run ends.
 
 Time zones are zoneinfo's; cronsim follows Debian's cron over DST changes: a slot inside a spring-forward gap
-runs at the first minute after it, and a slot inside a fall-back overlap runs once.
+runs at the first minute after it, and a slot inside a fall-back overlap runs once. cronsim rather than
+croniter: small, no dependencies, zoneinfo-native, reverse iteration (the most recent slot in one step), written
+for a cron monitoring service (Healthchecks) and kept; croniter's maintainer announced its end in late 2024
+(removal from PyPI in March 2025) before others took it over.
 """
 
 from __future__ import annotations
