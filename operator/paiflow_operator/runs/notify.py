@@ -53,6 +53,28 @@ class StatusWriter(Protocol):
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]: ...
 
 
+@dataclass(frozen=True)
+class SinkTarget:
+    name: str  # what status.notification records (never the URL: status is readable by the namespace's users)
+    url: str
+
+
+class SinkChoice(Protocol):
+    """Which sink a run's event goes to (None: none). The seam for sinks an access policy lists."""
+
+    def sink_for(self, body: Mapping[str, Any]) -> SinkTarget | None: ...
+
+
+@dataclass(frozen=True)
+class OperatorSink:
+    """The operator-wide sink (settings.notify_sink), for every run."""
+
+    url: str | None
+
+    def sink_for(self, body: Mapping[str, Any]) -> SinkTarget | None:
+        return SinkTarget(DEFAULT_SINK, self.url) if self.url else None
+
+
 def _runstatus_manager(meta: Mapping[str, Any]) -> str | None:
     for entry in meta.get("managedFields") or []:
         if "f:runStatus" in ((entry.get("fieldsV1") or {}).get("f:status") or {}):
@@ -110,9 +132,11 @@ class Notifier:
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
+        sinks: SinkChoice | None = None,
     ) -> None:
         self.settings = settings
-        self.sink = settings.notify_sink
+        self.sinks: SinkChoice = sinks or OperatorSink(settings.notify_sink)
+        self.enabled = sinks is not None or settings.notify_sink is not None
         self.kube = kube
         self.owns = owns
         # No auth, no cookies, nothing from the environment (proxies, .netrc); certificates verified.
@@ -128,10 +152,6 @@ class Notifier:
         self._slots = asyncio.Semaphore(settings.notify_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
 
-    @property
-    def enabled(self) -> bool:
-        return self.sink is not None
-
     # ---- fed without waiting -------------------------------------------------------------------------
 
     def written(self, body: Mapping[str, Any]) -> None:
@@ -145,7 +165,7 @@ class Notifier:
         if event_type == "DELETED":
             self.others.pop(uid, None)
             return  # a pending delivery of a deleted run still goes (its record write will find nothing)
-        if self.sink is None or not uid or not self._owed(meta, status):
+        if not self.enabled or not uid or not self._owed(meta, status) or self.sinks.sink_for(body) is None:
             self.pending.pop(uid, None)
             self.others.pop(uid, None)
             return
@@ -241,12 +261,15 @@ class Notifier:
 
     async def _deliver(self, item: Pending) -> bool:
         """One try: POST (unless already acknowledged), then record it in status. True when both are done."""
+        target = self.sinks.sink_for(item.body)
+        if target is None:
+            return True  # no sink any more (a policy changed): nothing owed
         if item.delivered_at is None:
             event = build_event(item.body)
             message = to_binary_event(event)
             item.attempts += 1
             try:
-                response = await self.client.post(self.sink or "", content=message.body, headers=dict(message.headers))
+                response = await self.client.post(target.url, content=message.body, headers=dict(message.headers))
                 ok = 200 <= response.status_code < 300
                 why = f"HTTP {response.status_code}"
             except httpx.HTTPError as exc:
@@ -261,7 +284,7 @@ class Notifier:
             metrics.NOTIFICATIONS.labels("delivered").inc()
             log.info("delivered %s for %s/%s", event.get_type(), item.namespace, item.name)
         record = {
-            "sink": DEFAULT_SINK,
+            "sink": target.name,
             "type": item.type,
             "id": f"{item.uid}.{item.body['status']['runStatus'].lower()}",
             "deliveredAt": timestamp(item.delivered_at),
