@@ -32,7 +32,7 @@ from paiflow_operator.replicas.membership import LeaseMembership, default_identi
 from paiflow_operator.replicas.sharding import KeyOwnership, StaticShards
 from paiflow_operator.runs.events import EventQueue
 from paiflow_operator.runs.launcher import Launcher
-from paiflow_operator.runs.notify import Notifier
+from paiflow_operator.runs.notify import Notifier, PolicySinks
 from paiflow_operator.runs.scheduler import Scheduler
 from paiflow_operator.runs.writes import RunWriter
 from paiflow_operator.schedules.controller import ScheduleController
@@ -82,7 +82,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo.access, memo.kube, memo.scheduler = access, kube, scheduler
     memo.scanner = WorkspaceScanner(config, access, kube, scheduler.scans, ownership)
     memo.schedules = ScheduleController(config, kube, ownership.owns)
-    memo.notifier = notifier = Notifier(config, kube, ownership.owns)
+    memo.notifier = notifier = Notifier(config, kube, ownership.owns, sinks=PolicySinks(policies, config.notify_sink))
     if notifier.enabled:
         writer.on_written = notifier.written
     memo.policies = await _start_policies(config, kube, policies, access, ownership, membership)

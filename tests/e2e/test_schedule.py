@@ -293,12 +293,12 @@ class Sink:
             return [e for e in self.events if e["headers"]["ce-source"].endswith(f"/paipipelineruns/{name}")]
 
 
-def launch(runs: Runs, name: str, pid: str) -> None:
+def launch(runs: Runs, name: str, pid: str, **spec: Any) -> None:
     body = {
         "apiVersion": "paiflow-operator.dev/v1alpha1",
         "kind": "PaiPipelineRun",
         "metadata": {"name": name, "namespace": runs.namespace},
-        "spec": {"launch": {"workspaceId": WORKSPACE, "pipelineId": pid}},
+        "spec": {"launch": {"workspaceId": WORKSPACE, "pipelineId": pid}, **spec},
     }
     runs.cp.kubectl("apply", "-f", "-", input=json.dumps(body))
 
@@ -406,3 +406,41 @@ def test_the_shipped_example_is_accepted(runs: Runs) -> None:
     body["spec"]["suspend"] = True  # accepted, not run: no operator acts on it in this test
     runs.cp.kubectl("apply", "-f", "-", input=json.dumps(body))
     assert schedule(runs, "nightly-train")["spec"]["timeZone"] == "Asia/Shanghai"
+
+
+def test_a_run_picks_a_sink_its_namespace_policy_lists(
+    operator: OperatorProcess, emulator: Emulator, runs: Runs
+) -> None:
+    """No operator-wide sink here: the URL comes from a PaiAccessPolicy (an admin's), the run names it."""
+    team = Sink()
+    team.up()
+    policy = {
+        "apiVersion": "paiflow-operator.dev/v1alpha1",
+        "kind": "PaiAccessPolicy",
+        "metadata": {"name": f"sinks-{runs.namespace}"},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": runs.namespace}},
+            "workspaceIds": ["*"],
+            "actions": ["Follow"],
+            "sinks": [{"name": "team", "url": f"http://127.0.0.1:{team.port}/"}],
+        },
+    }
+    ok = pipeline(emulator, Timeline.of(("Running", 1), ("Succeeded", None)))
+    env = {"PAIFLOW_NOTIFY_BACKOFF_BASE": "200ms", "PAIFLOW_NOTIFY_BACKOFF_MAX": "1s"}
+    try:
+        runs.cp.kubectl("apply", "-f", "-", input=json.dumps(policy))
+        with own_operator(operator, runs.namespace, "notify-policy", **env):
+            launch(runs, "chosen", ok, notify={"sink": "team"})
+            launch(runs, "unlisted", ok, notify={"sink": "elsewhere"})
+            launch(runs, "unnamed", ok)
+            for name in ("chosen", "unlisted", "unnamed"):
+                runs.wait_status(name, "Succeeded", timeout=30)
+            wait_for(lambda: team.of("chosen"), 30, 0.2, "the chosen sink's event")
+            wait_for(lambda: runs.status("chosen").get("notification"), 10, 0.2, "its record")
+            assert runs.status("chosen")["notification"]["sink"] == "team"
+            time.sleep(3)
+            assert len(team.of("chosen")) == 1 and not team.of("unlisted") and not team.of("unnamed")
+            assert "notification" not in runs.status("unlisted") and "notification" not in runs.status("unnamed")
+    finally:
+        runs.cp.kubectl("delete", "paiaccesspolicy", policy["metadata"]["name"], "--ignore-not-found", check=False)
+        team.down()

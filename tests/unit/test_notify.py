@@ -264,3 +264,61 @@ async def test_an_https_sink_with_an_untrusted_certificate_gets_nothing(tmp_path
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_run_picks_a_sink_its_namespace_policies_list_never_a_url() -> None:
+    from paiflow_operator.access.view import AccessView
+    from paiflow_operator.runs.notify import PolicySinks
+
+    view = AccessView()
+    policy = {
+        "metadata": {"name": "ml-team"},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ml"}},
+            "workspaceIds": ["*"],
+            "actions": ["Launch"],
+            "sinks": [{"name": "serving", "url": "https://hooks.serving.svc/paiflow"}],
+        },
+    }
+    view.load([policy], [{"metadata": {"name": "ml"}}, {"metadata": {"name": "other"}}])
+    sinks = PolicySinks(view, "http://default-sink.svc/")
+
+    def run(namespace: str, notify: dict[str, Any] | None) -> dict[str, Any]:
+        b = body()
+        b["metadata"]["namespace"] = namespace
+        b["spec"] = {"notify": notify} if notify else {}
+        return b
+
+    chosen = sinks.sink_for(run("ml", {"sink": "serving"}))
+    assert chosen is not None and (chosen.name, chosen.url) == ("serving", "https://hooks.serving.svc/paiflow")
+    assert sinks.sink_for(run("other", {"sink": "serving"})) is None  # not listed for that namespace
+    assert sinks.sink_for(run("ml", {"sink": "nope"})) is None
+    default = sinks.sink_for(run("other", None))
+    assert default is not None and (default.name, default.url) == ("default", "http://default-sink.svc/")
+    assert PolicySinks(view, None).sink_for(run("ml", None)) is None
+
+
+async def test_the_chosen_sink_gets_the_event_and_is_recorded() -> None:
+    from paiflow_operator.runs.notify import SinkTarget
+
+    class Chosen:
+        def sink_for(self, b: Any) -> SinkTarget | None:
+            return SinkTarget("serving", "https://serving.example/") if (b.get("spec") or {}).get("notify") else None
+
+    sink, kube = Sink([]), FakeKube()
+    n = Notifier(
+        Settings(),
+        kube,
+        lambda uid: True,
+        client=httpx.AsyncClient(transport=httpx.MockTransport(sink.handler)),
+        sinks=Chosen(),
+    )
+    b = body()
+    b["spec"] = {"notify": {"sink": "serving"}}
+    n.offer(b)
+    other = body()
+    other["metadata"]["uid"] = "u-2"
+    n.offer(other)  # no choice, no operator-wide sink: nothing
+    await settle(n, lambda: kube.patches)
+    assert [str(r.url) for r in sink.received] == ["https://serving.example/"]
+    assert kube.patches[0][2]["notification"]["sink"] == "serving"

@@ -153,6 +153,23 @@ class PolicyLimits(_Model):
     )
 
 
+# A sink's name: what a PaiPipelineRun's spec.notify.sink names and status.notification records (a DNS label).
+SINK_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+SINK_URL_PATTERN = r"^https?://[^\s]+$"
+
+
+class PolicySink(_Model):
+    """A CloudEvents sink the selected namespaces' runs may choose by name (spec.notify.sink). Only a cluster
+    admin writes policies, so a user can pick among these URLs but never name one of their own."""
+
+    name: str = Field(description="The name runs choose it by.", pattern=SINK_NAME_PATTERN, max_length=63)
+    url: str = Field(
+        description="Where the completion CloudEvents are POSTed (http or https; https certificates are verified).",
+        pattern=SINK_URL_PATTERN,
+        max_length=2048,
+    )
+
+
 class PaiAccessPolicySpec(_Model):
     namespaceSelector: LabelSelector = Field(
         description="The namespaces this policy applies to (a standard label selector; {} selects all)."
@@ -183,6 +200,13 @@ class PaiAccessPolicySpec(_Model):
         "a namespace may name an identity; two different ones are a PolicyConflict.",
     )
     limits: PolicyLimits | None = Field(default=None, description="Per-namespace limits.")
+    sinks: list[PolicySink] | None = Field(
+        default=None,
+        max_length=16,
+        description="CloudEvents sinks the selected namespaces' PaiPipelineRuns may choose (spec.notify.sink), "
+        "besides the operator-wide one (PAIFLOW_NOTIFY_SINK).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
 
 
 class PaiAccessPolicyStatus(_Model):

@@ -161,6 +161,17 @@ class PipelineLaunch(_Model):
         return self
 
 
+class RunNotify(_Model):
+    """Where the completion CloudEvent of this run goes."""
+
+    sink: str = Field(
+        description="A sink by name, among those the PaiAccessPolicies selecting this namespace list (never a URL). "
+        "Unset notify: the operator-wide sink, if any.",
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        max_length=63,
+    )
+
+
 _SPEC_RULES: list[Any] = [
     _cel(
         "has(self.pipelineRunId) != has(self.launch)",
@@ -256,6 +267,10 @@ class PaiPipelineRunSpec(_Model):
     )
     terminate: bool = Field(
         default=False, description="Terminate the launched run (once); it shows Terminating, then Terminated."
+    )
+    notify: RunNotify | None = Field(
+        default=None,
+        description="Send the completion CloudEvent to a sink the namespace's access policies list, by name.",
     )
     deletionPolicy: DeletionPolicy = Field(
         default="Retain",

@@ -6,8 +6,9 @@ never delays a status write. What was delivered is recorded in status.notificati
 knows what is still owed; an unacknowledged POST (non-2xx, timeout, refused, the operator killed) is sent again
 with capped backoff, with the same event id, so a consumer can drop the rare duplicate.
 
-The sink is the operator's administrator's choice (settings.notify_sink), never a resource's: a URL a user
-chose would make the operator a way into the cluster's internal services. The HTTP client carries no
+The sink is an administrator's choice (settings.notify_sink, or one a PaiAccessPolicy lists, which a run picks by
+name with spec.notify.sink), never a resource's URL: a URL a user chose would make the operator a way into the
+cluster's internal services. The HTTP client carries no
 credentials and reads nothing from the environment (no proxy, no .netrc); https certificates are verified.
 """
 
@@ -30,6 +31,8 @@ from cloudevents.core.bindings.http import to_binary_event
 from cloudevents.core.v1.event import CloudEvent
 
 from paiflow_operator import metrics
+from paiflow_operator.access.policy import matching
+from paiflow_operator.access.view import AccessView
 from paiflow_operator.api import runs as runs_api
 from paiflow_operator.conditions import parse_timestamp, timestamp
 from paiflow_operator.kube import FIELD_MANAGER, KubeError
@@ -73,6 +76,31 @@ class OperatorSink:
 
     def sink_for(self, body: Mapping[str, Any]) -> SinkTarget | None:
         return SinkTarget(DEFAULT_SINK, self.url) if self.url else None
+
+
+class PolicySinks:
+    """A run's spec.notify.sink, looked up among the sinks the PaiAccessPolicies selecting its namespace list
+    (read live, so a policy change applies to the next delivery); without spec.notify, the operator-wide sink.
+    A name no selecting policy lists gets nothing: a user picks among an admin's URLs, never names one."""
+
+    def __init__(self, view: AccessView, default_url: str | None) -> None:
+        self.view = view
+        self.default = OperatorSink(default_url)
+        self._unknown: set[tuple[str, str]] = set()
+
+    def sink_for(self, body: Mapping[str, Any]) -> SinkTarget | None:
+        chosen = ((body.get("spec") or {}).get("notify") or {}).get("sink")
+        if not chosen:
+            return self.default.sink_for(body)
+        namespace = (body.get("metadata") or {}).get("namespace", "")
+        for policy in matching(self.view.policies.values(), self.view.namespace(namespace)):
+            for sink in policy.spec.sinks or []:
+                if sink.name == chosen:
+                    return SinkTarget(chosen, sink.url)
+        if (namespace, chosen) not in self._unknown:
+            self._unknown.add((namespace, chosen))
+            log.warning("no PaiAccessPolicy selecting namespace %s lists the sink %r: no event sent", namespace, chosen)
+        return None
 
 
 def _runstatus_manager(meta: Mapping[str, Any]) -> str | None:
@@ -169,7 +197,11 @@ class Notifier:
             self.pending.pop(uid, None)
             self.others.pop(uid, None)
             return
-        snapshot = {"metadata": dict(meta), "status": dict(status)}
+        snapshot = {
+            "metadata": dict(meta),
+            "spec": {"notify": (body.get("spec") or {}).get("notify")},
+            "status": dict(status),
+        }
         if not self.owns(uid):
             # Another replica's (or, right after a restart, a dead replica's whose Lease has not expired yet):
             # kept until a membership change makes it ours (rebalance) or its delivery record arrives.
