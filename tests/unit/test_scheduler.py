@@ -611,8 +611,8 @@ async def test_every_pai_call_takes_a_token_from_the_global_bucket(harness: Harn
     taken: list[float] = []
     real_acquire = h.sched.bucket.acquire
 
-    async def counting_acquire() -> None:
-        await real_acquire()
+    async def counting_acquire(tenant: str = "", weight: float = 1.0) -> None:
+        await real_acquire(tenant, weight)
         taken.append(h.clock())
 
     h.sched.bucket.acquire = counting_acquire  # type: ignore[method-assign]

@@ -80,7 +80,7 @@ class LaunchHost(Protocol):
 
     async def _credentials(self, tracked: Tracked) -> CredentialSource: ...
 
-    def _send_slot(self, credentials: CredentialSource) -> AbstractAsyncContextManager[None]: ...
+    def _send_slot(self, credentials: CredentialSource, tenant: str = "") -> AbstractAsyncContextManager[None]: ...
 
     def _region(self, spec: PaiPipelineRunSpec) -> str: ...
 
@@ -167,7 +167,7 @@ class Launcher:
         region = self.host._region(tracked.spec)
         try:
             credentials = await self.host._credentials(tracked)
-            async with self.host._send_slot(credentials):
+            async with self.host._send_slot(credentials, tracked.namespace):
                 listing = await self.pai.list_pipeline_runs(
                     region=region, credentials=credentials, workspace_id=launch.workspaceId, name=name
                 )
@@ -202,7 +202,7 @@ class Launcher:
             return Retry.STOP
         request = core.create_request(view, manifest)
         try:
-            async with self.host._send_slot(credentials):
+            async with self.host._send_slot(credentials, tracked.namespace):
                 answer = await self.pai.create_pipeline_run(
                     region=region,
                     credentials=credentials,
@@ -228,7 +228,7 @@ class Launcher:
             credentials = await self.host._credentials(tracked)
             # status is writable by anyone granted the status subresource: terminate only a run that PAI itself
             # says is this resource's (its name ends with the uid), never an id someone wrote into status.
-            async with self.host._send_slot(credentials):
+            async with self.host._send_slot(credentials, tracked.namespace):
                 run = await self.pai.get_pipeline_run(run_id, region=region, credentials=credentials)
             if run.name != core.run_name(self.view(tracked)):
                 error = BadRequestError(
@@ -237,7 +237,7 @@ class Launcher:
                     code="ForeignRun",
                 )
                 return await self._failed(tracked, "TerminatePipelineRun", error)
-            async with self.host._send_slot(credentials):
+            async with self.host._send_slot(credentials, tracked.namespace):
                 await self.pai.terminate_pipeline_run(run_id, region=region, credentials=credentials)
         except PaiError as exc:
             return await self._failed(tracked, "TerminatePipelineRun", exc)

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from paiflow_operator import metrics
 from paiflow_operator.api.runs import FINALIZER, PaiPipelineRunSpec
 from paiflow_operator.guards.circuit import CircuitBreaker
-from paiflow_operator.guards.ratelimit import TokenBucket
+from paiflow_operator.guards.ratelimit import FairLimiter, FairSemaphore
 from paiflow_operator.guards.write_gate import WriteGate
 from paiflow_operator.kube import FIELD_MANAGER, KubeError, ObjectRef
 from paiflow_operator.pai.credentials import CredentialSource
@@ -164,8 +164,9 @@ class Scheduler:
         self.clock = clock
         self.wallclock = wallclock
         self.policy = Policy(settings.heartbeat_interval, settings.max_text_field_bytes, settings.error_grace)
-        self.bucket = TokenBucket(settings.qps, settings.burst, clock)
-        self.in_flight = asyncio.Semaphore(settings.concurrency)
+        # Both queues a flood of one namespace's polls would fill are shared fairly between namespaces.
+        self.bucket = FairLimiter(settings.qps, settings.burst, clock)
+        self.in_flight = FairSemaphore(settings.concurrency)
         self.runs: dict[Key, Tracked] = {}
         self._heap: list[tuple[float, int, Key]] = []
         self._wake = asyncio.Event()
@@ -446,16 +447,19 @@ class Scheduler:
             self._reschedule(tracked, Retry.BACKOFF)
 
     @contextlib.asynccontextmanager
-    async def _send_slot(self, credentials: CredentialSource) -> AsyncIterator[None]:
-        """A slot among the calls in flight, then resolved credentials, then a rate-limit token, in that order.
+    async def _send_slot(
+        self, credentials: CredentialSource, tenant: str = "", weight: float = 1.0
+    ) -> AsyncIterator[None]:
+        """A slot among the calls in flight, then resolved credentials, then a rate-limit token, in that order;
+        slots and tokens are shared between tenants (namespaces) by weight.
 
         The token is taken last, right before the request leaves: a call that took its token and then waited
         (for a slot, or for the first credential lookup) would leave in a bunch with others and break the
         rate limit as PAI sees it.
         """
-        async with self.in_flight:
+        async with self.in_flight.slot(tenant, weight):
             await credentials.get()  # cached afterwards: the client's own get() is then immediate
-            await self.bucket.acquire()
+            await self.bucket.acquire(tenant, weight)
             yield
 
     async def _fetch(self, tracked: Tracked) -> Observation:
@@ -463,7 +467,7 @@ class Scheduler:
         try:
             credentials = await self._credentials(tracked)
             token_id = await self._token_id(tracked)
-            async with self._send_slot(credentials):
+            async with self._send_slot(credentials, tracked.namespace):
                 run = await self.pai.get_pipeline_run(
                     tracked.run_id,
                     region=self._region(spec),
@@ -483,7 +487,7 @@ class Scheduler:
         try:
             try:
                 credentials = await self._credentials(members[0])
-                async with self._send_slot(credentials):
+                async with self._send_slot(credentials, members[0].namespace):
                     answer = await self.pai.list_pipeline_runs_status(
                         workspace,
                         # Two resources may follow one run: ask for it once.
@@ -793,9 +797,11 @@ class Scheduler:
             return None
         return (self._region(spec), workspace, self._credentials_key(tracked))
 
-    def send_slot(self, credentials: CredentialSource) -> contextlib.AbstractAsyncContextManager[None]:
+    def send_slot(
+        self, credentials: CredentialSource, tenant: str = ""
+    ) -> contextlib.AbstractAsyncContextManager[None]:
         """A scan's PAI call shares the poll's concurrency limit and rate limit."""
-        return self._send_slot(credentials)
+        return self._send_slot(credentials, tenant)
 
     def begin_scan(self, key: ScanKey, interval: float) -> None:
         if key in self._scans:

@@ -352,7 +352,7 @@ class WorkspaceScanner:
     async def _fetch(self, ws: Watched, credentials: CredentialSource, page: int) -> RunList:
         s = self.settings
         query = workspace_plan.list_query(ws.spec)
-        async with self.scheduler.send_slot(credentials):
+        async with self.scheduler.send_slot(credentials, ws.ref.namespace):
             return await self.pai.list_pipeline_runs(
                 region=ws.spec.regionId or s.default_region,
                 credentials=credentials,
