@@ -888,6 +888,30 @@ async def test_a_single_failing_run_does_not_open_the_circuit(harness: HarnessFa
     assert len(h.pai.gets("ok1")) >= 15
 
 
+async def test_one_tenants_throttled_keys_hold_only_that_tenants_polls(harness: HarnessFactory) -> None:
+    """The circuit is per region and identity: team-b's keys throttled by PAI open team-b's circuit only."""
+    h = await harness(circuit_failures=3, error_grace="0s", batch_status=False)
+    h.kube.secrets[("team-b", "keys")] = {"accessKeyId": b"LTAIteamB", "accessKeySecret": b"sb"}
+    throttled = [h.create(f"b{i}", namespace="team-b", credentialsSecretRef={"name": "keys"}) for i in range(4)]
+    for _, name in throttled:
+        h.pai.add(name)
+        h.pai.errors[name] = ThrottledError("Throttling.User", http_status=429)
+    fine = [h.create(f"a{i}", namespace="team-a") for i in range(2)]
+    for _, name in fine:
+        h.pai.add(name)
+    await h.advance_in_steps(600, 5)
+    circuit_b = h.sched._circuit(h.tracked(throttled[0]))
+    assert circuit_b.identity != "operator" and "LTAI" not in circuit_b.identity, circuit_b
+    assert h.sched.breaker.is_open(circuit_b)
+    assert not h.sched.breaker.is_open(h.sched._circuit(h.tracked(fine[0])))
+    # team-a is polled on its 30 s interval throughout; team-b costs a probe now and then, not a call per run.
+    for _, name in fine:
+        assert len(h.pai.gets(name)) >= 600 / 30 - 1, name
+    calls_b = sum(len(h.pai.gets(name)) for _, name in throttled)
+    assert calls_b <= len(throttled) + 600 / 5, calls_b
+    assert _ready(h, fine[0]) == ("True", "Synced")
+
+
 async def test_a_status_unknown_to_the_operator_that_does_not_change_costs_no_detail_call(
     harness: HarnessFactory,
 ) -> None:

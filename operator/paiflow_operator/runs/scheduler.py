@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from paiflow_operator import metrics
 from paiflow_operator.api.runs import FINALIZER, PaiPipelineRunSpec
-from paiflow_operator.guards.circuit import CircuitBreaker
+from paiflow_operator.guards.circuit import OPERATOR_IDENTITY, Circuit, CircuitBreaker
 from paiflow_operator.guards.ratelimit import FairLimiter, FairSemaphore
 from paiflow_operator.guards.write_gate import WriteGate
 from paiflow_operator.kube import FIELD_MANAGER, KubeError, ObjectRef
@@ -182,11 +182,11 @@ class Scheduler:
             settings.circuit_probe_max.total_seconds(),
             clock,
         )
-        # Runs held while their region's circuit is open, by region: no calls, no heap entries.
-        self._held: dict[str, dict[Key, Tracked]] = defaultdict(dict)
+        # Runs held while their circuit (region and identity) is open, by circuit: no calls, no heap entries.
+        self._held: dict[Circuit, dict[Key, Tracked]] = defaultdict(dict)
         self.write_gate = WriteGate()
         # Namespaces told about the current outage of a region by an Event: one Event per namespace per outage.
-        self._outage_told: set[tuple[str, int, str, str]] = set()
+        self._outage_told: set[tuple[Circuit, int, str, str]] = set()
         # Set by handlers.py: starts and terminates runs of resources with spec.launch (launcher.py).
         self.launcher: Launcher | None = None
 
@@ -296,7 +296,7 @@ class Scheduler:
         for run in list(self.runs.values()):
             # Active: anything still to be read from PAI, also while it waits for a rate-limit token or is held
             # by an open circuit (its due time is cleared then, but its status is getting older all the same).
-            active = run.due is not None or run.busy or run.key in self._held[self._region(run.spec)]
+            active = run.due is not None or run.busy or run.key in self._held.get(self._circuit(run), ())
             yield metrics.RunSnapshot(run.status.get("runStatus"), active, run.last_ok, run.since)
 
     # ---- the loop ---------------------------------------------------------------------------------
@@ -352,8 +352,8 @@ class Scheduler:
     def _dispatch(self, due: list[Tracked]) -> None:
         groups: dict[tuple[Any, ...], list[Tracked]] = defaultdict(list)
         for tracked in due:
-            region = self._region(tracked.spec)
-            if self.breaker.is_open(region) and not self.breaker.is_prober(region, tracked.key):
+            circuit = self._circuit(tracked)
+            if self.breaker.is_open(circuit) and not self.breaker.is_prober(circuit, tracked.key):
                 self._hold(tracked)
                 continue
             tracked.busy = True
@@ -387,6 +387,12 @@ class Scheduler:
 
     def _region(self, spec: PaiPipelineRunSpec) -> str:
         return spec.regionId or self.settings.default_region
+
+    def _circuit(self, tracked: Tracked) -> Circuit:
+        """The circuit a run's calls go through: its region and the identity that signs them."""
+        ref = self._credentials_key(tracked)
+        identity = OPERATOR_IDENTITY if ref is None else "secret:" + "/".join(ref)
+        return Circuit(self._region(tracked.spec), identity)
 
     def _batch_key(self, tracked: Tracked) -> tuple[Any, ...] | None:
         """Runs that one ListPipelineRunsStatus may answer together, or None to poll alone."""
@@ -504,8 +510,9 @@ class Scheduler:
                 else:
                     await asyncio.gather(*(self._finish(m, exc) for m in members))
                 return
-            if self.breaker.answered(region):
-                self._release(region)
+            circuit = self._circuit(members[0])  # a batch shares region and keys
+            if self.breaker.answered(circuit):
+                self._release(circuit)
             by_id = {row.pipeline_run_id: row for row in answer.pipeline_runs}
             work = []
             for member in members:
@@ -538,11 +545,11 @@ class Scheduler:
         await self._apply(tracked, self._reconcile(tracked, self._as_outage(tracked, observation)))
 
     def _as_outage(self, tracked: Tracked, observation: Observation) -> Observation:
-        """While its region's circuit is open, a failed call shows the outage, as the held runs do."""
-        region = self._region(tracked.spec)
-        if isinstance(observation, PaiError) and observation.retryable and self.breaker.is_open(region):
-            tracked.outage_shown = self.breaker.outage(region)
-            return self.breaker.error(region)
+        """While its circuit is open, a failed call shows the outage, as the held runs do."""
+        circuit = self._circuit(tracked)
+        if isinstance(observation, PaiError) and observation.retryable and self.breaker.is_open(circuit):
+            tracked.outage_shown = self.breaker.outage(circuit)
+            return self.breaker.error(circuit)
         return observation
 
     def _reconcile(self, tracked: Tracked, observation: Observation) -> SyncResult:
@@ -565,12 +572,12 @@ class Scheduler:
             tracked.failing_since = None
 
     def _record(self, tracked: Tracked, observation: Observation) -> None:
-        """Feeds the region's circuit breaker with the outcome of one call."""
-        region = self._region(tracked.spec)
+        """Feeds the circuit breaker of the run's region and identity with the outcome of one call."""
+        region = self._circuit(tracked)
         if isinstance(observation, PaiError) and observation.retryable:
             self._note_failure(tracked, observation)
             if self.breaker.failed(region, observation, tracked.key):
-                metrics.PAI_CIRCUIT_OPEN.labels(region).set(1)
+                metrics.PAI_CIRCUIT_OPEN.labels(region.region).set(1)
             if (
                 self.breaker.is_open(region)
                 and self.breaker.open_for(region) >= self.policy.error_grace.total_seconds()
@@ -638,7 +645,7 @@ class Scheduler:
         While a region's circuit is open, and for the runs it held when it closes, one Event per namespace and
         outage tells the story; the others would be thousands of copies of it.
         """
-        region = self._region(tracked.spec)
+        region = self._circuit(tracked)
         outage = self.breaker.outage(region)
         keep = events
         if tracked.outage_shown and tracked.outage_shown == outage and events:
@@ -674,7 +681,7 @@ class Scheduler:
 
     def _hold(self, tracked: Tracked) -> None:
         """Keeps a run out of the heap while its region's circuit is open; the first one held becomes the probe."""
-        region = self._region(tracked.spec)
+        region = self._circuit(tracked)
         tracked.busy = False
         probe_at = self.breaker.claim_probe(region, tracked.key)
         if probe_at is not None:
@@ -685,9 +692,10 @@ class Scheduler:
         tracked.heap_version += 1  # any heap entry of it is void now
         self._held[region][tracked.key] = tracked
 
-    def _release(self, region: str) -> None:
+    def _release(self, region: Circuit) -> None:
         """The circuit closed: every held run goes now, spread over a moment (the rate limit paces the rest)."""
-        metrics.PAI_CIRCUIT_OPEN.labels(region).set(0)
+        # The gauge is per region: 1 while any identity's circuit there is open.
+        metrics.PAI_CIRCUIT_OPEN.labels(region.region).set(int(region.region in self.breaker.open_regions()))
         held = self._held.pop(region, {})
         if held:
             log.info("resuming %d runs held while PAI Flow in %s did not answer", len(held), region)
@@ -696,7 +704,7 @@ class Scheduler:
             if self.runs.get(tracked.key) is tracked and not tracked.busy:
                 self._schedule(tracked, now + self.rng.uniform(0, 1.0))
 
-    def _show_outage(self, region: str) -> None:
+    def _show_outage(self, region: Circuit) -> None:
         """The outage outlasted the grace: every held run shows it, once (one write each, Events per namespace)."""
         outage = self.breaker.outage(region)
         error = self.breaker.error(region)
@@ -712,7 +720,7 @@ class Scheduler:
     async def _show_one(self, tracked: Tracked, error: PaiError) -> None:
         try:
             if tracked.failing_since is None:
-                tracked.failing_since = self.clock() - self.breaker.open_for(self._region(tracked.spec))
+                tracked.failing_since = self.clock() - self.breaker.open_for(self._circuit(tracked))
             await self._apply(tracked, self._reconcile(tracked, error))
         except asyncio.CancelledError:
             raise
@@ -724,7 +732,7 @@ class Scheduler:
         tracked.busy = False
         if self.runs.get(tracked.key) is not tracked:
             return
-        if retry is not Retry.STOP and self.breaker.is_open(self._region(tracked.spec)) and not tracked.rerun:
+        if retry is not Retry.STOP and self.breaker.is_open(self._circuit(tracked)) and not tracked.rerun:
             self._hold(tracked)
             return
         now = self.clock()
