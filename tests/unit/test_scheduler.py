@@ -161,9 +161,16 @@ class FakeKube:
         self.resource_version = 100
         # Who last set status.runStatus, as the API server's managedFields would say.
         self.runstatus_manager: dict[Key, str] = {}
+        # Status writes of these objects are refused (an admission policy, etcd's size limit): the error to raise.
+        self.refuse: dict[Key, KubeError] = {}
+        self.refused: list[Key] = []
 
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         key = (namespace, name)
+        refusal = self.refuse.get(key)
+        if refusal is not None and (refusal.status != 500 or "runStatus" in patch):
+            self.refused.append(key)
+            raise refusal
         self.patches.append((key, patch))
         if "runStatus" in patch:
             self.runstatus_manager[key] = FIELD_MANAGER
@@ -910,6 +917,43 @@ async def test_one_tenants_throttled_keys_hold_only_that_tenants_polls(harness: 
     calls_b = sum(len(h.pai.gets(name)) for _, name in throttled)
     assert calls_b <= len(throttled) + 600 / 5, calls_b
     assert _ready(h, fine[0]) == ("True", "Synced")
+
+
+async def test_one_objects_refused_status_writes_hold_no_other_write(harness: HarnessFactory) -> None:
+    h = await harness(batch_status=False)
+    names = ["bad", *(f"ok{i}" for i in range(5))]
+    for name in names:
+        h.pai.add(name)
+    bad = ("team-a", "bad")
+    h.kube.refuse[bad] = KubeError(
+        403, "Forbidden", "ValidatingAdmissionPolicy 'freeze' with binding 'freeze' denied request: frozen"
+    )
+    keys = [h.create(name) for name in names]
+    await h.advance_in_steps(300, 5)
+    for key in keys[1:]:
+        assert _ready(h, key) == ("True", "Synced"), key
+    assert h.sched.write_gate.is_open and h.sched.write_gate.closed_count == 0
+    # The refused object retries on its own backoff, and says so once with an Event (no status can be written).
+    assert 3 <= len(h.kube.refused) <= 10, len(h.kube.refused)
+    refusals = [e for ref, e in h.kube.events if (ref.namespace, ref.name) == bad]
+    assert [e.reason for e in refusals] == ["StatusWriteRefused"], refusals
+    assert "denied request" in refusals[0].message
+    # Once the policy is lifted, its status is written at its next retry.
+    del h.kube.refuse[bad]
+    await h.advance_in_steps(600, 5)
+    assert _ready(h, bad) == ("True", "Synced")
+
+
+async def test_a_status_too_large_for_etcd_is_shown_as_a_condition(harness: HarnessFactory) -> None:
+    h = await harness()
+    h.pai.add("big")
+    key = h.create("big")
+    # etcd refuses the object with PAI's answer in it (the refusal hits writes that carry runStatus).
+    h.kube.refuse[key] = KubeError(500, "InternalError", "etcdserver: request is too large")
+    await h.advance(0)
+    assert _ready(h, key) == ("False", "MalformedResponse")
+    assert "could not be stored" in h.kube.status[key]["conditions"][0]["message"]
+    assert h.sched.write_gate.is_open
 
 
 async def test_a_status_unknown_to_the_operator_that_does_not_change_costs_no_detail_call(

@@ -26,7 +26,7 @@ from paiflow_operator import metrics
 from paiflow_operator.api.runs import FINALIZER, PaiPipelineRunSpec
 from paiflow_operator.guards.circuit import OPERATOR_IDENTITY, Circuit, CircuitBreaker
 from paiflow_operator.guards.ratelimit import FairLimiter, FairSemaphore
-from paiflow_operator.guards.write_gate import WriteGate
+from paiflow_operator.guards.write_gate import WriteGate, is_too_large
 from paiflow_operator.kube import FIELD_MANAGER, KubeError, ObjectRef
 from paiflow_operator.pai.credentials import CredentialSource
 from paiflow_operator.pai.errors import ErrorKind, MalformedResponseError, PaiError
@@ -604,14 +604,18 @@ class Scheduler:
             except KubeError as exc:
                 if exc.status == 404:
                     return  # deleted meanwhile; the watch will say so
-                if exc.status == 422 and result.error_reason is None:
-                    # PAI's answer passed our checks but the API server will not store it: say so rather than
-                    # keep claiming to be in sync. Only conditions are written then.
+                if (exc.status == 422 or is_too_large(exc)) and result.error_reason is None:
+                    # PAI's answer passed our checks but the API server will not store it (invalid, or too large
+                    # for etcd): say so rather than keep claiming to be in sync. Only conditions are written then.
                     log.warning("status of %s/%s refused by the API server: %s", tracked.namespace, tracked.name, exc)
                     refused = MalformedResponseError(f"PAI's answer could not be stored: {exc.message[:300]}")
                     await self._apply(tracked, self._reconcile(tracked, refused))
                     return
                 log.warning("status write for %s/%s failed: %s", tracked.namespace, tracked.name, exc)
+                if tracked.attempt == 0 and exc.status not in (409, 0):
+                    # Refused for this object (an admission policy, ...): its own retry with backoff, and one
+                    # Event for the first refusal in a row. Other objects' writes do not wait for it.
+                    await self._post_events(tracked, [Event("Warning", "StatusWriteRefused", str(exc)[:1024])])
                 self._reschedule(tracked, Retry.BACKOFF)
                 return
             except Exception as exc:
@@ -620,18 +624,23 @@ class Scheduler:
                 return
         if result.retry is Retry.STOP:
             tracked.confirmed_version = tracked.resource_version
-        for event in self._events_to_post(tracked, result.events):
+        await self._post_events(tracked, self._events_to_post(tracked, result.events))
+        self._reschedule(tracked, result.retry)
+
+    async def _post_events(self, tracked: Tracked, events: list[Event]) -> None:
+        for event in events:
             try:
                 ref = ObjectRef(tracked.namespace, tracked.name, tracked.uid, tracked.resource_version)
                 await self.kube.create_event(ref, event, self.wallclock())
                 metrics.KUBE_WRITES.labels("event").inc()
             except Exception as exc:
                 log.warning("event for %s/%s not posted: %s", tracked.namespace, tracked.name, exc)
-        self._reschedule(tracked, result.retry)
 
     async def _write_status(self, tracked: Tracked, patch: dict[str, Any]) -> None:
         was = tracked.status.get("runStatus")  # read before the await: the watch may echo our write first
-        written = await self.write_gate.write(lambda: self.kube.patch_status(tracked.namespace, tracked.name, patch))
+        written = await self.write_gate.write(
+            lambda: self.kube.patch_status(tracked.namespace, tracked.name, patch), tracked.key
+        )
         metrics.KUBE_WRITES.labels("status").inc()
         after = written.get("status") or {}
         if after.get("runStatus") != was and after.get("runStatus") in metrics.ENDED:
