@@ -164,6 +164,8 @@ class FakeKube:
         # Status writes of these objects are refused (an admission policy, etcd's size limit): the error to raise.
         self.refuse: dict[Key, KubeError] = {}
         self.refused: list[Key] = []
+        # Who last set some of status.conditions (managedFields), when not the operator.
+        self.conditions_manager: dict[Key, str] = {}
 
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         key = (namespace, name)
@@ -174,6 +176,8 @@ class FakeKube:
         self.patches.append((key, patch))
         if "runStatus" in patch:
             self.runstatus_manager[key] = FIELD_MANAGER
+        if "conditions" in patch:
+            self.conditions_manager.pop(key, None)
         current = dict(self.status.get(key, {}))
         for field, value in patch.items():
             if value is None:
@@ -229,6 +233,9 @@ class Harness:
         """The object as a watch event would carry it: spec, generation, and the status PAI-side writes left."""
         manager = self.kube.runstatus_manager.get(key)
         managed = [{"manager": manager, "subresource": "status", "fieldsV1": {"f:status": {"f:runStatus": {}}}}]
+        if key in self.kube.conditions_manager:
+            fields = {"f:status": {"f:conditions": {'k:{"type":"Succeeded"}': {"f:status": {}}}}}
+            managed.append({"manager": self.kube.conditions_manager[key], "subresource": "status", "fieldsV1": fields})
         return {
             "metadata": {
                 "namespace": key[0],
@@ -236,7 +243,7 @@ class Harness:
                 "uid": uid or f"uid-{key[0]}-{key[1]}",
                 "generation": self.generations[key],
                 "resourceVersion": str(self.kube.resource_version),
-                "managedFields": managed if manager else [],
+                "managedFields": [m for m in managed if m["manager"]],
             },
             "spec": self.specs[key],
             "status": self.kube.status.get(key, {}),
@@ -954,6 +961,71 @@ async def test_a_status_too_large_for_etcd_is_shown_as_a_condition(harness: Harn
     assert _ready(h, key) == ("False", "MalformedResponse")
     assert "could not be stored" in h.kube.status[key]["conditions"][0]["message"]
     assert h.sched.write_gate.is_open
+
+
+def _essence(conditions: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    # lastTransitionTime of a condition flipped by the forger and back is the time of the restore.
+    return [(c["type"], c["status"], c["reason"], c["message"]) for c in conditions]
+
+
+def _forge_conditions(h: Harness, key: Key) -> None:
+    """Someone with access to the status subresource marks a failed run Succeeded (a merge patch replaces the list)."""
+    forged = [{"type": "Succeeded", "status": "True", "reason": "Succeeded", "message": "all good",
+               "lastTransitionTime": "2030-01-01T00:00:00Z"}]  # fmt: skip
+    h.kube.status[key] = {**h.kube.status[key], "conditions": forged}
+    h.kube.conditions_manager[key] = "kubectl-patch"
+
+
+async def test_forged_conditions_of_a_finished_run_are_restored_without_a_pai_call(harness: HarnessFactory) -> None:
+    h = await harness()
+    h.pai.add("r1", "Failed")
+    key = h.create("r1")
+    await h.advance(0)
+    good = h.kube.status[key]["conditions"]
+    assert _ready(h, key) == ("True", "Synced") and len(h.pai.calls) == 1
+    _forge_conditions(h, key)
+    h.sched.observe(h.body(key), "MODIFIED")
+    await h.advance(1)
+    assert _essence(h.kube.status[key]["conditions"]) == _essence(good), "put back as the operator wrote them"
+    assert len(h.pai.calls) == 1, "no PAI call: the conditions follow from runStatus"
+    assert [e.reason for _, e in h.kube.events][-1] == "ConditionsRestored"
+    # The echo of our own write changes nothing, and the run stays finished.
+    writes = len(h.kube.patches)
+    h.sched.observe(h.body(key), "MODIFIED")
+    await h.advance_in_steps(600, 60)
+    assert len(h.kube.patches) == writes and len(h.pai.calls) == 1
+
+
+async def test_conditions_forged_while_the_operator_was_down_are_restored_at_start_up(
+    harness: HarnessFactory,
+) -> None:
+    h = await harness()
+    h.pai.add("r1", "Failed")
+    key = h.create("r1")
+    await h.advance(0)
+    good = h.kube.status[key]["conditions"]
+    _forge_conditions(h, key)
+    restarted = await harness()
+    restarted.kube, restarted.specs, restarted.generations = h.kube, h.specs, h.generations
+    restarted.sched.kube = h.kube
+    restarted.sched.observe(restarted.body(key), "ADDED")
+    await restarted.advance(1)
+    assert _essence(h.kube.status[key]["conditions"]) == _essence(good)
+    assert restarted.pai.calls == []
+
+
+async def test_conditions_the_operator_wrote_itself_are_left_alone(harness: HarnessFactory) -> None:
+    h = await harness()
+    h.pai.add("r1", "Succeeded")
+    key = h.create("r1")
+    await h.advance(0)
+    writes = len(h.kube.patches)
+    restarted = await harness()
+    restarted.kube, restarted.specs, restarted.generations = h.kube, h.specs, h.generations
+    restarted.sched.kube = h.kube
+    restarted.sched.observe(restarted.body(key), "ADDED")
+    await restarted.advance(60)
+    assert len(h.kube.patches) == writes and restarted.pai.calls == []
 
 
 async def test_a_status_unknown_to_the_operator_that_does_not_change_costs_no_detail_call(

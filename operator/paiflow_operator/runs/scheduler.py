@@ -43,6 +43,7 @@ from paiflow_operator.runs.reconcile import (
     is_finished,
     parse_timestamp,
     reconcile,
+    restore_conditions,
     suspended,
 )
 from paiflow_operator.secret_credentials import SecretCredentials
@@ -127,6 +128,15 @@ def runstatus_manager(meta: Mapping[str, Any]) -> str | None:
             manager: str | None = entry.get("manager")
             return manager
     return None
+
+
+def conditions_edited_by_others(meta: Mapping[str, Any]) -> bool:
+    """Someone other than the operator last set some of status.conditions (managedFields, kept by the API server)."""
+    for entry in meta.get("managedFields") or []:
+        fields = (entry.get("fieldsV1") or {}).get("f:status") or {}
+        if "f:conditions" in fields and entry.get("manager") != FIELD_MANAGER:
+            return True
+    return False
 
 
 def observation_is_answer(observation: Observation) -> bool:
@@ -221,6 +231,8 @@ class Scheduler:
             if not is_finished(status, generation) or spec.suspend or pending:
                 jitter = self.rng.uniform(0, self.settings.initial_jitter.total_seconds())
                 self._schedule(tracked, self.clock() + jitter + self._first_sync_wait(tracked))
+            elif conditions_edited_by_others(meta):
+                self._restore_conditions(tracked)  # edited while the operator was down
             return
         spec_changed = generation != tracked.generation
         tracked.generation, tracked.spec, tracked.status = generation, spec, status
@@ -230,6 +242,15 @@ class Scheduler:
         if not spec_changed and tracked.due is None and not tracked.busy and self._needs_confirmation(tracked, meta):
             # Someone else wrote a terminal status into a run this operator had finished with: ask PAI once.
             self._schedule(tracked, self.clock())
+            return
+        idle = tracked.due is None and not tracked.busy and not spec_changed and not newly_deleting
+        if (
+            idle
+            and is_finished(status, generation)
+            and conditions_edited_by_others(meta)
+            and not self._launch_pending(tracked)
+        ):
+            self._restore_conditions(tracked)
             return
         if not spec_changed and newly_deleting and tracked.busy:
             tracked.rerun = True  # a delete to act on: look again as soon as the poll in flight ends
@@ -735,6 +756,23 @@ class Scheduler:
             raise
         except Exception:
             log.exception("showing the PAI outage on %s/%s failed", tracked.namespace, tracked.name)
+            self._reschedule(tracked, Retry.BACKOFF)
+
+    def _restore_conditions(self, tracked: Tracked) -> None:
+        """A finished run's conditions edited by someone else are put back from its runStatus: no PAI call."""
+        result = restore_conditions(tracked.spec, tracked.generation, tracked.status, self.wallclock())
+        if result.patch is None:
+            return
+        tracked.busy = True
+        self._spawn(self._restore_one(tracked, result))
+
+    async def _restore_one(self, tracked: Tracked, result: SyncResult) -> None:
+        try:
+            await self._apply(tracked, result)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("restoring the conditions of %s/%s failed", tracked.namespace, tracked.name)
             self._reschedule(tracked, Retry.BACKOFF)
 
     def _reschedule(self, tracked: Tracked, retry: Retry) -> None:
