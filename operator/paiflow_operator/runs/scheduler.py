@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from paiflow_operator import metrics
-from paiflow_operator.api.runs import FINALIZER, PaiPipelineRunSpec
+from paiflow_operator.api.runs import FINALIZER, PaiPipelineRunSpec, without_launch_payload
 from paiflow_operator.guards.circuit import OPERATOR_IDENTITY, Circuit, CircuitBreaker
 from paiflow_operator.guards.ratelimit import FairLimiter, FairSemaphore
 from paiflow_operator.guards.write_gate import WriteGate, is_too_large
@@ -212,7 +212,10 @@ class Scheduler:
             self.forget(key)
             return
         try:
-            spec = PaiPipelineRunSpec.model_validate(body.get("spec") or {})
+            # A launched run's manifest and arguments are not kept once the run exists.
+            spec = PaiPipelineRunSpec.model_validate(
+                without_launch_payload(body.get("spec") or {}, body.get("status") or {})
+            )
         except ValueError as exc:
             # The CRD's schema makes this unreachable short of a schema change; never crash the watch.
             log.warning("ignoring %s/%s with an invalid spec: %s", key[0], key[1], exc)

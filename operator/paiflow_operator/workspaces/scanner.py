@@ -195,6 +195,14 @@ class WorkspaceScanner:
         self.index = RunIndex()
         self.workspaces: dict[tuple[str, str], Watched] = {}
         self.creates = TokenBucket(settings.workspace_create_qps, settings.workspace_create_burst, clock)
+        # A namespace's own cap on imported runs, if its access policy sets one (limits.maxImportedRuns).
+        self.policy_cap: Callable[[str], int | None] = lambda namespace: None
+
+    def _cap(self, namespace: str) -> int:
+        """Imported runs a namespace may hold: the operator's hard ceiling, or its policy's cap if lower."""
+        ceiling = self.settings.max_imported_runs_per_namespace
+        own = self.policy_cap(namespace)
+        return ceiling if own is None else min(own, ceiling)
 
     # ---- fed by the watches --------------------------------------------------------------------------
 
@@ -343,7 +351,9 @@ class WorkspaceScanner:
         rows = pages.rows
         # Runs this replica already tracks (hand-written or imported) take their rows first.
         self.scheduler.apply_rows(key, rows)
-        plan = workspace_plan.plan(ws.ref, ws.spec, rows.values(), self.index.in_namespace(ws.ref.namespace), now)
+        plan = workspace_plan.plan(
+            ws.ref, ws.spec, rows.values(), self.index.in_namespace(ws.ref.namespace), now, self._cap(ws.ref.namespace)
+        )
         created = await self._create(ws, key, plan.creates, rows)
         deleted = await self._delete(ws, plan.deletes)
         counts = dict(plan.counts)
@@ -424,7 +434,12 @@ class WorkspaceScanner:
     ) -> dict[str, Any]:
         conditions = [dict(c) for c in ws.status.get("conditions") or []]
         message = f"Scanning PAI workspace {ws.spec.workspaceId}"
-        if plan.over_cap:
+        if plan.over_cap and plan.namespace_cap is not None:
+            message += (
+                f"; the namespace's cap of {plan.namespace_cap} imported runs (all its PaiWorkspaces together) "
+                f"reached, {plan.over_cap} runs in scope not imported"
+            )
+        elif plan.over_cap:
             message += f"; maxRuns ({ws.spec.maxRuns}) reached, {plan.over_cap} runs in scope not imported"
         _set_condition(conditions, "Ready", "True", "Scanned", message, ws.generation, now)
         _set_condition(conditions, "Stalled", "False", "Scanned", message, ws.generation, now)
