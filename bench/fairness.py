@@ -27,13 +27,15 @@ from typing import Any
 
 from bench.emulator import EmulatorProcess
 from bench.run import ACCESS_KEY_ID, ACCESS_KEY_SECRET, RESULTS, log
+from paiflow_operator.conditions import Event
 from paiflow_operator.guards.ratelimit import TokenBucket
 from paiflow_operator.kube import ObjectRef
 from paiflow_operator.pai.client import PaiClient
 from paiflow_operator.pai.credentials import CredentialSource, StaticCredentialSource
 from paiflow_operator.pai.models import PipelineRun, RunStatusList
-from paiflow_operator.runs.reconcile import Event
+from paiflow_operator.pai_access import PaiAccess
 from paiflow_operator.runs.scheduler import Scheduler
+from paiflow_operator.runs.writes import RunWriter
 from paiflow_operator.settings import Settings
 
 FLOOD_NS, QUIET_NS = "flood", "quiet"
@@ -55,6 +57,12 @@ class MemoryKube:
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes]:
         raise KeyError(name)
+
+    async def patch_finalizers(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise AssertionError("nothing is launched in this benchmark")
+
+    async def read_configmap(self, namespace: str, name: str) -> dict[str, str]:
+        raise AssertionError("nothing is launched in this benchmark")
 
 
 class FifoSlots:
@@ -100,6 +108,9 @@ class TimedPai:
     ) -> RunStatusList:
         raise AssertionError("batching is off in this benchmark")
 
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
 
 async def _variant(
     fair: bool, url: str, flood: int, quiet: int, interval: float, qps: float, seconds: float
@@ -116,23 +127,20 @@ async def _variant(
     )
     client = PaiClient(endpoint_override=url, max_connections=settings.concurrency)
     pai = TimedPai(client, time.monotonic)
-    scheduler = Scheduler(
-        settings,
-        pai,
-        MemoryKube(),
-        StaticCredentialSource(ACCESS_KEY_ID, ACCESS_KEY_SECRET),
-    )
+    kube = MemoryKube()
+    access = PaiAccess(settings, pai, kube, StaticCredentialSource(ACCESS_KEY_ID, ACCESS_KEY_SECRET))  # type: ignore[arg-type]
     if not fair:
-        scheduler.bucket = TokenBucket(settings.qps, settings.burst)  # type: ignore[assignment]
-        scheduler.in_flight = FifoSlots(settings.concurrency)  # type: ignore[assignment]
-    original_dispatch = scheduler._dispatch
+        access.limiter = TokenBucket(settings.qps, settings.burst)
+        access.in_flight = FifoSlots(settings.concurrency)
+    scheduler = Scheduler(settings, access, RunWriter(kube))  # type: ignore[arg-type]
+    original_dispatch = scheduler.sync._dispatch
 
     def dispatch(due: list[Any]) -> None:
         for tracked in due:
             pai.due[tracked.run_id] = tracked.due if tracked.due is not None else time.monotonic()
         original_dispatch(due)
 
-    scheduler._dispatch = dispatch  # type: ignore[method-assign]
+    scheduler.sync._dispatch = dispatch  # type: ignore[method-assign]
     for namespace, count in ((FLOOD_NS, flood), (QUIET_NS, quiet)):
         for i in range(count):
             run_id = _run_id(namespace, i)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from paiflow_operator.api.runs import PaiPipelineRunSpec
+from paiflow_operator.conditions import Event, timestamp
 from paiflow_operator.pai.errors import (
     AuthError,
     BadRequestError,
@@ -28,7 +29,6 @@ from paiflow_operator.pai.errors import (
 )
 from paiflow_operator.pai.models import PipelineRun, RunStatusSummary
 from paiflow_operator.runs.reconcile import (
-    Event,
     Policy,
     Retry,
     SyncResult,
@@ -37,7 +37,6 @@ from paiflow_operator.runs.reconcile import (
     reconcile,
     restore_conditions,
     suspended,
-    timestamp,
     truncate_utf8,
 )
 

@@ -19,14 +19,17 @@ from typing import Any
 
 import pytest
 
+from paiflow_operator.conditions import Event
 from paiflow_operator.guards import ratelimit
 from paiflow_operator.guards.ratelimit import TokenBucket
 from paiflow_operator.kube import FIELD_MANAGER, KubeError, ObjectRef
 from paiflow_operator.pai.credentials import Credentials, CredentialSource, StaticCredentialSource
 from paiflow_operator.pai.errors import NotFoundError, PaiError, ServerError, ThrottledError
 from paiflow_operator.pai.models import PipelineRun, RunStatusList
-from paiflow_operator.runs.reconcile import Event
+from paiflow_operator.pai_access import PaiAccess
+from paiflow_operator.runs.launcher import Launcher
 from paiflow_operator.runs.scheduler import Key, Scheduler, Tracked
+from paiflow_operator.runs.writes import RunWriter
 from paiflow_operator.settings import Settings
 
 SAMPLE_PATH = Path(__file__).parent / "data" / "get_pipeline_run_sample.json"
@@ -86,7 +89,7 @@ class FakePai:
         # When set, every ListPipelineRunsStatus fails with it.
         self.list_error: PaiError | None = None
         self.calls: list[Call] = []
-        # When set, get_pipeline_run waits for it: a PAI call that is still in flight.
+        # When set, get_pipeline_run waits for it: a PAI call whose answer is still in flight.
         self.gate: asyncio.Event | None = None
         # When set, every call of any kind fails with it: PAI is down.
         self.down: PaiError | None = None
@@ -107,6 +110,8 @@ class FakePai:
     ) -> PipelineRun:
         creds = await credentials.get()
         self.calls.append(Call("get", (run_id,), region, None, creds, self.clock()))
+        # PAI answers as of the call; a gate holds that answer on its way back.
+        status = self.states.get(run_id)
         if self.gate is not None:
             await self.gate.wait()
         if self.down is not None:
@@ -118,7 +123,7 @@ class FakePai:
         wire = json.loads(SAMPLE_PATH.read_text(encoding="utf-8"))
         wire.update(
             PipelineRunId=run_id,
-            Status=self.states[run_id],
+            Status=status,
             WorkspaceId=self.workspaces[run_id],
             Duration=int(self.clock()),
             RequestId=f"req-{len(self.calls)}",
@@ -209,15 +214,32 @@ class FakeKube:
 class Harness:
     def __init__(self, settings: Settings, rng: random.Random) -> None:
         self.clock = FakeClock()
-        self.pai = FakePai(self.clock)
-        self.kube = FakeKube()
+        self.pai = self.make_pai()
+        self.kube = self.make_kube()
         self.settings = settings
+        self.access = PaiAccess(settings, self.pai, self.kube, DEFAULT_KEYS, clock=self.clock)
+        self.writer = RunWriter(self.kube, wallclock=self.clock.wall)
         self.sched = Scheduler(
-            settings, self.pai, self.kube, DEFAULT_KEYS, rng=rng, clock=self.clock, wallclock=self.clock.wall
+            settings,
+            self.access,
+            self.writer,
+            launcher=self.make_launcher(),
+            rng=rng,
+            clock=self.clock,
+            wallclock=self.clock.wall,
         )
         self.generations: dict[Key, int] = {}
         self.specs: dict[Key, dict[str, Any]] = {}
         self._task: asyncio.Task[None] | None = None
+
+    def make_pai(self) -> Any:
+        return FakePai(self.clock)
+
+    def make_kube(self) -> Any:
+        return FakeKube()
+
+    def make_launcher(self) -> Launcher | None:
+        return None
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self.sched.run())
@@ -290,13 +312,13 @@ class Harness:
         # The fakes never block, so a bounded number of loop turns lets every spawned sync finish.
         for turn in range(2000):
             await asyncio.sleep(0)
-            if turn > 20 and not self.sched._tasks:
+            if turn > 20 and not self.sched.sync.tasks:
                 return
         raise AssertionError("scheduler tasks did not settle")
 
     async def advance(self, seconds: float) -> None:
         self.clock.t += seconds
-        self.sched._wake.set()
+        self.sched.due.wake.set()
         await self.settle()
 
     async def advance_in_steps(self, total: float, step: float) -> None:
@@ -429,7 +451,7 @@ async def test_in_flight_result_for_a_deleted_resource_writes_nothing(harness: H
     h.pai.add("r1", "Running")
     h.pai.gate = asyncio.Event()
     key = h.create("r1")
-    h.sched._wake.set()
+    h.sched.due.wake.set()
     for _ in range(50):  # let the poll start and block inside PAI
         await asyncio.sleep(0)
     assert len(h.pai.calls) == 1
@@ -445,7 +467,7 @@ async def test_in_flight_result_for_a_recreated_resource_writes_nothing(harness:
     h.pai.add("r1", "Running")
     h.pai.gate = asyncio.Event()
     key = h.create("r1")
-    h.sched._wake.set()
+    h.sched.due.wake.set()
     for _ in range(50):
         await asyncio.sleep(0)
     # Deleted and created again under the same name while PAI answered: a different object (uid).
@@ -546,7 +568,7 @@ async def test_runs_due_within_the_batch_window_are_pulled_into_one_query(harnes
     h.pai.calls.clear()
     now = h.clock()
     for key, offset in zip(keys, (30.0, 31.5, 40.0), strict=True):
-        h.sched._schedule(h.tracked(key), now + offset)
+        h.sched.due.schedule(h.tracked(key), now + offset)
     await h.advance(30)
     assert [sorted(c.run_ids) for c in h.pai.calls] == [["a", "b"]]
     await h.advance(10)
@@ -623,13 +645,14 @@ async def test_token_bucket_never_exceeds_rate_times_elapsed_plus_burst(monkeypa
 async def test_every_pai_call_takes_a_token_from_the_global_bucket(harness: HarnessFactory) -> None:
     h = await harness(batch_size=3)
     taken: list[float] = []
-    real_acquire = h.sched.bucket.acquire
+    bucket = h.access.limiter
+    real_acquire = bucket.acquire
 
-    async def counting_acquire(tenant: str = "", weight: float = 1.0) -> None:
-        await real_acquire(tenant, weight)
+    async def counting_acquire(*args: Any) -> None:
+        await real_acquire(*args)
         taken.append(h.clock())
 
-    h.sched.bucket.acquire = counting_acquire  # type: ignore[method-assign]
+    bucket.acquire = counting_acquire  # type: ignore[method-assign]
     await _polled_once(h, ["a", "b", "c", "d"])
     h.pai.states["b"] = "Succeeded"
     await h.advance_in_steps(350, 35)
@@ -814,7 +837,8 @@ def test_shards_split_uids_with_no_overlap_and_no_gap(count: int) -> None:
     owners: dict[str, list[int]] = {uid: [] for uid in uids}
     for index in range(count):
         settings = Settings(shard_count=count, shard_index=index)
-        sched = Scheduler(settings, FakePai(FakeClock()), FakeKube(), DEFAULT_KEYS)
+        kube = FakeKube()
+        sched = Scheduler(settings, PaiAccess(settings, FakePai(FakeClock()), kube, DEFAULT_KEYS), RunWriter(kube))
         for uid in uids:
             if sched.owns(uid):
                 owners[uid].append(index)
@@ -914,10 +938,10 @@ async def test_one_tenants_throttled_keys_hold_only_that_tenants_polls(harness: 
     for _, name in fine:
         h.pai.add(name)
     await h.advance_in_steps(600, 5)
-    circuit_b = h.sched._circuit(h.tracked(throttled[0]))
+    circuit_b = h.sched.sync.circuit(h.tracked(throttled[0]))
     assert circuit_b.identity != "operator" and "LTAI" not in circuit_b.identity, circuit_b
     assert h.sched.breaker.is_open(circuit_b)
-    assert not h.sched.breaker.is_open(h.sched._circuit(h.tracked(fine[0])))
+    assert not h.sched.breaker.is_open(h.sched.sync.circuit(h.tracked(fine[0])))
     # team-a is polled on its 30 s interval throughout; team-b costs a probe now and then, not a call per run.
     for _, name in fine:
         assert len(h.pai.gets(name)) >= 600 / 30 - 1, name
@@ -939,7 +963,7 @@ async def test_one_objects_refused_status_writes_hold_no_other_write(harness: Ha
     await h.advance_in_steps(300, 5)
     for key in keys[1:]:
         assert _ready(h, key) == ("True", "Synced"), key
-    assert h.sched.write_gate.is_open and h.sched.write_gate.closed_count == 0
+    assert h.writer.gate.is_open and h.writer.gate.closed_count == 0
     # The refused object retries on its own backoff, and says so once with an Event (no status can be written).
     assert 3 <= len(h.kube.refused) <= 10, len(h.kube.refused)
     refusals = [e for ref, e in h.kube.events if (ref.namespace, ref.name) == bad]
@@ -960,7 +984,19 @@ async def test_a_status_too_large_for_etcd_is_shown_as_a_condition(harness: Harn
     await h.advance(0)
     assert _ready(h, key) == ("False", "MalformedResponse")
     assert "could not be stored" in h.kube.status[key]["conditions"][0]["message"]
-    assert h.sched.write_gate.is_open
+    assert h.writer.gate.is_open
+
+
+async def _restarted(harness: HarnessFactory, h: Harness, key: Key) -> Harness:
+    """A new operator process that finds the object as the old one (and anyone since) left it."""
+    restarted = await harness()
+    restarted.specs, restarted.generations = h.specs, h.generations
+    restarted.kube.status[key] = h.kube.status[key]
+    for managers in ("runstatus_manager", "conditions_manager"):
+        if key in getattr(h.kube, managers):
+            getattr(restarted.kube, managers)[key] = getattr(h.kube, managers)[key]
+    restarted.sched.observe(restarted.body(key), "ADDED")
+    return restarted
 
 
 def _essence(conditions: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
@@ -1005,12 +1041,9 @@ async def test_conditions_forged_while_the_operator_was_down_are_restored_at_sta
     await h.advance(0)
     good = h.kube.status[key]["conditions"]
     _forge_conditions(h, key)
-    restarted = await harness()
-    restarted.kube, restarted.specs, restarted.generations = h.kube, h.specs, h.generations
-    restarted.sched.kube = h.kube
-    restarted.sched.observe(restarted.body(key), "ADDED")
+    restarted = await _restarted(harness, h, key)
     await restarted.advance(1)
-    assert _essence(h.kube.status[key]["conditions"]) == _essence(good)
+    assert _essence(restarted.kube.status[key]["conditions"]) == _essence(good)
     assert restarted.pai.calls == []
 
 
@@ -1020,12 +1053,9 @@ async def test_conditions_the_operator_wrote_itself_are_left_alone(harness: Harn
     key = h.create("r1")
     await h.advance(0)
     writes = len(h.kube.patches)
-    restarted = await harness()
-    restarted.kube, restarted.specs, restarted.generations = h.kube, h.specs, h.generations
-    restarted.sched.kube = h.kube
-    restarted.sched.observe(restarted.body(key), "ADDED")
+    restarted = await _restarted(harness, h, key)
     await restarted.advance(60)
-    assert len(h.kube.patches) == writes and restarted.pai.calls == []
+    assert restarted.kube.patches == [] and restarted.pai.calls == [] and writes
 
 
 async def test_a_status_unknown_to_the_operator_that_does_not_change_costs_no_detail_call(
@@ -1150,7 +1180,7 @@ async def test_runs_waiting_for_a_call_count_as_active_for_the_oldest_status_age
     await h.advance(0)
     h.pai.gate = asyncio.Event()  # the next calls stay in flight, as behind a rate limit or a slow PAI
     h.clock.t += 40
-    h.sched._wake.set()
+    h.sched.due.wake.set()
     for _ in range(50):
         await asyncio.sleep(0)
     snapshot = list(h.sched.snapshot())

@@ -36,8 +36,9 @@ class TokenBucket:
         self.waiting = 0  # callers queued for a token: polls that are due but held back by the limit
 
     async def acquire(self, tenant: str = "", weight: float = 1.0) -> None:
-        # The lock makes waiters queue in order, so the limit holds however many tasks wait. `tenant` is
-        # accepted (and ignored) so that this bucket and FairLimiter are interchangeable.
+        """Waits for one token. ``tenant`` and ``weight`` are a fair limiter's arguments; one global bucket
+        treats every caller alike."""
+        # The lock makes waiters queue in order, so the limit holds however many tasks wait.
         self.waiting += 1
         try:
             async with self._lock:

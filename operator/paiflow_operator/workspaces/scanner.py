@@ -1,4 +1,4 @@
-"""PaiWorkspace scans: one ListPipelineRuns scan per workspace per interval, fed to the scheduler and the planner.
+"""PaiWorkspace scans (the I/O): one ListPipelineRuns scan per workspace per interval, fed to the runs and the planner.
 
 A scan reads PAI's rows newest modification first and pages until it passes the previous scan's first-page
 high-water mark minus an overlap. PAI pages by offset, so rows can shift while we page: a run modified
@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -23,43 +23,40 @@ from typing import Any, Protocol
 from paiflow_operator import metrics
 from paiflow_operator.api.runs import CredentialsSecretRef, parse_duration
 from paiflow_operator.api.workspaces import PaiWorkspaceSpec
+from paiflow_operator.conditions import Event
 from paiflow_operator.guards.ratelimit import TokenBucket
 from paiflow_operator.kube import KubeError, ObjectRef
-from paiflow_operator.pai.credentials import CredentialSource
-from paiflow_operator.pai.errors import ErrorKind, PaiError
+from paiflow_operator.pai.errors import PaiError
 from paiflow_operator.pai.models import PipelineRun, RunList
-from paiflow_operator.runs.reconcile import NEEDS_HUMAN, Event, _set_condition, timestamp
-from paiflow_operator.runs.scheduler import ScanKey, Scheduler
+from paiflow_operator.pai_access import Action, Caller, PaiAccess, identity_key
+from paiflow_operator.replicas.sharding import Ownership
+from paiflow_operator.runs.scan_feed import ScanKey
 from paiflow_operator.settings import Settings
 from paiflow_operator.workspaces import plan as workspace_plan
+from paiflow_operator.workspaces import status as workspace_status
+from paiflow_operator.workspaces.pages import scan_pages
 from paiflow_operator.workspaces.plan import Existing, WorkspaceRef
 
 log = logging.getLogger(__name__)
 
 SORT_BY = "GmtModifiedTime"
+KIND = "PaiWorkspace"
 CREATE_CHUNK = 100
 HURRY_SECONDS = 1.0
 
 
-class PaiLister(Protocol):
-    async def list_pipeline_runs(
-        self,
-        *,
-        region: str,
-        credentials: CredentialSource,
-        workspace_id: str | None = None,
-        page_number: int = 1,
-        page_size: int = 50,
-        status: str | None = None,
-        name: str | None = None,
-        pipeline_run_id: str | None = None,
-        pipeline_ids: str | None = None,
-        source_type: str | None = None,
-        source_id: str | None = None,
-        user_id: str | None = None,
-        sort_by: str | None = None,
-        order: str | None = None,
-    ) -> RunList: ...
+class RunFeed(Protocol):
+    """What a scan tells the runs (runs/): which scans run, their rows, the runs it created."""
+
+    def observe(self, body: Mapping[str, Any], event_type: str | None) -> None: ...
+
+    def begin_scan(self, key: ScanKey, interval: float) -> None: ...
+
+    def end_scan(self, key: ScanKey) -> None: ...
+
+    def unsynced(self, key: ScanKey) -> int: ...
+
+    def apply_rows(self, key: ScanKey, rows: Mapping[str, PipelineRun]) -> int: ...
 
 
 class WorkspaceKube(Protocol):
@@ -70,63 +67,6 @@ class WorkspaceKube(Protocol):
     async def patch_workspace_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]: ...
 
     async def create_event(self, ref: ObjectRef, event: Event, now: datetime | None = None) -> None: ...
-
-
-# ---- paging (pure but for the fetch callable) ------------------------------------------------------------
-
-
-@dataclass
-class ScanPages:
-    rows: dict[str, PipelineRun] = field(default_factory=dict)
-    pages: int = 0
-    # The newest GmtModifiedTime on the first page read: the next scan's cut-off (minus the overlap).
-    first_page_newest: datetime | None = None
-
-
-def _modified(row: PipelineRun) -> datetime | None:
-    return row.gmt_modified_time or row.gmt_create_time
-
-
-def _keep(rows: dict[str, PipelineRun], row: PipelineRun, request_id: str | None) -> None:
-    seen = rows.get(row.pipeline_run_id)
-    new, old = _modified(row), _modified(seen) if seen is not None else None
-    if seen is None or (new is not None and (old is None or new >= old)):
-        # A row becomes an observation: it carries the RequestId of the page it came on.
-        rows[row.pipeline_run_id] = row.model_copy(update={"request_id": request_id})
-
-
-async def scan_pages(
-    fetch: Callable[[int], Awaitable[RunList]], cutoff: datetime | None, page_size: int, max_pages: int
-) -> ScanPages:
-    """Pages through rows sorted by GmtModifiedTime DESC until a row older than ``cutoff`` (None: to the end)."""
-    out = ScanPages()
-    page = 1
-    while True:
-        answer = await fetch(page)
-        out.pages += 1
-        batch = answer.pipeline_runs
-        for row in batch:
-            _keep(out.rows, row, answer.request_id)
-        if page == 1:
-            stamps = [m for m in (_modified(r) for r in batch) if m is not None]
-            out.first_page_newest = max(stamps) if stamps else None
-        last = _modified(batch[-1]) if batch else None
-        done = (
-            len(batch) < page_size
-            or page * page_size >= answer.total_count
-            or (cutoff is not None and last is not None and last < cutoff)
-            or page >= max_pages
-        )
-        if done:
-            break
-        page += 1
-    if out.pages > 1:
-        # Whatever changed while we paged sits at the top now: one more look at page 1.
-        answer = await fetch(1)
-        out.pages += 1
-        for row in answer.pipeline_runs:
-            _keep(out.rows, row, answer.request_id)
-    return out
 
 
 # ---- the index of PaiPipelineRuns the planner needs ------------------------------------------------------
@@ -179,17 +119,19 @@ class WorkspaceScanner:
     def __init__(
         self,
         settings: Settings,
-        pai: PaiLister,
+        access: PaiAccess,
         kube: WorkspaceKube,
-        scheduler: Scheduler,
+        runs: RunFeed,
+        ownership: Ownership,
         *,
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
-        self.pai = pai
+        self.access = access
         self.kube = kube
-        self.scheduler = scheduler
+        self.runs = runs
+        self.ownership = ownership
         self.clock = clock
         self.wallclock = wallclock
         self.index = RunIndex()
@@ -227,9 +169,11 @@ class WorkspaceScanner:
             )
         except ValueError:
             return
-        namespace = meta.get("namespace", "")
-        creds = (namespace, ref.name, ref.accessKeyIdKey, ref.accessKeySecretKey, ref.securityTokenKey) if ref else None
-        key = (spec.get("regionId") or self.settings.default_region, spec["workspaceId"], creds)
+        key = (
+            self.access.region(spec.get("regionId")),
+            spec["workspaceId"],
+            identity_key(meta.get("namespace", ""), ref),
+        )
         for ws in self.workspaces.values():
             if ws.key == key and not ws.hurried:
                 ws.hurried = True
@@ -274,7 +218,7 @@ class WorkspaceScanner:
         if watched.task is not None:
             watched.task.cancel()
         if watched.key is not None:
-            self.scheduler.end_scan(watched.key)
+            self.runs.end_scan(watched.key)
 
     async def stop(self) -> None:
         tasks = [w.task for w in self.workspaces.values() if w.task is not None]
@@ -285,27 +229,30 @@ class WorkspaceScanner:
     # ---- the loop ----------------------------------------------------------------------------------------
 
     def scan_key(self, ws: Watched) -> ScanKey:
-        ref = ws.spec.credentialsSecretRef
-        creds = (
-            (ws.ref.namespace, ref.name, ref.accessKeyIdKey, ref.accessKeySecretKey, ref.securityTokenKey)
-            if ref
-            else None
+        identity = identity_key(ws.ref.namespace, ws.spec.credentialsSecretRef)
+        return (self.access.region(ws.spec.regionId), ws.spec.workspaceId, identity)
+
+    def caller(self, ws: Watched) -> Caller:
+        """Who asks PAI for this workspace's scans."""
+        spec = ws.spec
+        region = self.access.region(spec.regionId)
+        return Caller(
+            ws.ref.namespace, KIND, ws.ref.name, Action.IMPORT, region, spec.workspaceId, spec.credentialsSecretRef
         )
-        return (ws.spec.regionId or self.settings.default_region, ws.spec.workspaceId, creds)
 
     async def _loop(self, ws: Watched) -> None:
         interval = self.settings.workspace_scan_interval.total_seconds()
         while True:
             key = self.scan_key(ws)
             if ws.key is not None and ws.key != key:
-                self.scheduler.end_scan(ws.key)
-            active = self.scheduler.owns(ws.ref.uid) and not ws.spec.suspend
+                self.runs.end_scan(ws.key)
+            active = self.ownership.owns(ws.ref.uid) and not ws.spec.suspend
             # Cleared before the scan, so that a wake-up during it (a new run, a spec change) is not lost.
             ws.hurried = False
             ws.wake.clear()
             if active:
                 ws.key = key
-                self.scheduler.begin_scan(key, interval)
+                self.runs.begin_scan(key, interval)
                 try:
                     await self.scan_once(ws)
                 except asyncio.CancelledError:
@@ -314,10 +261,12 @@ class WorkspaceScanner:
                     log.exception("scan of PaiWorkspace %s/%s failed unexpectedly", ws.ref.namespace, ws.ref.name)
             else:
                 if ws.key is not None:
-                    self.scheduler.end_scan(ws.key)
+                    self.runs.end_scan(ws.key)
                     ws.key = None
-                if ws.spec.suspend and self.scheduler.owns(ws.ref.uid):
-                    await self._write_status(ws, self._suspended_status(ws))  # writes only a change
+                if ws.spec.suspend and self.ownership.owns(ws.ref.uid):
+                    await self._write_status(
+                        ws, workspace_status.suspended(ws.status, ws.generation, self.wallclock())
+                    )  # writes only a change
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ws.wake.wait(), interval)
 
@@ -330,17 +279,18 @@ class WorkspaceScanner:
             ws.cutoff is None
             or ws.last_full is None
             or self.clock() - ws.last_full >= s.workspace_full_scan_interval.total_seconds()
-            or self.scheduler.unsynced(key) > 0
+            or self.runs.unsynced(key) > 0
         )
         cutoff = window_start if full or ws.cutoff is None else ws.cutoff
         try:
-            credentials = await self._credentials(ws)
+            who = self.caller(ws)
             pages = await scan_pages(
-                lambda page: self._fetch(ws, credentials, page), cutoff, s.workspace_page_size, s.workspace_max_pages
+                lambda page: self._fetch(ws, who, page), cutoff, s.workspace_page_size, s.workspace_max_pages
             )
         except PaiError as exc:
             metrics.SYNC_ERRORS.labels(exc.kind.value).inc()
-            await self._write_status(ws, self._error_status(ws, exc), error=exc)
+            failed = workspace_status.failed(ws.status, ws.generation, exc, self.wallclock())
+            await self._write_status(ws, failed, error=exc)
             return
         if pages.first_page_newest is not None:
             ws.cutoff = pages.first_page_newest - s.workspace_scan_overlap
@@ -350,40 +300,36 @@ class WorkspaceScanner:
             ws.last_full = self.clock()
         rows = pages.rows
         # Runs this replica already tracks (hand-written or imported) take their rows first.
-        self.scheduler.apply_rows(key, rows)
+        self.runs.apply_rows(key, rows)
         plan = workspace_plan.plan(
             ws.ref, ws.spec, rows.values(), self.index.in_namespace(ws.ref.namespace), now, self._cap(ws.ref.namespace)
         )
         created = await self._create(ws, key, plan.creates, rows)
-        deleted = await self._delete(ws, plan.deletes)
-        counts = dict(plan.counts)
-        await self._write_status(ws, self._ok_status(ws, plan, created, deleted, counts, now))
+        await self._delete(ws, plan.deletes)  # counted in ws.deleted
+        counts = workspace_plan.counts_after(plan, (rows[r].raw_status or rows[r].status.value for r in created))
+        desired = workspace_status.scanned(
+            ws.status, ws.generation, ws.spec, plan, counts, ws.imported, ws.deleted, now
+        )
+        await self._write_status(ws, desired)
 
-    async def _fetch(self, ws: Watched, credentials: CredentialSource, page: int) -> RunList:
+    async def _fetch(self, ws: Watched, who: Caller, page: int) -> RunList:
         s = self.settings
         query = workspace_plan.list_query(ws.spec)
-        async with self.scheduler.send_slot(credentials, ws.ref.namespace):
-            return await self.pai.list_pipeline_runs(
-                region=ws.spec.regionId or s.default_region,
-                credentials=credentials,
-                workspace_id=ws.spec.workspaceId,
-                page_number=page,
-                page_size=s.workspace_page_size,
-                sort_by=SORT_BY,
-                order="DESC",
-                **query,
-            )
-
-    async def _credentials(self, ws: Watched) -> CredentialSource:
-        ref = ws.spec.credentialsSecretRef
-        if ref is None:
-            return self.scheduler.default_credentials
-        return await self.scheduler.secrets.credentials(ws.ref.namespace, ref)
+        return await self.access.list_pipeline_runs(
+            who,
+            workspace_id=ws.spec.workspaceId,
+            page_number=page,
+            page_size=s.workspace_page_size,
+            sort_by=SORT_BY,
+            order="DESC",
+            **query,
+        )
 
     async def _create(
         self, ws: Watched, key: ScanKey, bodies: list[dict[str, Any]], rows: Mapping[str, PipelineRun]
-    ) -> int:
-        created = 0
+    ) -> list[str]:
+        """Creates the planned PaiPipelineRuns; returns the run ids of those created."""
+        created: list[str] = []
         for start in range(0, len(bodies), CREATE_CHUNK):
             chunk = bodies[start : start + CREATE_CHUNK]
             answers = await asyncio.gather(*(self._create_one(ws, body) for body in chunk))
@@ -391,14 +337,14 @@ class WorkspaceScanner:
             for answer in answers:
                 if answer is None:
                     continue
-                created += 1
                 self.index.observe(answer, "ADDED")
-                self.scheduler.observe(answer, "ADDED")
+                self.runs.observe(answer, "ADDED")
                 run_id = answer["spec"]["pipelineRunId"]
                 fresh[run_id] = rows[run_id]
+                created.append(run_id)
             # The first status comes straight from the row: a create and one status write per run.
-            self.scheduler.apply_rows(key, fresh)
-        ws.imported += created
+            self.runs.apply_rows(key, fresh)
+        ws.imported += len(created)
         return created
 
     async def _create_one(self, ws: Watched, body: dict[str, Any]) -> dict[str, Any] | None:
@@ -429,55 +375,9 @@ class WorkspaceScanner:
 
     # ---- status --------------------------------------------------------------------------------------------
 
-    def _ok_status(
-        self, ws: Watched, plan: workspace_plan.Plan, created: int, deleted: int, counts: dict[str, int], now: datetime
-    ) -> dict[str, Any]:
-        conditions = [dict(c) for c in ws.status.get("conditions") or []]
-        message = f"Scanning PAI workspace {ws.spec.workspaceId}"
-        if plan.over_cap and plan.namespace_cap is not None:
-            message += (
-                f"; the namespace's cap of {plan.namespace_cap} imported runs (all its PaiWorkspaces together) "
-                f"reached, {plan.over_cap} runs in scope not imported"
-            )
-        elif plan.over_cap:
-            message += f"; maxRuns ({ws.spec.maxRuns}) reached, {plan.over_cap} runs in scope not imported"
-        _set_condition(conditions, "Ready", "True", "Scanned", message, ws.generation, now)
-        _set_condition(conditions, "Stalled", "False", "Scanned", message, ws.generation, now)
-        return {
-            "observedGeneration": ws.generation,
-            "conditions": conditions,
-            "runs": plan.owned + created,
-            "counts": counts or None,
-            "imported": ws.imported,
-            "deleted": ws.deleted,
-            "skipped": plan.over_cap or None,
-            "lastScanTime": timestamp(now),
-        }
-
-    def _error_status(self, ws: Watched, error: PaiError) -> dict[str, Any]:
-        now = self.wallclock()
-        conditions = [dict(c) for c in ws.status.get("conditions") or []]
-        # As for runs (reconcile._on_error): a Secret problem is named by its code, anything else by its kind.
-        reason = error.code if error.kind is ErrorKind.CREDENTIALS and error.code else error.kind.value
-        reason = "".join(ch for ch in reason if ch.isascii() and (ch.isalnum() or ch == "_")) or "Error"
-        message = error.describe(with_request_id=False)
-        _set_condition(conditions, "Ready", "False", reason, message, ws.generation, now)
-        _set_condition(
-            conditions, "Stalled", "True" if error.kind in NEEDS_HUMAN else "False", reason, message, ws.generation, now
-        )
-        return {"observedGeneration": ws.generation, "conditions": conditions}
-
-    def _suspended_status(self, ws: Watched) -> dict[str, Any]:
-        now = self.wallclock()
-        conditions = [dict(c) for c in ws.status.get("conditions") or []]
-        message = "Scanning is suspended by spec.suspend; imported runs are kept"
-        _set_condition(conditions, "Ready", "True", "Suspended", message, ws.generation, now)
-        _set_condition(conditions, "Stalled", "False", "Suspended", message, ws.generation, now)
-        return {"observedGeneration": ws.generation, "conditions": conditions}
-
     async def _write_status(self, ws: Watched, desired: dict[str, Any], error: PaiError | None = None) -> None:
         current = ws.status
-        patch = {k: v for k, v in desired.items() if current.get(k) != v and not (v is None and k not in current)}
+        patch = workspace_status.changes(current, desired)
         heartbeat_due = ws.last_status_write is None or (
             self.clock() - ws.last_status_write >= self.settings.workspace_status_heartbeat.total_seconds()
         )
@@ -485,7 +385,7 @@ class WorkspaceScanner:
             return  # an unchanged scan costs no write
         if not patch:
             return
-        previous = next((c for c in current.get("conditions") or [] if c.get("type") == "Ready"), None)
+        previous = workspace_status.ready(current)
         try:
             written = await self.kube.patch_workspace_status(ws.ref.namespace, ws.ref.name, patch)
         except KubeError as exc:
@@ -494,7 +394,7 @@ class WorkspaceScanner:
         metrics.KUBE_WRITES.labels("status").inc()
         ws.last_status_write = self.clock()
         ws.status = dict(written.get("status") or {**current, **patch})
-        ready = next((c for c in ws.status.get("conditions") or [] if c.get("type") == "Ready"), None)
+        ready = workspace_status.ready(ws.status)
         if ready is not None and (previous is None or previous.get("reason") != ready.get("reason")):
             event = Event(
                 "Warning" if ready.get("status") != "True" else "Normal",
