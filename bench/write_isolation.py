@@ -126,11 +126,12 @@ async def _phase(kube: KubeApi, gate: Gate | None, objects: int, seconds: float,
     latencies: list[float] = []
     pending: dict[str, float] = {}
     refusals = 0
+    refusal_text = ""
     stop = time.monotonic() + seconds
     use: Gate = gate or WriteGate()
 
     async def writer(name: str) -> None:
-        nonlocal refusals
+        nonlocal refusals, refusal_text
         n = 0
         while time.monotonic() < stop:
             n += 1
@@ -139,8 +140,9 @@ async def _phase(kube: KubeApi, gate: Gate | None, objects: int, seconds: float,
             pending[name] = started
             try:
                 await use.write(functools.partial(kube.patch_status, NAMESPACE, name, patch), name)
-            except KubeError:
+            except KubeError as exc:
                 refusals += 1
+                refusal_text = refusal_text or f"{exc.status} {exc.message}"[:200]
                 await asyncio.sleep(pause * 5)  # the object's own retry with backoff
                 continue
             finally:
@@ -166,6 +168,8 @@ async def _phase(kube: KubeApi, gate: Gate | None, objects: int, seconds: float,
         "p99_ms": round(every[int(len(every) * 0.99) - 1] * 1000, 1) if every else None,
         "worst_ms": round(every[-1] * 1000, 1) if every else None,
         "frozen_refusals": refusals,
+        "refusal": refusal_text,
+        "gate_closed": getattr(use, "closed_count", None),
     }
 
 
