@@ -13,11 +13,16 @@ import pytest
 from tests.unit.test_launcher import Factory, harness
 from tests.unit.test_scheduler import DEFAULT_KEYS, FakeKube
 
+from paiflow_operator.access.policy import Allowed
+from paiflow_operator.access.view import AccessView
 from paiflow_operator.api.runs import CredentialsSecretRef
 from paiflow_operator.pai.api import PaiApi
 from paiflow_operator.pai.models import Acknowledged, CreatedRun, PipelineRun, RunList, RunStatusList
 from paiflow_operator.pai_access import Action, Caller, PaiAccess
 from paiflow_operator.settings import Settings
+
+# Unit tests of the door and what uses it: every namespace allowed (policies: tests/unit/test_access_*.py).
+ALLOW_ALL = AccessView(allow_all=True)
 
 __all__ = ["harness"]  # the fixture, imported for pytest
 
@@ -122,12 +127,16 @@ async def test_every_operation_is_authorized_then_keyed_then_slotted_then_rate_l
     log: list[str] = []
     kube = FakeKube()
     kube.secrets[("team-a", "keys")] = {"id": b"LTAIteam", "secret": b"team-secret"}
-    access = PaiAccess(Settings(), RecordingPai(log), kube, DEFAULT_KEYS, limiter=RecordingLimiter(log))
+    access = PaiAccess(
+        Settings(), RecordingPai(log), kube, DEFAULT_KEYS, limiter=RecordingLimiter(log), policies=ALLOW_ALL
+    )
     checked: list[Caller] = []
+    real = access._authorize
 
-    def authorize(who: Caller) -> None:
+    def authorize(who: Caller, workspace_id: str | None = None) -> Allowed:
         log.append("authorize")
         checked.append(who)
+        return real(who, workspace_id)
 
     monkeypatch.setattr(access, "_authorize", authorize)
     ref = CredentialsSecretRef(name="keys", accessKeyIdKey="id", accessKeySecretKey="secret")
@@ -144,9 +153,11 @@ async def test_a_refusal_at_the_check_reads_no_keys_and_sends_nothing(monkeypatc
 
     log: list[str] = []
     kube = FakeKube()
-    access = PaiAccess(Settings(), RecordingPai(log), kube, DEFAULT_KEYS, limiter=RecordingLimiter(log))
+    access = PaiAccess(
+        Settings(), RecordingPai(log), kube, DEFAULT_KEYS, limiter=RecordingLimiter(log), policies=ALLOW_ALL
+    )
 
-    def refuse(who: Caller) -> None:
+    def refuse(who: Caller, workspace_id: str | None = None) -> Allowed:
         raise AuthError(f"namespace {who.namespace} may not {who.action}", code="Forbidden")
 
     monkeypatch.setattr(access, "_authorize", refuse)
@@ -173,9 +184,10 @@ async def test_every_pai_call_of_a_launch_and_its_polls_passes_the_door(harness:
         setattr(h.pai, name, counting)
     real_authorize = h.access._authorize
 
-    def authorize(who: Caller) -> None:
-        authorized.append(who.action)
-        real_authorize(who)
+    def authorize(who: Caller, workspace_id: str | None = None) -> Allowed:
+        if workspace_id is None:  # once per call (a run's answer is checked once more, on its workspace)
+            authorized.append(who.action)
+        return real_authorize(who, workspace_id)
 
     h.access._authorize = authorize  # type: ignore[method-assign]
     key = h.launch("stop", deletionPolicy="Terminate")
