@@ -151,8 +151,6 @@ class PaiAccess:
         # Both queues a flood of one namespace's calls would fill are shared between namespaces by weight.
         self.limiter: Limiter = limiter or FairLimiter(settings.qps, settings.burst, clock)
         self.in_flight: Slots = FairSemaphore(settings.concurrency)
-        # A namespace's share of PAI calls relative to the others' (its access policy's limits.weight).
-        self.weight: Callable[[str], float] = lambda namespace: 1.0
 
     @classmethod
     def from_settings(cls, settings: Settings, secrets: SecretReader, policies: AccessView) -> PaiAccess:
@@ -173,10 +171,15 @@ class PaiAccess:
 
     def identity(self, who: Caller) -> str:
         """An opaque name of the identity that signs the caller's calls, for the circuit breaker (one circuit per
-        region and identity): "operator" for the operator's own credentials, else the Secret reference. Never a
-        key or a secret value."""
-        key = identity_key(who.namespace, who.credentials_ref)
-        return OPERATOR_IDENTITY if key is None else "secret:" + "/".join(key)
+        region and identity): "operator", "role:<arn>" or "secret:<reference>" (access.policy.Identity.key).
+        Never a key or a secret value."""
+        decision = self.decide(who)
+        if isinstance(decision, Allowed):
+            return decision.identity.key
+        # Refused callers make no call; they still need a circuit to be looked up in.
+        if who.credentials_ref is None:
+            return OPERATOR_IDENTITY
+        return "secret:" + "/".join(identity_key(who.namespace, who.credentials_ref) or ())
 
     def region(self, region_id: str | None) -> str:
         """The region a resource's calls go to: its own regionId, else the operator's default."""
@@ -302,7 +305,6 @@ class PaiAccess:
         (for a slot, or for the first credential lookup) would leave in a bunch with others and break the
         rate limit as PAI sees it.
         """
-        weight = self.weight(who.tenant)
         async with self.in_flight.slot(who.tenant, weight):
             await credentials.get()  # cached afterwards: the client's own get() is then immediate
             await self.limiter.acquire(who.tenant, weight)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from paiflow_operator import metrics
-from paiflow_operator.access.policy import ACCESS_REASONS
+from paiflow_operator.access.policy import ACCESS_REASONS, Allowed
 from paiflow_operator.api.runs import CredentialsSecretRef, parse_duration
 from paiflow_operator.api.workspaces import PaiWorkspaceSpec
 from paiflow_operator.conditions import Event, find_condition
@@ -138,13 +138,13 @@ class WorkspaceScanner:
         self.index = RunIndex()
         self.workspaces: dict[tuple[str, str], Watched] = {}
         self.creates = TokenBucket(settings.workspace_create_qps, settings.workspace_create_burst, clock)
-        # A namespace's own cap on imported runs, if its access policy sets one (limits.maxImportedRuns).
-        self.policy_cap: Callable[[str], int | None] = lambda namespace: None
 
-    def _cap(self, namespace: str) -> int:
-        """Imported runs a namespace may hold: the operator's hard ceiling, or its policy's cap if lower."""
+    def _cap(self, ws: Watched) -> int:
+        """Imported runs the workspace's namespace may hold: the operator's hard ceiling, or its access policy's
+        limits.maxImportedRuns if lower."""
         ceiling = self.settings.max_imported_runs_per_namespace
-        own = self.policy_cap(namespace)
+        decision = self.access.decide(self.caller(ws))
+        own = decision.max_imported_runs if isinstance(decision, Allowed) else None
         return ceiling if own is None else min(own, ceiling)
 
     # ---- fed by the watches --------------------------------------------------------------------------
@@ -312,7 +312,7 @@ class WorkspaceScanner:
         # Runs this replica already tracks (hand-written or imported) take their rows first.
         self.runs.apply_rows(key, rows)
         plan = workspace_plan.plan(
-            ws.ref, ws.spec, rows.values(), self.index.in_namespace(ws.ref.namespace), now, self._cap(ws.ref.namespace)
+            ws.ref, ws.spec, rows.values(), self.index.in_namespace(ws.ref.namespace), now, self._cap(ws)
         )
         created = await self._create(ws, key, plan.creates, rows)
         await self._delete(ws, plan.deletes)  # counted in ws.deleted
