@@ -27,6 +27,7 @@ from typing import Any
 
 from bench.emulator import EmulatorProcess
 from bench.run import ACCESS_KEY_ID, ACCESS_KEY_SECRET, RESULTS, log
+from paiflow_operator.access.view import AccessView
 from paiflow_operator.conditions import Event
 from paiflow_operator.guards.ratelimit import TokenBucket
 from paiflow_operator.kube import ObjectRef
@@ -128,7 +129,14 @@ async def _variant(
     client = PaiClient(endpoint_override=url, max_connections=settings.concurrency)
     pai = TimedPai(client, time.monotonic)
     kube = MemoryKube()
-    access = PaiAccess(settings, pai, kube, StaticCredentialSource(ACCESS_KEY_ID, ACCESS_KEY_SECRET))  # type: ignore[arg-type]
+    # Both namespaces allowed as the operator (the policy check is not what is measured here).
+    access = PaiAccess(
+        settings,
+        pai,  # type: ignore[arg-type]
+        kube,
+        StaticCredentialSource(ACCESS_KEY_ID, ACCESS_KEY_SECRET),
+        policies=AccessView(allow_all=True),
+    )
     if not fair:
         access.limiter = TokenBucket(settings.qps, settings.burst)
         access.in_flight = FifoSlots(settings.concurrency)
