@@ -10,7 +10,6 @@ client: the kinds (runs, workspaces) hold this door.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -24,7 +23,8 @@ from paiflow_operator.access.policy import Allowed, Decision
 from paiflow_operator.access.view import AccessDenied, AccessView
 from paiflow_operator.api.policies import Action as PolicyAction
 from paiflow_operator.api.runs import CredentialsSecretRef, SecretKeySelector
-from paiflow_operator.guards.ratelimit import TokenBucket
+from paiflow_operator.guards.circuit import OPERATOR_IDENTITY
+from paiflow_operator.guards.ratelimit import FairLimiter, FairSemaphore
 from paiflow_operator.pai.api import PaiApi
 from paiflow_operator.pai.client import PaiClient
 from paiflow_operator.pai.credentials import CredentialSource, DefaultChainSource
@@ -108,6 +108,12 @@ class Limiter(Protocol):
     async def acquire(self, tenant: str = "", weight: float = 1.0) -> None: ...
 
 
+class Slots(Protocol):
+    """The calls in flight; ``tenant`` lets a fair semaphore share the slots among namespaces."""
+
+    def slot(self, tenant: str = "", weight: float = 1.0) -> contextlib.AbstractAsyncContextManager[None]: ...
+
+
 def identity_key(namespace: str, ref: CredentialsSecretRef | None) -> IdentityKey:
     """Whose calls a resource's are: runs of one workspace share a status query (and a scan) only if equal, so
     only within one namespace, and with the same Secret if they name one."""
@@ -142,8 +148,9 @@ class PaiAccess:
             read_timeout=settings.read_timeout,
         )
         self.secrets = SecretCredentials(secrets, settings.secret_cache_ttl.total_seconds(), clock)
-        self.limiter: Limiter = limiter or TokenBucket(settings.qps, settings.burst, clock)
-        self.in_flight = asyncio.Semaphore(settings.concurrency)
+        # Both queues a flood of one namespace's calls would fill are shared between namespaces by weight.
+        self.limiter: Limiter = limiter or FairLimiter(settings.qps, settings.burst, clock)
+        self.in_flight: Slots = FairSemaphore(settings.concurrency)
 
     @classmethod
     def from_settings(cls, settings: Settings, secrets: SecretReader, policies: AccessView) -> PaiAccess:
@@ -161,6 +168,18 @@ class PaiAccess:
 
     async def aclose(self) -> None:
         await self._pai.aclose()
+
+    def identity(self, who: Caller) -> str:
+        """An opaque name of the identity that signs the caller's calls, for the circuit breaker (one circuit per
+        region and identity): "operator", "role:<arn>" or "secret:<reference>" (access.policy.Identity.key).
+        Never a key or a secret value."""
+        decision = self.decide(who)
+        if isinstance(decision, Allowed):
+            return decision.identity.key
+        # Refused callers make no call; they still need a circuit to be looked up in.
+        if who.credentials_ref is None:
+            return OPERATOR_IDENTITY
+        return "secret:" + "/".join(identity_key(who.namespace, who.credentials_ref) or ())
 
     def region(self, region_id: str | None) -> str:
         """The region a resource's calls go to: its own regionId, else the operator's default."""
@@ -286,7 +305,7 @@ class PaiAccess:
         (for a slot, or for the first credential lookup) would leave in a bunch with others and break the
         rate limit as PAI sees it.
         """
-        async with self.in_flight:
+        async with self.in_flight.slot(who.tenant, weight):
             await credentials.get()  # cached afterwards: the client's own get() is then immediate
             await self.limiter.acquire(who.tenant, weight)
             yield

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     workspace_max_pages: int = Field(default=200, ge=1, description="Pages per scan at most.")
     workspace_create_qps: float = Field(default=50.0, gt=0, description="PaiPipelineRun creations per second.")
     workspace_create_burst: int = Field(default=50, ge=1)
+    # Imported PaiPipelineRuns a namespace holds at most, all its PaiWorkspaces together, whatever their maxRuns
+    # ask: a hard ceiling on what one tenant can make this operator track (an access policy may set a lower one).
+    max_imported_runs_per_namespace: int = Field(default=20_000, ge=0)
     # lastScanTime alone is written at most this often (a change of anything else writes at once).
     workspace_status_heartbeat: Duration = timedelta(minutes=5)
 

@@ -113,9 +113,16 @@ def _create_workspace(runs: Runs, spec: dict[str, Any], name: str = "bad-ws") ->
         ({"workspaceId": "ws1", "template": {"pollInterval": "1s"}}, "template.pollInterval must be between 5s and 1h"),
         ({"workspaceId": "ws1", "template": {"labels": {"a b": "c"}}}, "template.labels must be valid"),
         ({"workspaceId": "ws1", "credentialsSecretRef": {}}, "spec.credentialsSecretRef.name: Required value"),
+        ({"workspaceId": "ws1", "template": {"labels": {f"team.example.com/k{i}": "v" * 63 for i in range(30)}}},
+         "template.labels must be at most 2048 bytes"),
+        ({"workspaceId": "ws1", "template": {"annotations": {f"a{i}": "x" * 1000 for i in range(5)}}},
+         "template.annotations must be at most 4096 bytes"),
+        ({"workspaceId": "ws1", "template": {"annotations": {"not a key": "x"}}},
+         "template.annotations keys must be valid"),
     ],
     ids=["no-workspace", "bad-workspace", "window-not-a-duration", "window-too-long", "negative-cap", "cap-too-big",
-         "ttl-in-days", "bad-source-type", "bad-status", "template-interval", "bad-label", "secret-without-name"],
+         "ttl-in-days", "bad-source-type", "bad-status", "template-interval", "bad-label", "secret-without-name",
+         "labels-too-large", "annotations-too-large", "bad-annotation-key"],
 )  # fmt: skip
 def test_invalid_workspaces_are_refused_with_the_field_named(runs: Runs, spec: dict[str, Any], expected: str) -> None:
     code, stderr = _create_workspace(runs, spec)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -170,6 +171,21 @@ class RunNotify(_Model):
         pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
         max_length=63,
     )
+
+
+def without_launch_payload(spec: Mapping[str, Any], status: Mapping[str, Any]) -> Mapping[str, Any]:
+    """spec as the operator keeps it in memory: once the launched run exists (status.pipelineRunId), its inline
+    manifest and arguments (up to the object size limit each, at thousands of runs) are never read again.
+    The manifest becomes "" so that the spec still names exactly one source; the object itself is unchanged."""
+    launch = spec.get("launch")
+    if not isinstance(launch, Mapping) or not status.get("pipelineRunId"):
+        return spec
+    if launch.get("manifest") is None and launch.get("arguments") is None:
+        return spec
+    slim = {k: v for k, v in launch.items() if k != "arguments"}
+    if launch.get("manifest") is not None:
+        slim["manifest"] = ""
+    return {**spec, "launch": slim}
 
 
 _SPEC_RULES: list[Any] = [

@@ -84,6 +84,7 @@ class Scheduler:
             wallclock=wallclock,
             rng=rng,
         )
+        self.registry.restore_conditions = self.sync.restore_conditions
         # The workspace scanner's entry (workspaces/scanner.py).
         self.scans = ScanFeed(settings, scans, self.registry, self.due, self.sync.take_row, clock=clock, rng=rng)
 
@@ -114,7 +115,7 @@ class Scheduler:
             self.due.schedule(tracked, now + self.rng.uniform(0, 1.0))
 
     def snapshot(self) -> Iterable[metrics.RunSnapshot]:
-        return self.registry.snapshot(lambda run: self.outage.is_held(run, self.sync.region(run.spec)))
+        return self.registry.snapshot(lambda run: self.outage.is_held(run, self.sync.circuit(run)))
 
     async def run(self) -> None:
         await self.sync.run()

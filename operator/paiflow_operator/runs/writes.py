@@ -49,17 +49,22 @@ class RunWriter:
         self, tracked: Tracked, patch: dict[str, Any], *, resource_version: str | None = None
     ) -> None:
         """A merge patch of the run's status (with ``resource_version``: only if the object is still at it).
-        Raises KubeError as the API server answers, but waits out an outage of the API server itself."""
+        Raises KubeError as the API server answers about this object (its own retry), but waits out an outage
+        of the API server itself."""
         was = tracked.status.get("runStatus")  # read before the await: the watch may echo our write first
         self.in_flight += 1
         try:
+            # The run's key tells the gate whose write failed: one object's refusals never hold the others'.
             if resource_version is None:
-                written = await self.gate.write(lambda: self.kube.patch_status(tracked.namespace, tracked.name, patch))
+                written = await self.gate.write(
+                    lambda: self.kube.patch_status(tracked.namespace, tracked.name, patch), tracked.key
+                )
             else:
                 written = await self.gate.write(
                     lambda: self.kube.patch_status(
                         tracked.namespace, tracked.name, patch, resource_version=resource_version
-                    )
+                    ),
+                    tracked.key,
                 )
         finally:
             self.in_flight -= 1
