@@ -311,6 +311,73 @@ class LaunchStatus(_Model):
     )
 
 
+# What a run holds inside (issue 19; computed in runs/inside.py). Bounded: never the whole node tree.
+MAX_STATUS_NODE_NAMES = 20
+MAX_STATUS_FAILED_NODES = 10
+MAX_STATUS_OUTPUTS = 20
+MAX_LOG_TAIL_CHARS = 4096
+
+
+class NodeRef(_Model):
+    """One node of the run's tree, by name."""
+
+    name: str = Field(max_length=253, description="The node's display name in PAI.")
+    nodeId: str = Field(max_length=253)
+    status: str | None = Field(default=None, max_length=64, description="PAI's node status.")
+    startedAt: datetime | None = None
+    finishedAt: datetime | None = None
+
+
+class NodeCounts(_Model):
+    """Leaf nodes by status."""
+
+    succeeded: int = Field(default=0, ge=0)
+    failed: int = Field(default=0, ge=0)
+    running: int = Field(default=0, ge=0)
+    waiting: int = Field(default=0, ge=0, description="Not started yet (ReadyToSchedule and the like).")
+    skipped: int = Field(default=0, ge=0)
+    other: int = Field(default=0, ge=0, description="Any other status (Unknown, Terminated, a new one).")
+
+
+class NodesSummary(_Model):
+    """A bounded summary of the run's leaf nodes: counts by status, and the failed and running ones by name."""
+
+    total: int = Field(ge=0, description="Leaf nodes PAI lists for the run.")
+    counts: NodeCounts | None = None
+    failed: list[NodeRef] | None = Field(default=None, max_length=MAX_STATUS_NODE_NAMES)
+    running: list[NodeRef] | None = Field(default=None, max_length=MAX_STATUS_NODE_NAMES)
+    omitted: int | None = Field(default=None, ge=0, description="Failed or running nodes left unnamed (bound).")
+    observedAt: datetime | None = Field(default=None, description="When the operator read the node tree.")
+
+
+class RunFailure(_Model):
+    """Why the run failed: its failed nodes, and the end of the first one's log."""
+
+    node: str = Field(max_length=253, description="The first node to fail.")
+    nodeId: str = Field(max_length=253)
+    nodes: list[NodeRef] | None = Field(
+        default=None, max_length=MAX_STATUS_FAILED_NODES, description="The failed nodes, the first to fail first."
+    )
+    omitted: int | None = Field(default=None, ge=0)
+    logTail: str | None = Field(
+        default=None,
+        max_length=MAX_LOG_TAIL_CHARS,
+        description="The last lines of the first failed node's log (at most 4 KiB, secrets and escapes removed).",
+    )
+    logTruncated: bool | None = Field(default=None, description="Older lines of the log were left out.")
+
+
+class RunOutput(_Model):
+    """An artifact the run produced."""
+
+    name: str = Field(max_length=253)
+    type: str = Field(max_length=32, description="Model, DataSet or Metrics.")
+    node: str | None = Field(default=None, max_length=253, description="The node that produced it.")
+    nodeId: str | None = Field(default=None, max_length=253)
+    uri: str | None = Field(default=None, max_length=2048, description="Where it lives, from PAI's Info.")
+    createdAt: datetime | None = None
+
+
 class PaiPipelineRunStatus(_Model):
     """The run as PAI last reported it, and for launched runs the operator's record of creating it (written by
     the operator only)."""
@@ -349,6 +416,21 @@ class PaiPipelineRunStatus(_Model):
     truncatedFields: list[str] | None = Field(
         default=None, description="Fields cut to the size limit (manifest, arguments, options)."
     )
+    progress: str | None = Field(
+        default=None,
+        description="Leaf nodes ended of all leaf nodes, as done/total (e.g. 3/5), refreshed less often than "
+        "runStatus while the run is active.",
+        max_length=32,
+        pattern=r"^[0-9]+/[0-9]+$",
+    )
+    nodes: NodesSummary | None = Field(default=None, description="A bounded summary of the run's nodes.")
+    failure: RunFailure | None = Field(default=None, description="Set once when the run has failed.")
+    outputs: list[RunOutput] | None = Field(
+        default=None,
+        max_length=MAX_STATUS_OUTPUTS,
+        description="Set once when the run has succeeded: its Model, DataSet and Metrics outputs.",
+    )
+    outputsOmitted: int | None = Field(default=None, ge=0, description="Outputs left out (bound or type).")
     requestId: str | None = Field(default=None, description="PAI RequestId of the last answer written.")
     lastSyncTime: datetime | None = Field(
         default=None,
@@ -374,6 +456,7 @@ class PaiPipelineRun(_Model):
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Run ID", "type": "string", "jsonPath": ".status.pipelineRunId"},
     {"name": "Status", "type": "string", "jsonPath": ".status.runStatus", "description": "PAI's Status"},
+    {"name": "Progress", "type": "string", "jsonPath": ".status.progress", "description": "Leaf nodes done/total"},
     {"name": "Duration", "type": "integer", "jsonPath": ".status.duration", "description": "Seconds"},
     {"name": "Started", "type": "date", "jsonPath": ".status.startedAt"},
     {
