@@ -21,6 +21,7 @@ from typing import Any, cast
 from paiflow_operator.api.runs import PaiPipelineRunSpec
 from paiflow_operator.pai.credentials import StaticCredentialSource
 from paiflow_operator.pai.models import PipelineRun
+from paiflow_operator.pai_access import PaiAccess
 from paiflow_operator.replicas.handover import Handover
 from paiflow_operator.runs.reconcile import Policy, reconcile
 from paiflow_operator.runs.scheduler import Scheduler
@@ -42,11 +43,11 @@ def measure(n: int, owned: bool, status: dict[str, Any]) -> float:
     tracemalloc.start()
     ownership = Fixed(owned)
     # observe() never calls PAI or Kubernetes: no clients needed.
+    access = PaiAccess(Settings(), cast(Any, None), cast(Any, None), StaticCredentialSource("a", "b"))
     scheduler = Scheduler(
         Settings(),
+        access,
         cast(Any, None),
-        cast(Any, None),
-        StaticCredentialSource("a", "b"),
         rng=random.Random(1),
         ownership=ownership,
     )

@@ -18,10 +18,10 @@ from typing import Any
 import kopf
 
 from paiflow_operator.api import runs as runs_api
+from paiflow_operator.conditions import timestamp
 from paiflow_operator.pai.client import PaiClient
 from paiflow_operator.pai.credentials import StaticCredentialSource
 from paiflow_operator.pai.errors import PaiError
-from paiflow_operator.runs.reconcile import timestamp
 
 INTERVAL = float(os.environ.get("NAIVE_INTERVAL", "30"))
 REGION = os.environ.get("PAIFLOW_DEFAULT_REGION", "cn-hangzhou")

@@ -274,6 +274,56 @@ def workspace_table(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def ceiling_table(doc: dict[str, Any]) -> list[str]:
+    """The mass finish against the API server's own ceiling, both measured in the same run."""
+    rows = [
+        "| N | variant | ceiling: status patches/s | patch + Event/s | ended | our status writes/s | ratio (goal"
+        " >= 0.8) | lag p99 / goal (interval + ended / ceiling) | max / goal x 2 | late |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n in sorted(doc["sizes"], key=int):
+        for variant, v in doc["sizes"][n].items():
+            c, m = v.get("ceiling"), v.get("mass_finish") or {}
+            if not c or not m:
+                continue
+            lag, goal = m.get("lag") or {}, m.get("lag_goal_p99")
+            rows.append(
+                f"| {n} | {variant} | {_f(c['status_patches_per_second'])} | {_f(c['patch_and_event_per_second'])} "
+                f"| {m.get('ended')} | {_f(m.get('status_writes_per_second'))} | {_f(m.get('ceiling_ratio'), 2)} "
+                f"| {_f(lag.get('p99'))} / {_f(goal)} | {_f(lag.get('max'))} / {_f(2 * goal if goal else None)} "
+                f"| {lag.get('late', 0)} |"
+            )
+    return rows if len(rows) > 2 else []
+
+
+def plot_mass_finish(doc: dict[str, Any], path: Path) -> bool:
+    """Lag of each ended run against the time it showed, one panel per N: where the tail comes from."""
+    panels = [
+        (n, variant, v["mass_finish"]["lag_series"])
+        for n in sorted(doc["sizes"], key=int)
+        for variant, v in doc["sizes"][n].items()
+        if (v.get("mass_finish") or {}).get("lag_series")
+    ]
+    if not panels:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for ax, (n, variant, series) in zip(axes[0], panels, strict=True):
+        ax.scatter([s[0] for s in series], [s[1] for s in series], s=2)
+        ax.set_title(f"mass finish, N={n} {variant}")
+        ax.set_xlabel("seconds since the first run ended in PAI (when shown)")
+        ax.set_ylabel("lag (s)")
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def _le(value: float | None, bound: float) -> bool | None:
     return None if value is None else value <= bound
 
@@ -321,6 +371,15 @@ def markdown(doc: dict[str, Any]) -> str:
             "## Workspace scans (issue 12): `scan` = the same runs, one PaiWorkspace per PAI workspace (maxRuns 0)",
             "",
             *workspace,
+        ]
+    if ceiling := ceiling_table(doc):
+        parts += [
+            "",
+            "## Mass finish against the API server's ceiling (a lean async client, same control plane, same run)",
+            "",
+            *ceiling,
+            "",
+            "Lag of each ended run against when it showed: bench-mass-finish.png.",
         ]
     if doc.get("shards"):
         parts += ["", "## Replicas sharing runs through Leases", "", *shards_table(doc["shards"])]
@@ -396,6 +455,7 @@ def write(doc: dict[str, Any], directory: Path = RESULTS) -> str:
     text = markdown(doc)
     (directory / "bench.md").write_text(text)
     plot(doc, directory / "bench.png")
+    plot_mass_finish(doc, directory / "bench-mass-finish.png")
     return text
 
 

@@ -47,7 +47,7 @@ import httpx
 from tests.support.controlplane import K8S_VERSION, ControlPlane
 from tests.support.operator_process import free_port
 
-from bench import report
+from bench import ceiling, report
 from bench.emulator import EmulatorProcess
 from bench.observe import (
     RESOURCE_PATH,
@@ -94,6 +94,7 @@ class Config:
     restart_window: float
     workdir: Path
     import_n: int = 0  # N for the workspace import check; 0: skip it
+    ceiling: bool = True  # measure the API server's status-write ceiling before each operator run
     results: Path = RESULTS
 
 
@@ -318,6 +319,11 @@ def run_variant(cfg: Config, n: int, variant: str) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         log(f"N={n} {variant}: control plane, emulator, {n} resources")
         cp = start_cluster(stack)
+        if variant != NAIVE and cfg.ceiling:
+            # The limit beside us, on the same control plane, before the operator adds anything to it.
+            log(f"N={n} {variant}: the API server's status-write ceiling with a lean client")
+            result["ceiling"] = ceiling.measure(cp, min(3000, max(1000, n)))
+            log(f"N={n} {variant}: ceiling {result['ceiling']}")
         # The baseline's kopf timers need a finalizer on every object, which the operator's RBAC does not
         # grant (it never writes metadata): the baseline runs as admin, the operator as its ServiceAccount.
         kubeconfig = (
@@ -405,6 +411,14 @@ def run_variant(cfg: Config, n: int, variant: str) -> dict[str, Any]:
             writes=write_delta(before_finish, after_finish),
             **cpu_and_rss(sampler.window(before_finish.mono, after_finish.mono)),
         )
+        burst = result["mass_finish"]
+        if burst.get("status_seconds") and "ceiling" in result:
+            # Our status writes per second while the burst drained, against the lean client's ceiling.
+            rate = burst["ended"] / burst["status_seconds"]
+            ceiling_rate = result["ceiling"]["status_patches_per_second"]
+            burst["status_writes_per_second"] = round(rate, 1)
+            burst["ceiling_ratio"] = round(rate / ceiling_rate, 3) if ceiling_rate else None
+            burst["lag_goal_p99"] = round(cfg.interval + burst["ended"] / ceiling_rate, 1) if ceiling_rate else None
 
         # -- 5. restart with most runs finished
         result["restart"] = restart(
@@ -542,11 +556,20 @@ def mass_finish(
         log(str(exc))
     lags, late = lags_for(watch, changes, time.time())
     seen = [watch.first_seen.get((run.key, status), time.time()) for run, _, status in changes]
+    first_seen = [watch.first_seen.get((run.key, status)) for run, _, status in changes]
+    shown = sorted(s for s in first_seen if s is not None)
     return {
         "ended": len(chosen),
         # From the first run ending in PAI to the last one showing in Kubernetes.
         "drain_seconds": round(max(seen, default=forced_end) - min(done.values(), default=forced_end), 1),
+        # From the first ended run showing to the last: the time the status writes of the burst took.
+        "status_seconds": round(shown[-1] - shown[0], 1) if len(shown) > 1 else None,
         "lag": lag_summary(lags, late),
+        # (seconds since the first end in PAI when it showed, its lag) of each change: lag against time.
+        "lag_series": [
+            [round(at + lag - min(done.values()), 2), round(lag, 2)]
+            for (_, at, _), lag in zip(changes, lags, strict=True)
+        ],
     }
 
 
@@ -927,6 +950,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
         "--import", dest="import_n", type=int, default=None, metavar="N", help="the workspace import check, N runs"
     )
     parser.add_argument("--no-import", action="store_true", help="skip the workspace import check after the sizes")
+    parser.add_argument(
+        "--no-ceiling", action="store_true", help="skip measuring the API server's status-write ceiling first"
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="logs (default: a temporary directory)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where bench.json/.md/.png go")
     args = parser.parse_args(argv)
@@ -955,6 +981,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         shards=shards,
         rate_limit=rate_limit,
         import_n=import_n,
+        ceiling=not args.no_ceiling,
         rate_limit_seconds=args.rate_limit_seconds,
         restart_window=args.restart_window or 2 * args.interval,
         workdir=workdir.resolve(),

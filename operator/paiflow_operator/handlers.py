@@ -19,8 +19,7 @@ from paiflow_operator import metrics
 from paiflow_operator.api import runs as runs_api
 from paiflow_operator.api import workspaces as workspaces_api
 from paiflow_operator.kube import KubeApi, load_client_configuration
-from paiflow_operator.pai.client import PaiClient
-from paiflow_operator.pai.credentials import DefaultChainSource
+from paiflow_operator.pai_access import PaiAccess
 from paiflow_operator.replicas.handover import Handover
 from paiflow_operator.replicas.membership import LeaseMembership, default_identity, group_for
 from paiflow_operator.replicas.sharding import KeyOwnership, StaticShards
@@ -44,15 +43,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # List in pages: one unpaged list of 10,000 objects is a memory spike the process keeps for its life.
     settings.watching.chunk_size = config.list_chunk_size
 
-    pai = PaiClient(
-        endpoint_override=config.endpoint_override,
-        connect_timeout=config.connect_timeout,
-        read_timeout=config.read_timeout,
-        max_connections=config.concurrency,
-        observer=metrics.observe_pai_call,
-        extra_regions=config.extra_regions,
-    )
     kube = KubeApi(load_client_configuration(), concurrency=config.kube_concurrency)
+    # The one door every PAI call leaves through; it holds the operator's one PaiClient.
+    access = PaiAccess.from_settings(config, kube)
     membership: LeaseMembership | None = None
     if config.leases and config.shard_count == 1:
         membership = LeaseMembership(
@@ -65,10 +58,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         )
     # Work that must happen once (run launching, workspace scans) asks memo.ownership.owns_key(key) too.
     ownership: KeyOwnership = membership or StaticShards(config.shard_count, config.shard_index)
-    scheduler = Scheduler(config, pai, kube, DefaultChainSource(), ownership=ownership)
-    scheduler.launcher = Launcher(scheduler, pai, kube)
-    memo.pai, memo.kube, memo.scheduler = pai, kube, scheduler
-    memo.scanner = WorkspaceScanner(config, pai, kube, scheduler)
+    launcher = Launcher(config, access, kube, ownership)
+    scheduler = Scheduler(config, access, kube, launcher=launcher, ownership=ownership)
+    memo.access, memo.kube, memo.scheduler = access, kube, scheduler
+    memo.scanner = WorkspaceScanner(config, access, kube, scheduler, ownership)
     memo.membership, memo.ownership = membership, ownership
     memo.feed = scheduler.observe
     if membership is not None:
@@ -203,6 +196,6 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     memo.scheduler_task.cancel()
     memo.trim_task.cancel()
     await asyncio.gather(memo.scheduler_task, memo.trim_task, return_exceptions=True)
-    await memo.pai.aclose()
+    await memo.access.aclose()
     memo.kube.close()
     log.info("paiflow-operator stopped")

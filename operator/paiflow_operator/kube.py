@@ -24,7 +24,7 @@ import urllib3
 
 from paiflow_operator.api import runs as runs_api
 from paiflow_operator.api import workspaces as workspaces_api
-from paiflow_operator.runs.reconcile import Event, timestamp
+from paiflow_operator.conditions import Event, timestamp
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,11 @@ import pytest
 from tests.integration.conftest import ACCESS_KEY
 
 from paiflow_emulator import Emulator, Timeline
+from paiflow_operator.conditions import Event
 from paiflow_operator.kube import KubeError, ObjectRef
 from paiflow_operator.pai.client import PaiClient
 from paiflow_operator.pai.credentials import StaticCredentialSource
-from paiflow_operator.runs.reconcile import Event
+from paiflow_operator.pai_access import PaiAccess
 from paiflow_operator.runs.scheduler import Scheduler
 from paiflow_operator.settings import Settings
 from paiflow_operator.workspaces.scanner import WorkspaceScanner
@@ -75,8 +76,9 @@ async def parts(emulator: Emulator) -> AsyncIterator[tuple[Emulator, FakeKube, S
     creds = StaticCredentialSource(*ACCESS_KEY)
     # The scan compares PAI's times with the wall clock: the emulator's run clock is frozen in 2023.
     wall = datetime.fromtimestamp(emulator.clock.now(), tz=UTC)
-    scheduler = Scheduler(settings, client, kube, creds, wallclock=lambda: wall)
-    scanner = WorkspaceScanner(settings, client, kube, scheduler, wallclock=lambda: wall)
+    access = PaiAccess(settings, client, kube, creds)
+    scheduler = Scheduler(settings, access, kube, wallclock=lambda: wall)
+    scanner = WorkspaceScanner(settings, access, kube, scheduler, scheduler.ownership, wallclock=lambda: wall)
     try:
         yield emulator, kube, scheduler, scanner
     finally:
@@ -211,8 +213,9 @@ async def test_only_the_replica_that_owns_the_workspace_scans_it(emulator: Emula
     replicas = []
     for index in range(2):
         kube = FakeKube()
-        scheduler = Scheduler(settings, client, kube, creds, ownership=StaticShards(2, index), wallclock=lambda: wall)
-        scanner = WorkspaceScanner(settings, client, kube, scheduler, wallclock=lambda: wall)
+        access = PaiAccess(settings, client, kube, creds)
+        scheduler = Scheduler(settings, access, kube, ownership=StaticShards(2, index), wallclock=lambda: wall)
+        scanner = WorkspaceScanner(settings, access, kube, scheduler, scheduler.ownership, wallclock=lambda: wall)
         scanner.observe_workspace(workspace(), "ADDED")
         replicas.append((kube, scheduler, scanner))
     try:
@@ -272,8 +275,9 @@ async def test_new_hand_written_runs_bring_the_scan_forward(emulator: Emulator) 
     client = PaiClient(endpoint_override=emulator.url)
     kube = FakeKube()
     wall = datetime.fromtimestamp(emulator.clock.now(), tz=UTC)
-    scheduler = Scheduler(settings, client, kube, StaticCredentialSource(*ACCESS_KEY), wallclock=lambda: wall)
-    scanner = WorkspaceScanner(settings, client, kube, scheduler, wallclock=lambda: wall)
+    access = PaiAccess(settings, client, kube, StaticCredentialSource(*ACCESS_KEY))
+    scheduler = Scheduler(settings, access, kube, wallclock=lambda: wall)
+    scanner = WorkspaceScanner(settings, access, kube, scheduler, scheduler.ownership, wallclock=lambda: wall)
     try:
         emulator.add_run(Timeline.running_forever(), age=60, workspace_id="ws-1", run_id="flow-h1")
         scanner.observe_workspace(workspace(maxRuns=0), "ADDED")

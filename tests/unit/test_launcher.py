@@ -15,6 +15,7 @@ from paiflow_operator.kube import KubeError
 from paiflow_operator.pai.credentials import CredentialSource
 from paiflow_operator.pai.errors import PaiError, ThrottledError, TransportError
 from paiflow_operator.pai.models import Acknowledged, CreatedRun, PipelineRun, RunList
+from paiflow_operator.replicas.sharding import StaticShards
 from paiflow_operator.runs.launcher import Launcher
 from paiflow_operator.settings import Settings
 
@@ -88,14 +89,22 @@ class LaunchKube(FakeKube):
 
 
 class LaunchHarness(Harness):
+    pai: LaunchPai
+    kube: LaunchKube
+
     def __init__(self, settings: Settings, rng: random.Random) -> None:
         super().__init__(settings, rng)
-        self.pai = LaunchPai(self.clock)
-        self.kube = LaunchKube()
-        self.sched.pai = self.pai
-        self.sched.kube = self.kube
-        self.sched.launcher = Launcher(self.sched, self.pai, self.kube)
         self.deleting: set[Key] = set()
+
+    def make_pai(self) -> LaunchPai:
+        return LaunchPai(self.clock)
+
+    def make_kube(self) -> LaunchKube:
+        return LaunchKube()
+
+    def make_launcher(self) -> Launcher:
+        ownership = StaticShards(self.settings.shard_count, self.settings.shard_index)
+        return Launcher(self.settings, self.access, self.kube, ownership, wallclock=self.clock.wall)
 
     def body(self, key: Key, *, uid: str | None = None) -> dict[str, Any]:
         body = super().body(key, uid=uid)

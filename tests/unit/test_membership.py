@@ -18,6 +18,7 @@ import pytest
 from tests.unit.test_scheduler import DEFAULT_KEYS, FakeClock, FakeKube, FakePai
 
 from paiflow_operator.kube import KubeError
+from paiflow_operator.pai_access import PaiAccess
 from paiflow_operator.replicas.handover import Handover
 from paiflow_operator.replicas.membership import (
     LEAVING_ANNOTATION,
@@ -375,9 +376,9 @@ def body(i: int) -> dict[str, Any]:
 def test_handover_moves_runs_between_the_scheduler_and_the_others_store_as_members_change() -> None:
     clock = FakeClock()
     switch = Switch(["a", "b", "c"], "a")
-    scheduler = Scheduler(
-        Settings(), FakePai(clock), FakeKube(), DEFAULT_KEYS, rng=random.Random(1), clock=clock, ownership=switch
-    )
+    kube = FakeKube()
+    access = PaiAccess(Settings(), FakePai(clock), kube, DEFAULT_KEYS, clock=clock)
+    scheduler = Scheduler(Settings(), access, kube, rng=random.Random(1), clock=clock, ownership=switch)
     handover = Handover(scheduler, switch)
     for i in range(900):
         handover.observe(body(i), None)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from paiflow_operator.api.runs import PaiPipelineRunSpec
+from paiflow_operator.conditions import Event, timestamp
 from paiflow_operator.pai.errors import (
     AuthError,
     BadRequestError,
@@ -28,7 +29,6 @@ from paiflow_operator.pai.errors import (
 )
 from paiflow_operator.pai.models import PipelineRun, RunStatusSummary
 from paiflow_operator.runs.reconcile import (
-    Event,
     Policy,
     Retry,
     SyncResult,
@@ -36,7 +36,6 @@ from paiflow_operator.runs.reconcile import (
     is_finished,
     reconcile,
     suspended,
-    timestamp,
     truncate_utf8,
 )
 

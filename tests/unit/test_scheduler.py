@@ -19,13 +19,15 @@ from typing import Any
 
 import pytest
 
+from paiflow_operator.conditions import Event
 from paiflow_operator.guards import ratelimit
 from paiflow_operator.guards.ratelimit import TokenBucket
 from paiflow_operator.kube import FIELD_MANAGER, KubeError, ObjectRef
 from paiflow_operator.pai.credentials import Credentials, CredentialSource, StaticCredentialSource
 from paiflow_operator.pai.errors import NotFoundError, PaiError, ServerError, ThrottledError
 from paiflow_operator.pai.models import PipelineRun, RunStatusList
-from paiflow_operator.runs.reconcile import Event
+from paiflow_operator.pai_access import PaiAccess
+from paiflow_operator.runs.launcher import Launcher
 from paiflow_operator.runs.scheduler import Key, Scheduler, Tracked
 from paiflow_operator.settings import Settings
 
@@ -198,15 +200,31 @@ class FakeKube:
 class Harness:
     def __init__(self, settings: Settings, rng: random.Random) -> None:
         self.clock = FakeClock()
-        self.pai = FakePai(self.clock)
-        self.kube = FakeKube()
+        self.pai = self.make_pai()
+        self.kube = self.make_kube()
         self.settings = settings
+        self.access = PaiAccess(settings, self.pai, self.kube, DEFAULT_KEYS, clock=self.clock)
         self.sched = Scheduler(
-            settings, self.pai, self.kube, DEFAULT_KEYS, rng=rng, clock=self.clock, wallclock=self.clock.wall
+            settings,
+            self.access,
+            self.kube,
+            launcher=self.make_launcher(),
+            rng=rng,
+            clock=self.clock,
+            wallclock=self.clock.wall,
         )
         self.generations: dict[Key, int] = {}
         self.specs: dict[Key, dict[str, Any]] = {}
         self._task: asyncio.Task[None] | None = None
+
+    def make_pai(self) -> Any:
+        return FakePai(self.clock)
+
+    def make_kube(self) -> Any:
+        return FakeKube()
+
+    def make_launcher(self) -> Launcher | None:
+        return None
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self.sched.run())
@@ -609,13 +627,14 @@ async def test_token_bucket_never_exceeds_rate_times_elapsed_plus_burst(monkeypa
 async def test_every_pai_call_takes_a_token_from_the_global_bucket(harness: HarnessFactory) -> None:
     h = await harness(batch_size=3)
     taken: list[float] = []
-    real_acquire = h.sched.bucket.acquire
+    bucket = h.access.limiter
+    real_acquire = bucket.acquire
 
-    async def counting_acquire() -> None:
-        await real_acquire()
+    async def counting_acquire(*args: Any) -> None:
+        await real_acquire(*args)
         taken.append(h.clock())
 
-    h.sched.bucket.acquire = counting_acquire  # type: ignore[method-assign]
+    bucket.acquire = counting_acquire  # type: ignore[method-assign]
     await _polled_once(h, ["a", "b", "c", "d"])
     h.pai.states["b"] = "Succeeded"
     await h.advance_in_steps(350, 35)
@@ -800,7 +819,8 @@ def test_shards_split_uids_with_no_overlap_and_no_gap(count: int) -> None:
     owners: dict[str, list[int]] = {uid: [] for uid in uids}
     for index in range(count):
         settings = Settings(shard_count=count, shard_index=index)
-        sched = Scheduler(settings, FakePai(FakeClock()), FakeKube(), DEFAULT_KEYS)
+        kube = FakeKube()
+        sched = Scheduler(settings, PaiAccess(settings, FakePai(FakeClock()), kube, DEFAULT_KEYS), kube)
         for uid in uids:
             if sched.owns(uid):
                 owners[uid].append(index)

@@ -19,7 +19,9 @@ class TokenBucket:
         self._lock = asyncio.Lock()
         self.waiting = 0  # callers queued for a token: polls that are due but held back by the limit
 
-    async def acquire(self) -> None:
+    async def acquire(self, tenant: str = "", weight: float = 1.0) -> None:
+        """Waits for one token. ``tenant`` and ``weight`` are a fair limiter's arguments; one global bucket
+        treats every caller alike."""
         # The lock makes waiters queue in order, so the limit holds however many tasks wait.
         self.waiting += 1
         try:

@@ -21,21 +21,20 @@ from enum import StrEnum
 from typing import Any
 
 from paiflow_operator.api.runs import PaiPipelineRunSpec
-from paiflow_operator.pai.errors import ErrorKind, PaiError
-from paiflow_operator.pai.models import PipelineRun
-from paiflow_operator.runs.reconcile import (
+from paiflow_operator.conditions import (
+    NEEDS_HUMAN,
     READY,
     RECONCILING,
     STALLED,
     SUCCEEDED,
     Event,
-    Retry,
-    SyncResult,
     parse_timestamp,
-    run_status_of,
     set_condition,
     timestamp,
 )
+from paiflow_operator.pai.errors import ErrorKind, PaiError
+from paiflow_operator.pai.models import PipelineRun
+from paiflow_operator.runs.reconcile import Retry, SyncResult, run_status_of
 
 CREATING = "Creating"
 REFUSED = "Refused"
@@ -283,7 +282,6 @@ def _progressing(conditions: list[dict[str, Any]], reason: str, message: str, ge
 PERMISSION_PREFIXES = ("Forbidden", "NoPermission")
 # PAI answered: it did not create a run. Anything else (5xx, timeouts, garbled answers) leaves it unknown.
 DEFINITE_KINDS = frozenset({ErrorKind.THROTTLED, ErrorKind.BAD_REQUEST, ErrorKind.NOT_FOUND, ErrorKind.AUTH})
-NEEDS_HUMAN = frozenset({ErrorKind.BAD_REQUEST, ErrorKind.NOT_FOUND, ErrorKind.AUTH, ErrorKind.CREDENTIALS})
 
 
 def error_reason(action: str, error: PaiError, spec: PaiPipelineRunSpec) -> tuple[str, str]:

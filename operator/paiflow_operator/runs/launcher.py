@@ -1,61 +1,31 @@
 """Carries out launch_reconcile's decisions: ListPipelineRuns, CreatePipelineRun, TerminatePipelineRun, the
-intent record in status and the finalizer. The scheduler calls ``step`` before polling a launched run."""
+intent record in status and the finalizer. The scheduler calls ``step`` before polling a launched run; every
+PAI call leaves through pai_access."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from paiflow_operator import metrics
-from paiflow_operator.api.runs import FINALIZER, PaiPipelineRunSpec
+from paiflow_operator.api.runs import FINALIZER
+from paiflow_operator.conditions import Event
 from paiflow_operator.kube import KubeError, ObjectRef
-from paiflow_operator.pai.credentials import CredentialSource
 from paiflow_operator.pai.errors import BadRequestError, PaiError
-from paiflow_operator.pai.models import Acknowledged, CreatedRun, PipelineRun, RunList
+from paiflow_operator.pai_access import Action, PaiAccess
+from paiflow_operator.replicas.sharding import Ownership
 from paiflow_operator.runs import launch_reconcile as core
-from paiflow_operator.runs.reconcile import Event, Retry, SyncResult
+from paiflow_operator.runs.reconcile import Retry, SyncResult
+from paiflow_operator.runs.tracked import Tracked, caller
 from paiflow_operator.settings import Settings
-
-if TYPE_CHECKING:
-    from paiflow_operator.runs.scheduler import Tracked
 
 log = logging.getLogger(__name__)
 
 # One step may chain a few decisions (add finalizer, claim, look up, create); never loop for ever.
 MAX_CHAINED_STEPS = 6
 CONFLICT_RETRY_SECONDS = 1.0
-
-
-class LaunchPai(Protocol):
-    async def get_pipeline_run(self, run_id: str, *, region: str, credentials: CredentialSource) -> PipelineRun: ...
-
-    async def list_pipeline_runs(
-        self, *, region: str, credentials: CredentialSource, workspace_id: str | None = None, name: str | None = None
-    ) -> RunList: ...
-
-    async def create_pipeline_run(
-        self,
-        *,
-        region: str,
-        credentials: CredentialSource,
-        workspace_id: str,
-        name: str,
-        pipeline_id: str | None = None,
-        pipeline_manifest: str | None = None,
-        arguments: str | None = None,
-        options: str | None = None,
-        accessibility: str | None = None,
-        no_confirm_required: bool = True,
-        source_type: str | None = None,
-        source_id: str | None = None,
-    ) -> CreatedRun: ...
-
-    async def terminate_pipeline_run(
-        self, run_id: str, *, region: str, credentials: CredentialSource
-    ) -> Acknowledged: ...
 
 
 class LaunchKube(Protocol):
@@ -72,30 +42,24 @@ class LaunchKube(Protocol):
     async def create_event(self, ref: ObjectRef, event: Event, now: datetime | None = None) -> None: ...
 
 
-class LaunchHost(Protocol):
-    """What the launcher borrows from the scheduler: credentials, the shared rate limit, the clocks."""
-
-    settings: Settings
-    wallclock: Callable[[], datetime]
-
-    async def _credentials(self, tracked: Tracked) -> CredentialSource: ...
-
-    def _send_slot(self, credentials: CredentialSource) -> AbstractAsyncContextManager[None]: ...
-
-    def _region(self, spec: PaiPipelineRunSpec) -> str: ...
-
-    def owns(self, uid: str) -> bool: ...
-
-
 Outcome = Retry | float | None  # a retry policy, seconds to wait, or None: go on and poll the run now
 
 
 class Launcher:
-    def __init__(self, host: LaunchHost, pai: LaunchPai, kube: LaunchKube) -> None:
-        self.host = host
-        self.pai = pai
+    def __init__(
+        self,
+        settings: Settings,
+        access: PaiAccess,
+        kube: LaunchKube,
+        ownership: Ownership,
+        *,
+        wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.access = access
         self.kube = kube
-        self.settle = host.settings.launch_settle_time
+        self.ownership = ownership
+        self.wallclock = wallclock
+        self.settle = settings.launch_settle_time
 
     @staticmethod
     def view(tracked: Tracked) -> core.View:
@@ -114,7 +78,7 @@ class Launcher:
 
     async def step(self, tracked: Tracked) -> Outcome:
         for _ in range(MAX_CHAINED_STEPS):
-            now = self.host.wallclock()
+            now = self.wallclock()
             view = self.view(tracked)
             decision = core.decide(view, now, self.settle)
             step = decision.step
@@ -140,7 +104,7 @@ class Launcher:
                     return Retry.STOP  # the API server deletes the object now
                 continue
             if step is core.Step.CLAIM:
-                if not self.host.owns(tracked.uid):
+                if not self.ownership.owns(tracked.uid):
                     return Retry.STOP  # handed over (Lease membership changed): the new owner launches
                 written = await self._write(tracked, core.claim(view, now), conditional=True)
                 if written is not True:
@@ -164,13 +128,9 @@ class Launcher:
         launch = tracked.spec.launch
         assert launch is not None
         name = core.run_name(view)
-        region = self.host._region(tracked.spec)
+        who = caller(tracked, Action.LAUNCH, self.access.region(tracked.spec.regionId))
         try:
-            credentials = await self.host._credentials(tracked)
-            async with self.host._send_slot(credentials):
-                listing = await self.pai.list_pipeline_runs(
-                    region=region, credentials=credentials, workspace_id=launch.workspaceId, name=name
-                )
+            listing = await self.access.list_pipeline_runs(who, workspace_id=launch.workspaceId, name=name)
         except PaiError as exc:
             return await self._failed(tracked, "ListPipelineRuns", exc)
         found, count = core.find_run(listing.pipeline_runs, name)
@@ -181,7 +141,7 @@ class Launcher:
         if not create:
             if not tracked.deleting:
                 # spec.terminate while a create was unconfirmed, and none was made: none will be.
-                written = await self._write(tracked, core.cancelled(view, self.host.wallclock()))
+                written = await self._write(tracked, core.cancelled(view, self.wallclock()))
                 return Retry.STOP if written is True else written
             # Deleting, and no run was ever made: nothing to terminate, the finalizer can go.
             return await self._finalizer(tracked, add=False) or Retry.STOP
@@ -194,27 +154,25 @@ class Launcher:
             except KubeError as exc:
                 problem = f"ConfigMap {ref.name} is not readable: {exc.status} {exc.reason}"
             if problem:
-                await self._write(tracked, core.configmap_missing(view, problem, self.host.wallclock()))
+                await self._write(tracked, core.configmap_missing(view, problem, self.wallclock()))
                 return Retry.SLOW
-        if not self.host.owns(tracked.uid):
+        if not self.ownership.owns(tracked.uid):
             # Ownership moved while we looked: leave the create to the new owner. The claim we wrote makes it
             # wait the settle time and look up first, as for any create whose outcome it cannot know.
             return Retry.STOP
         request = core.create_request(view, manifest)
         try:
-            async with self.host._send_slot(credentials):
-                answer = await self.pai.create_pipeline_run(
-                    region=region,
-                    credentials=credentials,
-                    workspace_id=request.workspace_id,
-                    name=request.name,
-                    pipeline_id=request.pipeline_id,
-                    pipeline_manifest=request.manifest,
-                    arguments=request.arguments,
-                    options=request.options,
-                    accessibility=request.accessibility,
-                    source_id=request.source_id,
-                )
+            answer = await self.access.create_pipeline_run(
+                who,
+                workspace_id=request.workspace_id,
+                name=request.name,
+                pipeline_id=request.pipeline_id,
+                pipeline_manifest=request.manifest,
+                arguments=request.arguments,
+                options=request.options,
+                accessibility=request.accessibility,
+                source_id=request.source_id,
+            )
         except PaiError as exc:
             return await self._failed(tracked, "CreatePipelineRun", exc)
         log.info("%s/%s: created PAI run %s", tracked.namespace, tracked.name, answer.pipeline_run_id)
@@ -223,13 +181,11 @@ class Launcher:
     async def _terminate(self, tracked: Tracked) -> Outcome:
         run_id = tracked.status.get("pipelineRunId")
         assert run_id
-        region = self.host._region(tracked.spec)
+        who = caller(tracked, Action.TERMINATE, self.access.region(tracked.spec.regionId))
         try:
-            credentials = await self.host._credentials(tracked)
             # status is writable by anyone granted the status subresource: terminate only a run that PAI itself
             # says is this resource's (its name ends with the uid), never an id someone wrote into status.
-            async with self.host._send_slot(credentials):
-                run = await self.pai.get_pipeline_run(run_id, region=region, credentials=credentials)
+            run = await self.access.get_pipeline_run(who, run_id)
             if run.name != core.run_name(self.view(tracked)):
                 error = BadRequestError(
                     f"PAI run {run_id} is named {run.name!r}, not {core.run_name(self.view(tracked))!r}: "
@@ -237,14 +193,13 @@ class Launcher:
                     code="ForeignRun",
                 )
                 return await self._failed(tracked, "TerminatePipelineRun", error)
-            async with self.host._send_slot(credentials):
-                await self.pai.terminate_pipeline_run(run_id, region=region, credentials=credentials)
+            await self.access.terminate_pipeline_run(who, run_id)
         except PaiError as exc:
             return await self._failed(tracked, "TerminatePipelineRun", exc)
-        return self._after_write(await self._write(tracked, core.terminated(self.view(tracked), self.host.wallclock())))
+        return self._after_write(await self._write(tracked, core.terminated(self.view(tracked), self.wallclock())))
 
     async def _failed(self, tracked: Tracked, action: str, error: PaiError) -> Outcome:
-        result = core.failed(self.view(tracked), action, error, self.host.wallclock())
+        result = core.failed(self.view(tracked), action, error, self.wallclock())
         metrics.SYNC_ERRORS.labels(result.error_reason or "Error").inc()
         await self._write(tracked, result)
         return result.retry
@@ -282,7 +237,7 @@ class Launcher:
         for event in result.events:
             try:
                 ref = ObjectRef(tracked.namespace, tracked.name, tracked.uid, tracked.resource_version)
-                await self.kube.create_event(ref, event, self.host.wallclock())
+                await self.kube.create_event(ref, event, self.wallclock())
                 metrics.KUBE_WRITES.labels("event").inc()
             except Exception as exc:
                 log.warning("event for %s/%s not posted: %s", tracked.namespace, tracked.name, exc)

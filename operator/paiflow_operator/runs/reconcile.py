@@ -7,18 +7,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 from paiflow_operator.api.runs import PaiPipelineRunSpec
-from paiflow_operator.pai.errors import ErrorKind, PaiError
+from paiflow_operator.conditions import (
+    NEEDS_HUMAN,
+    READY,
+    RECONCILING,
+    STALLED,
+    SUCCEEDED,
+    Event,
+    error_reason,
+    find_condition,
+    parse_timestamp,
+    set_condition,
+    timestamp,
+)
+from paiflow_operator.pai.errors import PaiError
 from paiflow_operator.pai.models import PipelineRun, RunStatus, RunStatusSummary
-
-READY = "Ready"
-SUCCEEDED = "Succeeded"
-RECONCILING = "Reconciling"
-STALLED = "Stalled"
 
 REASON_SYNCED = "Synced"
 REASON_SUSPENDED = "Suspended"
@@ -38,14 +46,10 @@ IN_PROGRESS = frozenset(
     }
 )
 UNSUCCESSFUL = frozenset({RunStatus.FAILED, RunStatus.TERMINATED, RunStatus.SKIPPED})
-# Errors that need a human (fix the run id, the keys, the Secret): retried slowly, reported as Stalled.
-NEEDS_HUMAN = frozenset({ErrorKind.NOT_FOUND, ErrorKind.AUTH, ErrorKind.CREDENTIALS, ErrorKind.BAD_REQUEST})
 # Fields that move on every poll (PAI may bump GmtModifiedTime on every read of a running run): written only
 # along with a real change or a heartbeat.
 VOLATILE_FIELDS = frozenset({"requestId", "lastSyncTime", "modifiedAt"})
 TEXT_FIELDS = ("manifest", "arguments", "options")
-# PAI's message is copied into conditions; metav1.Condition allows 32 KiB, a reader wants far less.
-MAX_CONDITION_MESSAGE = 4096
 MAX_RUN_STATUS = 64
 
 
@@ -54,13 +58,6 @@ class Retry(StrEnum):
     BACKOFF = "backoff"  # a transient failure: capped exponential backoff
     SLOW = "slow"  # needs a human: try again rarely
     STOP = "stop"  # terminal or suspended: no more PAI calls until the spec changes
-
-
-@dataclass(frozen=True)
-class Event:
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -81,19 +78,6 @@ class Policy:
 
 
 Observation = PipelineRun | RunStatusSummary | PaiError
-
-
-def timestamp(value: datetime | None) -> str | None:
-    """metav1.Time's wire format: RFC 3339 in UTC, whole seconds."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_timestamp(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def truncate_utf8(text: str, limit: int) -> tuple[str, bool]:
@@ -128,43 +112,6 @@ def is_finished(status: Mapping[str, Any], generation: int | None) -> bool:
     return current is not None and current.is_terminal and status.get("observedGeneration") == generation
 
 
-def _find(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any] | None:
-    return next((c for c in conditions if c.get("type") == type_), None)
-
-
-def _set_condition(
-    conditions: list[dict[str, Any]],
-    type_: str,
-    status: str,
-    reason: str,
-    message: str,
-    generation: int,
-    now: datetime,
-) -> None:
-    """Upserts a condition; lastTransitionTime moves only when the status itself flips."""
-    existing = _find(conditions, type_)
-    if len(message) > MAX_CONDITION_MESSAGE:
-        message = message[: MAX_CONDITION_MESSAGE - 3] + "..."
-    transition = timestamp(now)
-    if existing is not None and existing.get("status") == status:
-        transition = existing.get("lastTransitionTime") or transition
-    new = {
-        "type": type_,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": transition,
-        "observedGeneration": generation,
-    }
-    if existing is None:
-        conditions.append(new)
-    else:
-        conditions[conditions.index(existing)] = new
-
-
-set_condition = _set_condition  # for the launch core, which writes the same conditions
-
-
 def _run_conditions(
     conditions: list[dict[str, Any]],
     run_status: RunStatus,
@@ -176,15 +123,15 @@ def _run_conditions(
     detail = f"PAI run is {raw}" + (f": {message}" if message else "")
     reason = reason_for(run_status, raw)
     if run_status is RunStatus.SUCCEEDED:
-        _set_condition(conditions, SUCCEEDED, "True", "Succeeded", detail, generation, now)
+        set_condition(conditions, SUCCEEDED, "True", "Succeeded", detail, generation, now)
     elif run_status in UNSUCCESSFUL:
-        _set_condition(conditions, SUCCEEDED, "False", reason, detail, generation, now)
+        set_condition(conditions, SUCCEEDED, "False", reason, detail, generation, now)
     else:
-        _set_condition(conditions, SUCCEEDED, "Unknown", reason, detail, generation, now)
+        set_condition(conditions, SUCCEEDED, "Unknown", reason, detail, generation, now)
     in_progress = "True" if run_status in IN_PROGRESS else "False"
-    _set_condition(conditions, RECONCILING, in_progress, reason, detail, generation, now)
+    set_condition(conditions, RECONCILING, in_progress, reason, detail, generation, now)
     stalled = "True" if run_status in UNSUCCESSFUL else "False"
-    _set_condition(conditions, STALLED, stalled, reason, detail, generation, now)
+    set_condition(conditions, STALLED, stalled, reason, detail, generation, now)
 
 
 def _fields_from_run(run: PipelineRun, spec: PaiPipelineRunSpec, policy: Policy) -> dict[str, Any]:
@@ -246,7 +193,7 @@ def reconcile(
     conditions = [dict(c) for c in current.get("conditions") or []]
     events: list[Event] = []
     previous_run_status = current.get("runStatus")
-    previous_ready = _find(conditions, READY)
+    previous_ready = find_condition(conditions, READY)
 
     if isinstance(observation, PaiError):
         return _on_error(spec, generation, current, conditions, observation, now, policy, failing_for)
@@ -265,7 +212,7 @@ def reconcile(
         run_status, raw = observation.status, desired["runStatus"]
         message = current.get("message") or ""
 
-    _set_condition(conditions, READY, "True", REASON_SYNCED, "Status is in sync with PAI", generation, now)
+    set_condition(conditions, READY, "True", REASON_SYNCED, "Status is in sync with PAI", generation, now)
     _run_conditions(conditions, run_status, raw, message, generation, now)
 
     if raw != previous_run_status:
@@ -304,9 +251,8 @@ def _on_error(
     failing_for: timedelta,
 ) -> SyncResult:
     # The last good status is kept: only conditions (and observedGeneration) change.
-    reason = error.code if error.kind is ErrorKind.CREDENTIALS and error.code else error.kind.value
-    reason = "".join(ch for ch in reason if ch.isascii() and (ch.isalnum() or ch == "_")) or "Error"
-    previous = _find(conditions, READY)
+    reason = error_reason(error)
+    previous = find_condition(conditions, READY)
     in_sync = previous is not None and previous.get("status") == "True"
     if (
         error.retryable
@@ -319,17 +265,17 @@ def _on_error(
     # The condition leaves out PAI's RequestId, new on every retry, so that a repeated error writes nothing;
     # the Event carries it for support cases.
     message = error.describe(with_request_id=False)
-    previous_ready = _find(conditions, READY)
-    _set_condition(conditions, READY, "False", reason, message, generation, now)
+    previous_ready = find_condition(conditions, READY)
+    set_condition(conditions, READY, "False", reason, message, generation, now)
     needs_human = error.kind in NEEDS_HUMAN
     if needs_human:
-        _set_condition(conditions, STALLED, "True", reason, message, generation, now)
-        _set_condition(conditions, RECONCILING, "False", reason, message, generation, now)
+        set_condition(conditions, STALLED, "True", reason, message, generation, now)
+        set_condition(conditions, RECONCILING, "False", reason, message, generation, now)
     events: list[Event] = []
     if previous_ready is None or previous_ready.get("reason") != reason:
         events.append(Event("Warning", reason, str(error)))
-    if _find(conditions, SUCCEEDED) is None:
-        _set_condition(conditions, SUCCEEDED, "Unknown", REASON_PENDING, "Not yet read from PAI", generation, now)
+    if find_condition(conditions, SUCCEEDED) is None:
+        set_condition(conditions, SUCCEEDED, "Unknown", REASON_PENDING, "Not yet read from PAI", generation, now)
     patch = {"observedGeneration": generation, "conditions": conditions, **_followed_id(spec)}
     retry = Retry.SLOW if needs_human else Retry.BACKOFF
     return SyncResult(patch=_only_changes(current, patch), events=events, retry=retry, error_reason=reason)
@@ -345,12 +291,12 @@ def suspended(spec: PaiPipelineRunSpec, generation: int, current: Mapping[str, A
     """
     conditions = [dict(c) for c in current.get("conditions") or []]
     message = "Polling is suspended by spec.suspend; the last known status is kept"
-    _set_condition(conditions, READY, "True", REASON_SUSPENDED, message, generation, now)
-    _set_condition(conditions, RECONCILING, "False", REASON_SUSPENDED, message, generation, now)
-    if _find(conditions, STALLED) is None:
-        _set_condition(conditions, STALLED, "False", REASON_SUSPENDED, message, generation, now)
+    set_condition(conditions, READY, "True", REASON_SUSPENDED, message, generation, now)
+    set_condition(conditions, RECONCILING, "False", REASON_SUSPENDED, message, generation, now)
+    if find_condition(conditions, STALLED) is None:
+        set_condition(conditions, STALLED, "False", REASON_SUSPENDED, message, generation, now)
     events = []
-    previous_ready = _find(list(current.get("conditions") or []), READY)
+    previous_ready = find_condition(list(current.get("conditions") or []), READY)
     if previous_ready is None or previous_ready.get("reason") != REASON_SUSPENDED:
         events.append(Event("Normal", REASON_SUSPENDED, message))
     patch = {"observedGeneration": generation, "conditions": conditions, **_followed_id(spec)}

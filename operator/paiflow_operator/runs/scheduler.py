@@ -17,116 +17,44 @@ import random
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from paiflow_operator import metrics
 from paiflow_operator.api.runs import FINALIZER, PaiPipelineRunSpec
+from paiflow_operator.conditions import Event, parse_timestamp
 from paiflow_operator.guards.circuit import CircuitBreaker
-from paiflow_operator.guards.ratelimit import TokenBucket
 from paiflow_operator.guards.write_gate import WriteGate
 from paiflow_operator.kube import FIELD_MANAGER, KubeError, ObjectRef
-from paiflow_operator.pai.credentials import CredentialSource
 from paiflow_operator.pai.errors import ErrorKind, MalformedResponseError, PaiError
-from paiflow_operator.pai.models import PipelineRun, RunStatusList
+from paiflow_operator.pai.models import PipelineRun
+from paiflow_operator.pai_access import Action, IdentityKey, PaiAccess, identity_key
 from paiflow_operator.replicas.sharding import Ownership, StaticShards
 from paiflow_operator.runs.launcher import Launcher
 from paiflow_operator.runs.reconcile import (
-    Event,
     Observation,
     Policy,
     Retry,
     SyncResult,
     backoff_delay,
     is_finished,
-    parse_timestamp,
     reconcile,
     suspended,
 )
-from paiflow_operator.secret_credentials import SecretCredentials
+from paiflow_operator.runs.tracked import Key, Tracked, caller, runstatus_manager
 from paiflow_operator.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]  # (namespace, name)
 # (region, PAI workspace id, credentials: None for the operator's own, else (namespace, Secret ref fields))
-ScanKey = tuple[str, str, tuple[str, str, str, str, str] | None]
-
-
-class PaiApi(Protocol):
-    async def get_pipeline_run(
-        self,
-        run_id: str,
-        *,
-        region: str,
-        credentials: CredentialSource,
-        verbose: bool = False,
-        manifest_type: str | None = None,
-        token_id: str | None = None,
-    ) -> PipelineRun: ...
-
-    async def list_pipeline_runs_status(
-        self, workspace_id: str, run_ids: Sequence[str], *, region: str, credentials: CredentialSource
-    ) -> RunStatusList: ...
+ScanKey = tuple[str, str, IdentityKey]
 
 
 class KubeWriter(Protocol):
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]: ...
 
     async def create_event(self, ref: ObjectRef, event: Event, now: datetime | None = None) -> None: ...
-
-    async def read_secret(self, namespace: str, name: str) -> dict[str, bytes]: ...
-
-
-@dataclass(slots=True)
-class Tracked:
-    namespace: str
-    name: str
-    uid: str
-    generation: int
-    spec: PaiPipelineRunSpec
-    status: dict[str, Any]
-    resource_version: str | None = None
-    due: float | None = None
-    heap_version: int = 0
-    attempt: int = 0
-    last_detail: float | None = None
-    last_ok: float | None = None
-    since: float = field(default_factory=time.monotonic)
-    busy: bool = False
-    # The spec changed while a poll was in flight: look again as soon as that poll ends.
-    rerun: bool = False
-    # A workspace scan last answered for this run at this clock time (workspace_scan.py): polled slowly.
-    scan_seen: float | None = None
-    # Monotonic time of the first of the retryable PAI failures in a row, None while calls succeed.
-    failing_since: float | None = None
-    # The resourceVersion whose terminal status was last confirmed with PAI (see _needs_confirmation).
-    confirmed_version: str | None = None
-    # The outage (CircuitBreaker.outage) this run's condition already shows, if any: shown once per outage.
-    outage_shown: int = 0
-    deleting: bool = False
-    finalizers: tuple[str, ...] = ()
-
-    @property
-    def key(self) -> Key:
-        return (self.namespace, self.name)
-
-    @property
-    def run_id(self) -> str:
-        """The run followed: spec.pipelineRunId, or the one this resource launched ("" until it exists)."""
-        return self.spec.pipelineRunId or str(self.status.get("pipelineRunId") or "")
-
-
-def runstatus_manager(meta: Mapping[str, Any]) -> str | None:
-    """The field manager that last set status.runStatus, from the object's managedFields."""
-    for entry in meta.get("managedFields") or []:
-        fields = (entry.get("fieldsV1") or {}).get("f:status") or {}
-        if "f:runStatus" in fields:
-            manager: str | None = entry.get("manager")
-            return manager
-    return None
 
 
 def observation_is_answer(observation: Observation) -> bool:
@@ -147,30 +75,26 @@ class Scheduler:
     def __init__(
         self,
         settings: Settings,
-        pai: PaiApi,
+        access: PaiAccess,
         kube: KubeWriter,
-        default_credentials: CredentialSource,
         *,
+        launcher: Launcher | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
         ownership: Ownership | None = None,
     ) -> None:
         self.settings = settings
-        self.pai = pai
+        self.access = access
         self.kube = kube
-        self.default_credentials = default_credentials
         self.rng = rng or random.Random()
         self.clock = clock
         self.wallclock = wallclock
         self.policy = Policy(settings.heartbeat_interval, settings.max_text_field_bytes, settings.error_grace)
-        self.bucket = TokenBucket(settings.qps, settings.burst, clock)
-        self.in_flight = asyncio.Semaphore(settings.concurrency)
         self.runs: dict[Key, Tracked] = {}
         self._heap: list[tuple[float, int, Key]] = []
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.secrets = SecretCredentials(kube, settings.secret_cache_ttl.total_seconds(), clock)
         self.ownership: Ownership = ownership or StaticShards(settings.shard_count, settings.shard_index)
         self._stopping = False
         # Workspace scans running on this replica: scan key -> scan interval (seconds).
@@ -186,8 +110,8 @@ class Scheduler:
         self.write_gate = WriteGate()
         # Namespaces told about the current outage of a region by an Event: one Event per namespace per outage.
         self._outage_told: set[tuple[str, int, str, str]] = set()
-        # Set by handlers.py: starts and terminates runs of resources with spec.launch (launcher.py).
-        self.launcher: Launcher | None = None
+        # Starts and terminates runs of resources with spec.launch (launcher.py); None: launching is off.
+        self.launcher = launcher
 
     # ---- fed by the watch -------------------------------------------------------------------------
 
@@ -385,7 +309,7 @@ class Scheduler:
     # ---- one run, one batch -----------------------------------------------------------------------
 
     def _region(self, spec: PaiPipelineRunSpec) -> str:
-        return spec.regionId or self.settings.default_region
+        return self.access.region(spec.regionId)
 
     def _batch_key(self, tracked: Tracked) -> tuple[Any, ...] | None:
         """Runs that one ListPipelineRunsStatus may answer together, or None to poll alone."""
@@ -403,13 +327,9 @@ class Scheduler:
         return (self._region(spec), workspace, self._credentials_key(tracked))
 
     @staticmethod
-    def _credentials_key(tracked: Tracked) -> tuple[str, str, str, str, str] | None:
-        """Which keys sign a run's calls. The whole reference, key names included: one Secret may hold several
-        key pairs, and a batch (or a scan) is signed with its first member's keys."""
-        ref = tracked.spec.credentialsSecretRef
-        if ref is None:
-            return None
-        return (tracked.namespace, ref.name, ref.accessKeyIdKey, ref.accessKeySecretKey, ref.securityTokenKey)
+    def _credentials_key(tracked: Tracked) -> IdentityKey:
+        """Which keys sign a run's calls: a batch (or a scan) is signed with its first member's keys."""
+        return identity_key(tracked.namespace, tracked.spec.credentialsSecretRef)
 
     def _detail_due(self, tracked: Tracked) -> bool:
         return (
@@ -445,33 +365,13 @@ class Scheduler:
             log.exception("sync of %s/%s failed unexpectedly", tracked.namespace, tracked.name)
             self._reschedule(tracked, Retry.BACKOFF)
 
-    @contextlib.asynccontextmanager
-    async def _send_slot(self, credentials: CredentialSource) -> AsyncIterator[None]:
-        """A slot among the calls in flight, then resolved credentials, then a rate-limit token, in that order.
-
-        The token is taken last, right before the request leaves: a call that took its token and then waited
-        (for a slot, or for the first credential lookup) would leave in a bunch with others and break the
-        rate limit as PAI sees it.
-        """
-        async with self.in_flight:
-            await credentials.get()  # cached afterwards: the client's own get() is then immediate
-            await self.bucket.acquire()
-            yield
-
     async def _fetch(self, tracked: Tracked) -> Observation:
         spec = tracked.spec
+        who = caller(tracked, Action.VERBOSE if spec.verbose else Action.FOLLOW, self._region(spec))
         try:
-            credentials = await self._credentials(tracked)
-            token_id = await self._token_id(tracked)
-            async with self._send_slot(credentials):
-                run = await self.pai.get_pipeline_run(
-                    tracked.run_id,
-                    region=self._region(spec),
-                    credentials=credentials,
-                    verbose=spec.verbose,
-                    manifest_type=spec.manifestType,
-                    token_id=token_id,
-                )
+            run = await self.access.get_pipeline_run(
+                who, tracked.run_id, verbose=spec.verbose, manifest_type=spec.manifestType
+            )
             tracked.last_detail = self.clock()
             return run
         except PaiError as exc:
@@ -482,15 +382,12 @@ class Scheduler:
         region, workspace, _ = key
         try:
             try:
-                credentials = await self._credentials(members[0])
-                async with self._send_slot(credentials):
-                    answer = await self.pai.list_pipeline_runs_status(
-                        workspace,
-                        # Two resources may follow one run: ask for it once.
-                        list(dict.fromkeys(m.run_id for m in members)),
-                        region=region,
-                        credentials=credentials,
-                    )
+                answer = await self.access.list_pipeline_runs_status(
+                    caller(members[0], Action.FOLLOW, region),
+                    workspace,
+                    # Two resources may follow one run: ask for it once.
+                    list(dict.fromkeys(m.run_id for m in members)),
+                )
             except PaiError as exc:
                 log.debug("PAI ListPipelineRunsStatus for %d runs in %s failed: %s", len(members), workspace, exc)
                 self._record(members[0], exc)
@@ -767,20 +664,6 @@ class Scheduler:
         beats = math.ceil((now + interval / 2 - phase) / interval)
         return phase + beats * interval
 
-    # ---- credentials from the resource's own namespace ---------------------------------------------
-
-    async def _credentials(self, tracked: Tracked) -> CredentialSource:
-        ref = tracked.spec.credentialsSecretRef
-        if ref is None:
-            return self.default_credentials
-        return await self.secrets.credentials(tracked.namespace, ref)
-
-    async def _token_id(self, tracked: Tracked) -> str | None:
-        ref = tracked.spec.tokenSecretRef
-        if ref is None:
-            return None
-        return await self.secrets.share_token(tracked.namespace, ref)
-
     # ---- workspace scans (workspace_scan.py) ------------------------------------------------------
     # One ListPipelineRuns scan per workspace answers for every run of it that this replica tracks, hand-written
     # or imported, with the credentials the run itself would use; the batched status poll remains as a slow
@@ -792,10 +675,6 @@ class Scheduler:
         if not workspace:
             return None
         return (self._region(spec), workspace, self._credentials_key(tracked))
-
-    def send_slot(self, credentials: CredentialSource) -> contextlib.AbstractAsyncContextManager[None]:
-        """A scan's PAI call shares the poll's concurrency limit and rate limit."""
-        return self._send_slot(credentials)
 
     def begin_scan(self, key: ScanKey, interval: float) -> None:
         if key in self._scans:

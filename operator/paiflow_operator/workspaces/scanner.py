@@ -23,13 +23,14 @@ from typing import Any, Protocol
 from paiflow_operator import metrics
 from paiflow_operator.api.runs import CredentialsSecretRef, parse_duration
 from paiflow_operator.api.workspaces import PaiWorkspaceSpec
+from paiflow_operator.conditions import NEEDS_HUMAN, Event, error_reason, set_condition, timestamp
 from paiflow_operator.guards.ratelimit import TokenBucket
 from paiflow_operator.kube import KubeError, ObjectRef
-from paiflow_operator.pai.credentials import CredentialSource
-from paiflow_operator.pai.errors import ErrorKind, PaiError
+from paiflow_operator.pai.errors import PaiError
 from paiflow_operator.pai.models import PipelineRun, RunList
-from paiflow_operator.runs.reconcile import NEEDS_HUMAN, Event, _set_condition, timestamp
-from paiflow_operator.runs.scheduler import ScanKey, Scheduler
+from paiflow_operator.pai_access import Action, Caller, PaiAccess, identity_key
+from paiflow_operator.replicas.sharding import Ownership
+from paiflow_operator.runs.scheduler import ScanKey
 from paiflow_operator.settings import Settings
 from paiflow_operator.workspaces import plan as workspace_plan
 from paiflow_operator.workspaces.plan import Existing, WorkspaceRef
@@ -37,29 +38,23 @@ from paiflow_operator.workspaces.plan import Existing, WorkspaceRef
 log = logging.getLogger(__name__)
 
 SORT_BY = "GmtModifiedTime"
+KIND = "PaiWorkspace"
 CREATE_CHUNK = 100
 HURRY_SECONDS = 1.0
 
 
-class PaiLister(Protocol):
-    async def list_pipeline_runs(
-        self,
-        *,
-        region: str,
-        credentials: CredentialSource,
-        workspace_id: str | None = None,
-        page_number: int = 1,
-        page_size: int = 50,
-        status: str | None = None,
-        name: str | None = None,
-        pipeline_run_id: str | None = None,
-        pipeline_ids: str | None = None,
-        source_type: str | None = None,
-        source_id: str | None = None,
-        user_id: str | None = None,
-        sort_by: str | None = None,
-        order: str | None = None,
-    ) -> RunList: ...
+class RunFeed(Protocol):
+    """What a scan tells the runs (runs/): which scans run, their rows, the runs it created."""
+
+    def observe(self, body: Mapping[str, Any], event_type: str | None) -> None: ...
+
+    def begin_scan(self, key: ScanKey, interval: float) -> None: ...
+
+    def end_scan(self, key: ScanKey) -> None: ...
+
+    def unsynced(self, key: ScanKey) -> int: ...
+
+    def apply_rows(self, key: ScanKey, rows: Mapping[str, PipelineRun]) -> int: ...
 
 
 class WorkspaceKube(Protocol):
@@ -179,17 +174,19 @@ class WorkspaceScanner:
     def __init__(
         self,
         settings: Settings,
-        pai: PaiLister,
+        access: PaiAccess,
         kube: WorkspaceKube,
-        scheduler: Scheduler,
+        runs: RunFeed,
+        ownership: Ownership,
         *,
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
-        self.pai = pai
+        self.access = access
         self.kube = kube
-        self.scheduler = scheduler
+        self.runs = runs
+        self.ownership = ownership
         self.clock = clock
         self.wallclock = wallclock
         self.index = RunIndex()
@@ -219,9 +216,11 @@ class WorkspaceScanner:
             )
         except ValueError:
             return
-        namespace = meta.get("namespace", "")
-        creds = (namespace, ref.name, ref.accessKeyIdKey, ref.accessKeySecretKey, ref.securityTokenKey) if ref else None
-        key = (spec.get("regionId") or self.settings.default_region, spec["workspaceId"], creds)
+        key = (
+            self.access.region(spec.get("regionId")),
+            spec["workspaceId"],
+            identity_key(meta.get("namespace", ""), ref),
+        )
         for ws in self.workspaces.values():
             if ws.key == key and not ws.hurried:
                 ws.hurried = True
@@ -266,7 +265,7 @@ class WorkspaceScanner:
         if watched.task is not None:
             watched.task.cancel()
         if watched.key is not None:
-            self.scheduler.end_scan(watched.key)
+            self.runs.end_scan(watched.key)
 
     async def stop(self) -> None:
         tasks = [w.task for w in self.workspaces.values() if w.task is not None]
@@ -277,27 +276,30 @@ class WorkspaceScanner:
     # ---- the loop ----------------------------------------------------------------------------------------
 
     def scan_key(self, ws: Watched) -> ScanKey:
-        ref = ws.spec.credentialsSecretRef
-        creds = (
-            (ws.ref.namespace, ref.name, ref.accessKeyIdKey, ref.accessKeySecretKey, ref.securityTokenKey)
-            if ref
-            else None
+        identity = identity_key(ws.ref.namespace, ws.spec.credentialsSecretRef)
+        return (self.access.region(ws.spec.regionId), ws.spec.workspaceId, identity)
+
+    def caller(self, ws: Watched) -> Caller:
+        """Who asks PAI for this workspace's scans."""
+        spec = ws.spec
+        region = self.access.region(spec.regionId)
+        return Caller(
+            ws.ref.namespace, KIND, ws.ref.name, Action.IMPORT, region, spec.workspaceId, spec.credentialsSecretRef
         )
-        return (ws.spec.regionId or self.settings.default_region, ws.spec.workspaceId, creds)
 
     async def _loop(self, ws: Watched) -> None:
         interval = self.settings.workspace_scan_interval.total_seconds()
         while True:
             key = self.scan_key(ws)
             if ws.key is not None and ws.key != key:
-                self.scheduler.end_scan(ws.key)
-            active = self.scheduler.owns(ws.ref.uid) and not ws.spec.suspend
+                self.runs.end_scan(ws.key)
+            active = self.ownership.owns(ws.ref.uid) and not ws.spec.suspend
             # Cleared before the scan, so that a wake-up during it (a new run, a spec change) is not lost.
             ws.hurried = False
             ws.wake.clear()
             if active:
                 ws.key = key
-                self.scheduler.begin_scan(key, interval)
+                self.runs.begin_scan(key, interval)
                 try:
                     await self.scan_once(ws)
                 except asyncio.CancelledError:
@@ -306,9 +308,9 @@ class WorkspaceScanner:
                     log.exception("scan of PaiWorkspace %s/%s failed unexpectedly", ws.ref.namespace, ws.ref.name)
             else:
                 if ws.key is not None:
-                    self.scheduler.end_scan(ws.key)
+                    self.runs.end_scan(ws.key)
                     ws.key = None
-                if ws.spec.suspend and self.scheduler.owns(ws.ref.uid):
+                if ws.spec.suspend and self.ownership.owns(ws.ref.uid):
                     await self._write_status(ws, self._suspended_status(ws))  # writes only a change
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ws.wake.wait(), interval)
@@ -322,13 +324,13 @@ class WorkspaceScanner:
             ws.cutoff is None
             or ws.last_full is None
             or self.clock() - ws.last_full >= s.workspace_full_scan_interval.total_seconds()
-            or self.scheduler.unsynced(key) > 0
+            or self.runs.unsynced(key) > 0
         )
         cutoff = window_start if full or ws.cutoff is None else ws.cutoff
         try:
-            credentials = await self._credentials(ws)
+            who = self.caller(ws)
             pages = await scan_pages(
-                lambda page: self._fetch(ws, credentials, page), cutoff, s.workspace_page_size, s.workspace_max_pages
+                lambda page: self._fetch(ws, who, page), cutoff, s.workspace_page_size, s.workspace_max_pages
             )
         except PaiError as exc:
             metrics.SYNC_ERRORS.labels(exc.kind.value).inc()
@@ -342,33 +344,25 @@ class WorkspaceScanner:
             ws.last_full = self.clock()
         rows = pages.rows
         # Runs this replica already tracks (hand-written or imported) take their rows first.
-        self.scheduler.apply_rows(key, rows)
+        self.runs.apply_rows(key, rows)
         plan = workspace_plan.plan(ws.ref, ws.spec, rows.values(), self.index.in_namespace(ws.ref.namespace), now)
         created = await self._create(ws, key, plan.creates, rows)
         deleted = await self._delete(ws, plan.deletes)
         counts = dict(plan.counts)
         await self._write_status(ws, self._ok_status(ws, plan, created, deleted, counts, now))
 
-    async def _fetch(self, ws: Watched, credentials: CredentialSource, page: int) -> RunList:
+    async def _fetch(self, ws: Watched, who: Caller, page: int) -> RunList:
         s = self.settings
         query = workspace_plan.list_query(ws.spec)
-        async with self.scheduler.send_slot(credentials):
-            return await self.pai.list_pipeline_runs(
-                region=ws.spec.regionId or s.default_region,
-                credentials=credentials,
-                workspace_id=ws.spec.workspaceId,
-                page_number=page,
-                page_size=s.workspace_page_size,
-                sort_by=SORT_BY,
-                order="DESC",
-                **query,
-            )
-
-    async def _credentials(self, ws: Watched) -> CredentialSource:
-        ref = ws.spec.credentialsSecretRef
-        if ref is None:
-            return self.scheduler.default_credentials
-        return await self.scheduler.secrets.credentials(ws.ref.namespace, ref)
+        return await self.access.list_pipeline_runs(
+            who,
+            workspace_id=ws.spec.workspaceId,
+            page_number=page,
+            page_size=s.workspace_page_size,
+            sort_by=SORT_BY,
+            order="DESC",
+            **query,
+        )
 
     async def _create(
         self, ws: Watched, key: ScanKey, bodies: list[dict[str, Any]], rows: Mapping[str, PipelineRun]
@@ -383,11 +377,11 @@ class WorkspaceScanner:
                     continue
                 created += 1
                 self.index.observe(answer, "ADDED")
-                self.scheduler.observe(answer, "ADDED")
+                self.runs.observe(answer, "ADDED")
                 run_id = answer["spec"]["pipelineRunId"]
                 fresh[run_id] = rows[run_id]
             # The first status comes straight from the row: a create and one status write per run.
-            self.scheduler.apply_rows(key, fresh)
+            self.runs.apply_rows(key, fresh)
         ws.imported += created
         return created
 
@@ -426,8 +420,8 @@ class WorkspaceScanner:
         message = f"Scanning PAI workspace {ws.spec.workspaceId}"
         if plan.over_cap:
             message += f"; maxRuns ({ws.spec.maxRuns}) reached, {plan.over_cap} runs in scope not imported"
-        _set_condition(conditions, "Ready", "True", "Scanned", message, ws.generation, now)
-        _set_condition(conditions, "Stalled", "False", "Scanned", message, ws.generation, now)
+        set_condition(conditions, "Ready", "True", "Scanned", message, ws.generation, now)
+        set_condition(conditions, "Stalled", "False", "Scanned", message, ws.generation, now)
         return {
             "observedGeneration": ws.generation,
             "conditions": conditions,
@@ -442,12 +436,10 @@ class WorkspaceScanner:
     def _error_status(self, ws: Watched, error: PaiError) -> dict[str, Any]:
         now = self.wallclock()
         conditions = [dict(c) for c in ws.status.get("conditions") or []]
-        # As for runs (reconcile._on_error): a Secret problem is named by its code, anything else by its kind.
-        reason = error.code if error.kind is ErrorKind.CREDENTIALS and error.code else error.kind.value
-        reason = "".join(ch for ch in reason if ch.isascii() and (ch.isalnum() or ch == "_")) or "Error"
+        reason = error_reason(error)  # as for runs (reconcile._on_error)
         message = error.describe(with_request_id=False)
-        _set_condition(conditions, "Ready", "False", reason, message, ws.generation, now)
-        _set_condition(
+        set_condition(conditions, "Ready", "False", reason, message, ws.generation, now)
+        set_condition(
             conditions, "Stalled", "True" if error.kind in NEEDS_HUMAN else "False", reason, message, ws.generation, now
         )
         return {"observedGeneration": ws.generation, "conditions": conditions}
@@ -456,8 +448,8 @@ class WorkspaceScanner:
         now = self.wallclock()
         conditions = [dict(c) for c in ws.status.get("conditions") or []]
         message = "Scanning is suspended by spec.suspend; imported runs are kept"
-        _set_condition(conditions, "Ready", "True", "Suspended", message, ws.generation, now)
-        _set_condition(conditions, "Stalled", "False", "Suspended", message, ws.generation, now)
+        set_condition(conditions, "Ready", "True", "Suspended", message, ws.generation, now)
+        set_condition(conditions, "Stalled", "False", "Suspended", message, ws.generation, now)
         return {"observedGeneration": ws.generation, "conditions": conditions}
 
     async def _write_status(self, ws: Watched, desired: dict[str, Any], error: PaiError | None = None) -> None:

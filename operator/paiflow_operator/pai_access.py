@@ -1,0 +1,242 @@
+"""The one door every PAI call of every kind leaves through: who is asking, their keys, the access check, a
+concurrency slot and a rate token.
+
+A call names the resource it is made for (a ``Caller``: namespace, kind, name, region, workspace, Secret
+references and the action it serves); the door resolves that resource's keys (the operator's own default
+chain, or the Secret in the resource's own namespace), authorizes the call, takes a slot among the calls in
+flight and a rate token, and only then lets the request leave. Nothing else in the operator holds a PAI
+client: the kinds (runs, workspaces) hold this door.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol, Required, TypedDict, TypeVar, Unpack
+
+from paiflow_operator import metrics
+from paiflow_operator.api.runs import CredentialsSecretRef, SecretKeySelector
+from paiflow_operator.guards.ratelimit import TokenBucket
+from paiflow_operator.pai.api import PaiApi
+from paiflow_operator.pai.client import PaiClient
+from paiflow_operator.pai.credentials import CredentialSource, DefaultChainSource
+from paiflow_operator.pai.models import Acknowledged, CreatedRun, PipelineRun, RunList, RunStatusList
+from paiflow_operator.secret_credentials import SecretCredentials, SecretReader
+from paiflow_operator.settings import Settings
+
+T = TypeVar("T")
+
+# Which keys sign a call: None for the operator's own, else (namespace, Secret name, the three key names). The
+# whole reference, key names included: one Secret may hold several key pairs.
+IdentityKey = tuple[str, str, str, str, str] | None
+
+
+class Action(StrEnum):
+    """Why a call is made: what a tenancy policy decides on."""
+
+    FOLLOW = "Follow"  # read a run's status (GetPipelineRun, ListPipelineRunsStatus)
+    VERBOSE = "Verbose"  # read a run with its manifest, arguments and options (spec.verbose)
+    IMPORT = "Import"  # scan a workspace's runs (PaiWorkspace)
+    LAUNCH = "Launch"  # look a launched run up by name, create it
+    TERMINATE = "Terminate"  # check a launched run is this resource's, terminate it
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking: the resource a PAI call is made for, and why."""
+
+    namespace: str
+    kind: str  # "PaiPipelineRun" or "PaiWorkspace"
+    name: str
+    action: Action
+    region: str
+    workspace_id: str | None = None
+    credentials_ref: CredentialsSecretRef | None = None
+    token_ref: SecretKeySelector | None = None
+
+    @property
+    def tenant(self) -> str:
+        """Whose share of the rate limit the call takes: the resource's namespace."""
+        return self.namespace
+
+
+class ListQuery(TypedDict, total=False):
+    """ListPipelineRuns' parameters (PaiApi.list_pipeline_runs); only those given are sent."""
+
+    workspace_id: str | None
+    page_number: int
+    page_size: int
+    status: str | None
+    name: str | None
+    pipeline_run_id: str | None
+    pipeline_ids: str | None
+    source_type: str | None
+    source_id: str | None
+    user_id: str | None
+    sort_by: str | None
+    order: str | None
+
+
+class CreateRequest(TypedDict, total=False):
+    """CreatePipelineRun's parameters (PaiApi.create_pipeline_run); workspace_id and name are required."""
+
+    workspace_id: Required[str]
+    name: Required[str]
+    pipeline_id: str | None
+    pipeline_manifest: str | None
+    arguments: str | None
+    options: str | None
+    accessibility: str | None
+    no_confirm_required: bool
+    source_type: str | None
+    source_id: str | None
+
+
+class Limiter(Protocol):
+    """A PAI call rate limit; ``tenant`` lets a fair limiter share the rate among namespaces."""
+
+    async def acquire(self, tenant: str = "", weight: float = 1.0) -> None: ...
+
+
+def identity_key(namespace: str, ref: CredentialsSecretRef | None) -> IdentityKey:
+    """Which keys sign a resource's calls: runs of one workspace share a status query (and a scan) only if equal."""
+    if ref is None:
+        return None
+    return (namespace, ref.name, ref.accessKeyIdKey, ref.accessKeySecretKey, ref.securityTokenKey)
+
+
+class PaiAccess:
+    def __init__(
+        self,
+        settings: Settings,
+        pai: PaiApi,
+        secrets: SecretReader,
+        default_credentials: CredentialSource,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        limiter: Limiter | None = None,
+    ) -> None:
+        self.settings = settings
+        self._pai = pai
+        self.default_credentials = default_credentials
+        self.secrets = SecretCredentials(secrets, settings.secret_cache_ttl.total_seconds(), clock)
+        self.limiter: Limiter = limiter or TokenBucket(settings.qps, settings.burst, clock)
+        self.in_flight = asyncio.Semaphore(settings.concurrency)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, secrets: SecretReader) -> PaiAccess:
+        """The operator's door: its one PaiClient, signed by the default credential chain unless a resource
+        names a Secret."""
+        client = PaiClient(
+            endpoint_override=settings.endpoint_override,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            max_connections=settings.concurrency,
+            observer=metrics.observe_pai_call,
+            extra_regions=settings.extra_regions,
+        )
+        return cls(settings, client, secrets, DefaultChainSource())
+
+    async def aclose(self) -> None:
+        await self._pai.aclose()
+
+    def region(self, region_id: str | None) -> str:
+        """The region a resource's calls go to: its own regionId, else the operator's default."""
+        return region_id or self.settings.default_region
+
+    # ---- the PAI operations ------------------------------------------------------------------------------
+
+    async def get_pipeline_run(
+        self, who: Caller, run_id: str, *, verbose: bool = False, manifest_type: str | None = None
+    ) -> PipelineRun:
+        return await self._send(
+            who,
+            lambda credentials, token_id: self._pai.get_pipeline_run(
+                run_id,
+                region=who.region,
+                credentials=credentials,
+                verbose=verbose,
+                manifest_type=manifest_type,
+                token_id=token_id,
+            ),
+            with_token=True,
+        )
+
+    async def list_pipeline_runs_status(self, who: Caller, workspace_id: str, run_ids: Sequence[str]) -> RunStatusList:
+        return await self._send(
+            who,
+            lambda credentials, _: self._pai.list_pipeline_runs_status(
+                workspace_id, run_ids, region=who.region, credentials=credentials
+            ),
+        )
+
+    async def list_pipeline_runs(self, who: Caller, **query: Unpack[ListQuery]) -> RunList:
+        return await self._send(
+            who,
+            lambda credentials, _: self._pai.list_pipeline_runs(region=who.region, credentials=credentials, **query),
+        )
+
+    async def create_pipeline_run(self, who: Caller, **request: Unpack[CreateRequest]) -> CreatedRun:
+        return await self._send(
+            who,
+            lambda credentials, _: self._pai.create_pipeline_run(region=who.region, credentials=credentials, **request),
+        )
+
+    async def start_pipeline_run(self, who: Caller, run_id: str) -> Acknowledged:
+        return await self._send(
+            who, lambda credentials, _: self._pai.start_pipeline_run(run_id, region=who.region, credentials=credentials)
+        )
+
+    async def terminate_pipeline_run(self, who: Caller, run_id: str) -> Acknowledged:
+        return await self._send(
+            who,
+            lambda credentials, _: self._pai.terminate_pipeline_run(run_id, region=who.region, credentials=credentials),
+        )
+
+    # ---- what every call passes through ------------------------------------------------------------------
+
+    def _authorize(self, who: Caller) -> None:
+        """THE access check: every PAI call passes here before its keys are even read. Allows everything for
+        now; a tenancy policy (which namespace may use which keys, region and workspace, for which action)
+        raises a PaiError here, which its resource then shows like any refusal."""
+
+    async def _send(
+        self,
+        who: Caller,
+        call: Callable[[CredentialSource, str | None], Awaitable[T]],
+        *,
+        with_token: bool = False,
+    ) -> T:
+        self._authorize(who)
+        credentials = await self.credentials(who)
+        token_id = await self._token_id(who) if with_token else None
+        async with self._slot(who, credentials):
+            return await call(credentials, token_id)
+
+    async def credentials(self, who: Caller) -> CredentialSource:
+        """The keys that sign the caller's calls: the Secret it names in its own namespace, else the operator's."""
+        if who.credentials_ref is None:
+            return self.default_credentials
+        return await self.secrets.credentials(who.namespace, who.credentials_ref)
+
+    async def _token_id(self, who: Caller) -> str | None:
+        if who.token_ref is None:
+            return None
+        return await self.secrets.share_token(who.namespace, who.token_ref)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, who: Caller, credentials: CredentialSource) -> AsyncIterator[None]:
+        """A slot among the calls in flight, then resolved credentials, then a rate-limit token, in that order.
+
+        The token is taken last, right before the request leaves: a call that took its token and then waited
+        (for a slot, or for the first credential lookup) would leave in a bunch with others and break the
+        rate limit as PAI sees it.
+        """
+        async with self.in_flight:
+            await credentials.get()  # cached afterwards: the client's own get() is then immediate
+            await self.limiter.acquire(who.tenant)
+            yield

@@ -1,0 +1,190 @@
+"""The one door to PAI (pai_access): every PAI call of the operator passes its access check, its keys, a slot and
+a rate token, and nothing else in the package can reach a PAI client."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.unit.test_launcher import Factory, harness
+from tests.unit.test_scheduler import DEFAULT_KEYS, FakeKube
+
+from paiflow_operator.api.runs import CredentialsSecretRef
+from paiflow_operator.pai.api import PaiApi
+from paiflow_operator.pai.models import Acknowledged, CreatedRun, PipelineRun, RunList, RunStatusList
+from paiflow_operator.pai_access import Action, Caller, PaiAccess
+from paiflow_operator.settings import Settings
+
+__all__ = ["harness"]  # the fixture, imported for pytest
+
+PACKAGE = Path(__file__).parents[2] / "operator" / "paiflow_operator"
+# The client library itself, and the door that holds its one instance.
+MAY_HOLD_A_CLIENT = {"pai_access.py"}
+CLIENT_MODULES = {"paiflow_operator.pai.client", "paiflow_operator.pai.api"}
+PAI_CALLS = sorted(
+    name for name, _ in inspect.getmembers(PaiApi, inspect.iscoroutinefunction) if not name.startswith("_")
+)
+OPERATIONS = [name for name in PAI_CALLS if name != "aclose"]
+
+
+def _modules() -> list[tuple[str, ast.Module]]:
+    out = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE)
+        if relative.parts[0] == "pai" or str(relative) in MAY_HOLD_A_CLIENT:
+            continue
+        out.append((str(relative), ast.parse(path.read_text(encoding="utf-8"))))
+    return out
+
+
+def test_no_module_but_the_door_imports_or_builds_a_pai_client() -> None:
+    offenders = []
+    for name, tree in _modules():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imported = {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                imported = {base} | {f"{base}.{alias.name}" for alias in node.names}
+            else:
+                continue
+            # "from paiflow_operator.pai import PaiClient" reaches the client through the package.
+            if imported & (CLIENT_MODULES | {"paiflow_operator.pai.PaiClient", "paiflow_operator.pai.PaiApi"}):
+                offenders.append(f"{name}:{node.lineno}")
+    assert offenders == []
+    door = ast.parse((PACKAGE / "pai_access.py").read_text(encoding="utf-8"))
+    built = [n for n in ast.walk(door) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "PaiClient"]
+    assert len(built) == 1, "the door builds the operator's one PaiClient"
+
+
+class RecordingPai:
+    """Every PaiApi operation, recording the order of events with the door's check and limiter."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    async def get_pipeline_run(self, run_id: str, **kwargs: Any) -> PipelineRun:
+        self.log.append(f"get_pipeline_run token={kwargs.get('token_id')}")
+        return PipelineRun.from_wire({"PipelineRunId": run_id, "Status": "Running"})
+
+    async def list_pipeline_runs_status(self, workspace_id: str, run_ids: Any, **kwargs: Any) -> RunStatusList:
+        self.log.append("list_pipeline_runs_status")
+        return RunStatusList.model_validate({"RequestId": "r", "PipelineRuns": []})
+
+    async def list_pipeline_runs(self, **kwargs: Any) -> RunList:
+        self.log.append("list_pipeline_runs")
+        return RunList.model_validate({"RequestId": "r", "TotalCount": 0, "PipelineRuns": []})
+
+    async def create_pipeline_run(self, **kwargs: Any) -> CreatedRun:
+        self.log.append("create_pipeline_run")
+        return CreatedRun.model_validate({"RequestId": "r", "PipelineRunId": "flow-1"})
+
+    async def start_pipeline_run(self, run_id: str, **kwargs: Any) -> Acknowledged:
+        self.log.append("start_pipeline_run")
+        return Acknowledged.model_validate({"RequestId": "r"})
+
+    async def terminate_pipeline_run(self, run_id: str, **kwargs: Any) -> Acknowledged:
+        self.log.append("terminate_pipeline_run")
+        return Acknowledged.model_validate({"RequestId": "r"})
+
+    async def aclose(self) -> None:
+        self.log.append("aclose")
+
+
+class RecordingLimiter:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    async def acquire(self, tenant: str = "", weight: float = 1.0) -> None:
+        self.log.append(f"token {tenant}")
+
+
+ARGS: dict[str, Callable[[Caller], tuple[Any, ...]]] = {
+    "get_pipeline_run": lambda who: ("flow-1",),
+    "list_pipeline_runs_status": lambda who: ("ws-1", ["flow-1"]),
+    "list_pipeline_runs": lambda who: (),
+    "create_pipeline_run": lambda who: (),
+    "start_pipeline_run": lambda who: ("flow-1",),
+    "terminate_pipeline_run": lambda who: ("flow-1",),
+}
+KWARGS: dict[str, dict[str, Any]] = {"create_pipeline_run": {"workspace_id": "ws-1", "name": "n", "pipeline_id": "p"}}
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+async def test_every_operation_is_authorized_then_keyed_then_slotted_then_rate_limited(
+    operation: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert set(ARGS) == set(OPERATIONS), "a new PAI call needs a door operation (and a line here)"
+    log: list[str] = []
+    kube = FakeKube()
+    kube.secrets[("team-a", "keys")] = {"id": b"LTAIteam", "secret": b"team-secret"}
+    access = PaiAccess(Settings(), RecordingPai(log), kube, DEFAULT_KEYS, limiter=RecordingLimiter(log))
+    checked: list[Caller] = []
+
+    def authorize(who: Caller) -> None:
+        log.append("authorize")
+        checked.append(who)
+
+    monkeypatch.setattr(access, "_authorize", authorize)
+    ref = CredentialsSecretRef(name="keys", accessKeyIdKey="id", accessKeySecretKey="secret")
+    who = Caller("team-a", "PaiPipelineRun", "r", Action.FOLLOW, access.region(None), "ws-1", ref)
+    await getattr(access, operation)(who, *ARGS[operation](who), **KWARGS.get(operation, {}))
+    assert log[0] == "authorize" and checked == [who]
+    assert kube.secret_reads == [("team-a", "keys")], "the caller's own Secret signs its call"
+    assert log[1] == "token team-a", "a rate token for the caller's tenant, right before the call leaves"
+    assert log[2].split()[0] == operation and len(log) == 3
+
+
+async def test_a_refusal_at_the_check_reads_no_keys_and_sends_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from paiflow_operator.pai.errors import AuthError
+
+    log: list[str] = []
+    kube = FakeKube()
+    access = PaiAccess(Settings(), RecordingPai(log), kube, DEFAULT_KEYS, limiter=RecordingLimiter(log))
+
+    def refuse(who: Caller) -> None:
+        raise AuthError(f"namespace {who.namespace} may not {who.action}", code="Forbidden")
+
+    monkeypatch.setattr(access, "_authorize", refuse)
+    ref = CredentialsSecretRef(name="keys", accessKeyIdKey="id", accessKeySecretKey="secret")
+    who = Caller("team-a", "PaiPipelineRun", "r", Action.LAUNCH, "cn-hangzhou", "ws-1", ref)
+    with pytest.raises(AuthError):
+        await access.terminate_pipeline_run(who, "flow-1")
+    assert log == [] and kube.secret_reads == []
+
+
+async def test_every_pai_call_of_a_launch_and_its_polls_passes_the_door(harness: Factory) -> None:
+    h = await harness()
+    sent: list[str] = []
+    authorized: list[Action] = []
+    for name in OPERATIONS:
+        real = getattr(h.pai, name, None)
+        if real is None:
+            continue
+
+        def counting(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            sent.append(_name)
+            return _real(*args, **kwargs)
+
+        setattr(h.pai, name, counting)
+    real_authorize = h.access._authorize
+
+    def authorize(who: Caller) -> None:
+        authorized.append(who.action)
+        real_authorize(who)
+
+    h.access._authorize = authorize  # type: ignore[method-assign]
+    key = h.launch("stop", deletionPolicy="Terminate")
+    await h.advance(0.1)
+    h.echo(key)
+    await h.advance(60)
+    h.deleting.add(key)
+    h.echo(key)
+    await h.advance(0.1)
+    assert {"list_pipeline_runs", "create_pipeline_run", "get_pipeline_run", "terminate_pipeline_run"} <= set(sent)
+    assert len(authorized) == len(sent)
+    assert {Action.LAUNCH, Action.FOLLOW, Action.TERMINATE} <= set(authorized)
