@@ -24,7 +24,17 @@ from paiflow_operator.guards.ratelimit import TokenBucket
 from paiflow_operator.pai.api import PaiApi
 from paiflow_operator.pai.client import PaiClient
 from paiflow_operator.pai.credentials import CredentialSource, DefaultChainSource
-from paiflow_operator.pai.models import Acknowledged, CreatedRun, PipelineRun, RunList, RunStatusList
+from paiflow_operator.pai.models import (
+    Acknowledged,
+    CreatedRun,
+    NodeLogs,
+    NodeOutputList,
+    NodeStatusList,
+    PipelineRun,
+    PipelineRunNode,
+    RunList,
+    RunStatusList,
+)
 from paiflow_operator.secret_credentials import SecretCredentials, SecretReader
 from paiflow_operator.settings import Settings
 
@@ -43,6 +53,7 @@ class Action(StrEnum):
     IMPORT = "Import"  # scan a workspace's runs (PaiWorkspace)
     LAUNCH = "Launch"  # look a launched run up by name, create it
     TERMINATE = "Terminate"  # check a launched run is this resource's, terminate it
+    INSPECT = "Inspect"  # read a run's nodes, a node's log lines, its outputs (the pipeline's own text and data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +130,7 @@ class PaiAccess:
         *,
         clock: Callable[[], float] = time.monotonic,
         limiter: Limiter | None = None,
+        inside_limiter: Limiter | None = None,
     ) -> None:
         self.settings = settings
         self._pai = pai
@@ -126,6 +138,12 @@ class PaiAccess:
         self.secrets = SecretCredentials(secrets, settings.secret_cache_ttl.total_seconds(), clock)
         self.limiter: Limiter = limiter or TokenBucket(settings.qps, settings.burst, clock)
         self.in_flight = asyncio.Semaphore(settings.concurrency)
+        # The node, log and output calls' own budget, a share of the PAI QPS: they take a token here first, then
+        # one of the global limit like any call, so however many there are they never take more than their
+        # share of it, and status polling keeps the rest.
+        self.inside_limiter: Limiter = inside_limiter or TokenBucket(
+            settings.qps * settings.inside_qps_share, settings.inside_burst, clock
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, secrets: SecretReader) -> PaiAccess:
@@ -197,6 +215,66 @@ class PaiAccess:
             lambda credentials, _: self._pai.terminate_pipeline_run(run_id, region=who.region, credentials=credentials),
         )
 
+    # ---- priced calls: what a run holds inside (issue 19), on their own budget -------------------------------
+
+    async def get_pipeline_run_node(self, who: Caller, run_id: str, node_id: str, *, depth: int) -> PipelineRunNode:
+        return await self._send(
+            who,
+            lambda credentials, token_id: self._pai.get_pipeline_run_node(
+                run_id, node_id, region=who.region, credentials=credentials, depth=depth, token_id=token_id
+            ),
+            with_token=True,
+            priced=True,
+        )
+
+    async def list_pipeline_run_node_status(
+        self, who: Caller, run_id: str, node_id: str, *, depth: int
+    ) -> NodeStatusList:
+        return await self._send(
+            who,
+            lambda credentials, token_id: self._pai.list_pipeline_run_node_status(
+                run_id, node_id, region=who.region, credentials=credentials, depth=depth, token_id=token_id
+            ),
+            with_token=True,
+            priced=True,
+        )
+
+    async def list_pipeline_run_node_logs(
+        self, who: Caller, run_id: str, node_id: str, *, page_size: int, reverse: bool | None = None
+    ) -> NodeLogs:
+        return await self._send(
+            who,
+            lambda credentials, token_id: self._pai.list_pipeline_run_node_logs(
+                run_id,
+                node_id,
+                region=who.region,
+                credentials=credentials,
+                page_size=page_size,
+                reverse=reverse,
+                token_id=token_id,
+            ),
+            with_token=True,
+            priced=True,
+        )
+
+    async def list_pipeline_run_node_outputs(
+        self, who: Caller, run_id: str, node_id: str, *, page_size: int, output_type: str | None = None
+    ) -> NodeOutputList:
+        return await self._send(
+            who,
+            lambda credentials, token_id: self._pai.list_pipeline_run_node_outputs(
+                run_id,
+                node_id,
+                region=who.region,
+                credentials=credentials,
+                page_size=page_size,
+                output_type=output_type,
+                token_id=token_id,
+            ),
+            with_token=True,
+            priced=True,
+        )
+
     # ---- what every call passes through ------------------------------------------------------------------
 
     def _authorize(self, who: Caller) -> None:
@@ -210,10 +288,14 @@ class PaiAccess:
         call: Callable[[CredentialSource, str | None], Awaitable[T]],
         *,
         with_token: bool = False,
+        priced: bool = False,
     ) -> T:
         self._authorize(who)
         credentials = await self.credentials(who)
         token_id = await self._token_id(who) if with_token else None
+        if priced:
+            # Before the slot: a priced call waiting for its budget holds no slot a status poll could use.
+            await self.inside_limiter.acquire(who.tenant)
         async with self._slot(who, credentials):
             return await call(credentials, token_id)
 

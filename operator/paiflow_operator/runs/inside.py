@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from paiflow_operator.conditions import timestamp
 from paiflow_operator.pai.models import NodeOutput, PipelineRunNode, RunStatus
-from paiflow_operator.runs.reconcile import timestamp, truncate_utf8
+from paiflow_operator.runs.reconcile import truncate_utf8
 
 # Bounds of what goes into a resource's status (Tekton cut embedded child statuses because they bloated etcd).
 MAX_NODE_NAMES = 20  # running + failed nodes named in status.nodes
