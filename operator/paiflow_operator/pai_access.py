@@ -305,6 +305,10 @@ class PaiAccess:
             return self.default_credentials
         return await self.secrets.credentials(who.namespace, who.credentials_ref)
 
+    async def share_token(self, who: Caller) -> str | None:
+        """The caller's share token (its tokenSecretRef), e.g. to keep it out of text shown to users."""
+        return await self._token_id(who)
+
     async def _token_id(self, who: Caller) -> str | None:
         if who.token_ref is None:
             return None

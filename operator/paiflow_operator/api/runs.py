@@ -242,6 +242,12 @@ class PaiPipelineRunSpec(_Model):
         },
     )
     suspend: bool = Field(default=False, description="Stop polling PAI without deleting the resource.")
+    inside: bool | None = Field(
+        default=None,
+        description="Read the run's progress, failure details and outputs (status.progress, nodes, failure, "
+        "outputs): calls PAI prices, on a budget of their own. Default true; runs a PaiWorkspace imports get "
+        "false unless its template sets inside.",
+    )
     launch: PipelineLaunch | None = Field(
         default=None,
         description="Start a new PAI run (once) and follow it. Immutable. Exactly one of pipelineRunId and launch.",
@@ -348,6 +354,7 @@ class NodesSummary(_Model):
     running: list[NodeRef] | None = Field(default=None, max_length=MAX_STATUS_NODE_NAMES)
     omitted: int | None = Field(default=None, ge=0, description="Failed or running nodes left unnamed (bound).")
     observedAt: datetime | None = Field(default=None, description="When the operator read the node tree.")
+    final: bool | None = Field(default=None, description="Read after the run ended: no further reads.")
 
 
 class RunFailure(_Model):

@@ -105,6 +105,12 @@ class RunTemplate(_Model):
         json_schema_extra=_duration_between(MIN_POLL_INTERVAL, MAX_POLL_INTERVAL, "template.pollInterval"),
     )
 
+    inside: bool = Field(
+        default=False,
+        description="Also read each imported run's progress, failure details and outputs (spec.inside): calls PAI "
+        "prices, so off unless asked.",
+    )
+
     @field_validator("labels")
     @classmethod
     def _labels_valid(cls, value: dict[str, str] | None) -> dict[str, str] | None:

@@ -96,6 +96,14 @@ def leaves(root: PipelineRunNode) -> Iterator[Leaf]:
             yield Leaf(node, int(_ended(node)), 1)
 
 
+def all_nodes(root: PipelineRunNode) -> Iterator[PipelineRunNode]:
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(reversed(node.children))
+
+
 def progress(root: PipelineRunNode) -> Progress | None:
     if not root.children:
         return parse_progress(root.status_info.progress)
