@@ -268,7 +268,7 @@ def _inside(cp: ControlPlane, endpoint: str) -> None:
         f"  kubectl paiflow nodes ppr/demo-succeeds -n {NAMESPACE}\n"
         f"  kubectl paiflow logs ppr/demo-fails -n {NAMESPACE} --tail 3\n"
         f"  kubectl paiflow outputs ppr/demo-succeeds -n {NAMESPACE}\n"
-        f"  kubectl paiflow logs ppr/demo-long -n {NAMESPACE} -f     # follows until the node ends (this one never does)",
+        f"  kubectl paiflow logs ppr/demo-long -n {NAMESPACE} -f  # follows until the node ends (never, here)",
         flush=True,
     )
 
