@@ -73,7 +73,9 @@ class Settings(BaseSettings):
     # What a run holds inside (issue 19): node, log and output calls are priced. They take at most this share of
     # `qps` (a budget of their own, on top of the global limit), progress of active runs is refreshed at this
     # slower cadence, and failure details and outputs are read once when a run ends.
-    inside: bool = Field(default=True, description="Read progress, failure details and outputs of runs.")
+    inside: bool = Field(
+        default=True, description="Read progress, failure details and outputs of runs that leave spec.inside unset."
+    )
     inside_qps_share: float = Field(default=0.2, gt=0, le=0.5, description="Share of qps for node/log/output calls.")
     inside_burst: int = Field(default=2, ge=1)
     progress_interval: Duration = timedelta(minutes=2)

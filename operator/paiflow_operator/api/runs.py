@@ -245,8 +245,8 @@ class PaiPipelineRunSpec(_Model):
     inside: bool | None = Field(
         default=None,
         description="Read the run's progress, failure details and outputs (status.progress, nodes, failure, "
-        "outputs): calls PAI prices, on a budget of their own. Default true; runs a PaiWorkspace imports get "
-        "false unless its template sets inside.",
+        "outputs): calls PAI prices, on a budget of their own. Unset: the operator's default (true unless "
+        "PAIFLOW_INSIDE=false); runs a PaiWorkspace imports get false unless its template sets inside.",
     )
     launch: PipelineLaunch | None = Field(
         default=None,

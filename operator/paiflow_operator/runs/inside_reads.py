@@ -8,9 +8,9 @@ rest. A few workers pick, each time budget allows, the read most overdue: end re
 then the stalest progress. So at N runs the calls per interval stay at the budget, and what grows with N is
 the progress's age, which ``oldest_progress_age`` reports.
 
-Never for runs that do not want it: ``wants`` is spec.inside, which a PaiWorkspace sets false on the runs it
-imports unless its template asks. A read that fails is tried again later; it never touches the run's
-conditions, which status polling owns.
+Never for runs that do not want it: ``wants`` is spec.inside (a PaiWorkspace sets it false on the runs it
+imports unless its template asks), else the operator's default, settings.inside. A read that fails is tried
+again later; it never touches the run's conditions, which status polling owns.
 """
 
 from __future__ import annotations
@@ -45,9 +45,10 @@ REASON_NODE_FAILED = "NodeFailed"
 ACTIVE = frozenset({RunStatus.RUNNING, RunStatus.SUSPENDED, RunStatus.TERMINATING})
 
 
-def wants(tracked: Tracked) -> bool:
-    """spec.inside: unset means yes, except that a PaiWorkspace writes false on what it imports."""
-    return tracked.spec.inside is not False
+def wants(tracked: Tracked, default: bool = True) -> bool:
+    """spec.inside, else the operator's default (settings.inside); a PaiWorkspace writes false on what it imports
+    unless its template asks."""
+    return tracked.spec.inside if tracked.spec.inside is not None else default
 
 
 def final(status: Mapping[str, Any]) -> bool:
@@ -55,9 +56,9 @@ def final(status: Mapping[str, Any]) -> bool:
     return bool((status.get("nodes") or {}).get("final"))
 
 
-def read_kind(tracked: Tracked) -> int | None:
+def read_kind(tracked: Tracked, default: bool = True) -> int | None:
     status = tracked.status
-    if not wants(tracked) or not tracked.run_id or tracked.deleting:
+    if not wants(tracked, default) or not tracked.run_id or tracked.deleting:
         return None
     raw = status.get("runStatus")
     try:
@@ -106,9 +107,7 @@ class InsideReader:
 
     def note(self, tracked: Tracked) -> None:
         """Called after a run's status was observed or written: queue what it now needs, or forget it."""
-        if not self.settings.inside:
-            return
-        kind = read_kind(tracked)
+        kind = read_kind(tracked, self.settings.inside)
         key = tracked.key
         if kind is None:
             self.forget(key)
@@ -143,7 +142,7 @@ class InsideReader:
     # ---- the workers ---------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if not self._tasks and self.settings.inside:
+        if not self._tasks:
             self._tasks = [asyncio.create_task(self._work(), name=f"inside-{i}") for i in range(self.workers)]
 
     async def stop(self) -> None:
@@ -191,7 +190,7 @@ class InsideReader:
                 continue
             key, kind = picked
             tracked = self.lookup(key)
-            if tracked is None or read_kind(tracked) != kind:
+            if tracked is None or read_kind(tracked, self.settings.inside) != kind:
                 continue
             self._in_flight.add(key)
             try:
