@@ -5,9 +5,16 @@
 # interpreter links match), uv and the wheel build backend by version and hash (hack/*-requirements.txt),
 # the operator's dependencies by uv.lock's hashes. The digest below is the multi-arch index of Docker Hub's
 # python:3.11-slim-bookworm (linux/amd64 and linux/arm64); the release workflow checks that it resolves for
-# both platforms before it builds, and Dependabot (.github/dependabot.yml) proposes updates. Both stages name
-# the same image (a test checks), spelt out on the FROM lines where Dependabot looks.
-FROM python:3.11-slim-bookworm@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7 AS build
+# both platforms before it builds, and Dependabot (.github/dependabot.yml) proposes updates. It is spelt out on
+# a FROM line of its own because Dependabot reads FROM lines, not ARGs.
+#
+# Both stages use the image BASE names (the same one in both: a test checks), by default that one. The image
+# tests build from a stand-in made of Debian's packages (tests/image/base.sh; no registry is reachable there):
+#   podman build --build-arg BASE=localhost/paiflow-operator-base:KEY .
+ARG BASE=official-base
+FROM python:3.11-slim-bookworm@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7 AS official-base
+
+FROM ${BASE} AS build
 WORKDIR /src
 COPY hack/uv-requirements.txt hack/build-requirements.txt /tmp/
 # uv into a throw-away venv; from here on uv does the work, so no pip ever reaches /opt/venv.
@@ -26,7 +33,7 @@ COPY operator ./operator
 RUN /opt/build/bin/python -m hatchling build --target wheel --directory /tmp/dist \
  && $UV pip install --python /opt/venv/bin/python --no-deps /tmp/dist/*.whl
 
-FROM python:3.11-slim-bookworm@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
+FROM ${BASE}
 # The base image's own pip (and setuptools/wheel where present) is dead weight and an installer an
 # attacker could use: the runtime never installs anything.
 RUN rm -rf /usr/local/bin/pip* /usr/local/lib/python3.*/site-packages/pip \

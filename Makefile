@@ -20,8 +20,9 @@ ACTIONLINT := $(CACHE)/actionlint-$(call tool_version,actionlint)/bin/actionlint
 export PAIFLOW_HELM := $(HELM)
 export PAIFLOW_PROMTOOL := $(PROMTOOL)
 export PAIFLOW_ACTIONLINT := $(ACTIONLINT)
+export PAIFLOW_CACHE := $(CACHE)
 
-# One image name from build to deploy: `make docker-build deploy IMAGE=registry.example.com/paiflow-operator:0.1.0`.
+# One image name from build to deploy: `make image deploy IMAGE=registry.example.com/paiflow-operator:0.1.0`.
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE ?= ghcr.io/paiflow-operator/paiflow-operator:$(VERSION)
 OVERLAY ?= base
@@ -67,9 +68,10 @@ $(ACTIONLINT): tests/tools/actionlint/go.mod tests/tools/actionlint/go.sum tests
 tools-bin: $(HELM) $(PROMTOOL) $(ACTIONLINT) ## Build helm, promtool and actionlint into the cache (first time: minutes)
 
 .PHONY: lint
-lint: install ## ruff
+lint: install ## ruff, and the layout's import contracts (pyproject.toml [tool.importlinter])
 	$(BIN)/ruff check
 	$(BIN)/ruff format --check
+	$(BIN)/lint-imports --no-cache
 
 .PHONY: typecheck
 typecheck: install ## mypy (strict)
@@ -84,6 +86,8 @@ crds: install ## Regenerate crds/ (and the chart's copy and settings schema) fro
 .PHONY: test
 test: install k8s-bin tools-bin ## Every test: lint, types, unit, integration and end-to-end against a real API server
 	$(MAKE) lint typecheck
+	@# The image first, where there is podman (else its tests skip, saying why): a broken image stops here.
+	if command -v podman >/dev/null 2>&1; then tests/image/build.sh "$(CACHE)"; fi
 	$(BIN)/pytest -ra
 
 .PHONY: run
@@ -98,13 +102,27 @@ demo: install k8s-bin ## Local control plane + PAI emulator + operator; watch ru
 bench: install k8s-bin ## Scale benchmark (not part of the tests); writes bench/results/
 	$(BIN)/python -m bench.run
 
-.PHONY: docker-build
-docker-build: ## Build the container image IMAGE (needs a Docker engine)
-	docker build -t $(IMAGE) .
+# podman where there is one, else docker: `make image CONTAINER_ENGINE=docker` to choose.
+CONTAINER_ENGINE ?= $(if $(shell command -v podman 2>/dev/null),podman,docker)
 
-.PHONY: docker-push
-docker-push: ## Push IMAGE
-	docker push $(IMAGE)
+.PHONY: image
+image: ## Build the container image IMAGE from the Dockerfile (podman, or docker)
+	$(CONTAINER_ENGINE) build -t $(IMAGE) .
+
+.PHONY: image-push
+image-push: ## Push IMAGE
+	$(CONTAINER_ENGINE) push $(IMAGE)
+
+# The names these targets had before podman.
+.PHONY: docker-build docker-push
+docker-build: image
+docker-push: image-push
+
+# The image the tests run (tests/e2e/test_image.py builds it the same way when it is not there yet): the
+# Dockerfile as it is, from a stand-in base of Debian's packages, with wheels fetched beforehand, once per tree.
+.PHONY: test-image
+test-image: install ## Build the image for the image tests (needs podman and mmdebstrap; no registry)
+	tests/image/build.sh "$(CACHE)"
 
 .PHONY: deploy
 deploy: ## Apply deploy/OVERLAY (base, overlays/rrsa, ...) with IMAGE to the current kubeconfig's cluster

@@ -25,6 +25,7 @@ from paiflow_operator.pai_access import PaiAccess
 from paiflow_operator.replicas.handover import Handover
 from paiflow_operator.runs.reconcile import Policy, reconcile
 from paiflow_operator.runs.scheduler import Scheduler
+from paiflow_operator.runs.writes import RunWriter
 from paiflow_operator.settings import Settings
 
 SAMPLE = Path(__file__).resolve().parents[1] / "tests" / "unit" / "data" / "get_pipeline_run_sample.json"
@@ -47,7 +48,7 @@ def measure(n: int, owned: bool, status: dict[str, Any]) -> float:
     scheduler = Scheduler(
         Settings(),
         access,
-        cast(Any, None),
+        RunWriter(cast(Any, None)),
         rng=random.Random(1),
         ownership=ownership,
     )

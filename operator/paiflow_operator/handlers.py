@@ -1,7 +1,9 @@
-"""The thin kopf layer: kopf watches PaiPipelineRuns and feeds the scheduler, which does the rest.
+"""The kopf layer and composition root: builds each object once (the door to PAI, the run writer, the launcher,
+the scheduler, the workspace scanner) and feeds them from kopf's watches; probes and cleanup.
 
 Only `kopf.on.event` is used: it needs no finalizer and no annotations. The operator writes status patches
-and Events; its one finalizer (launched runs with deletionPolicy Terminate only) is its own, see launcher.py.
+and Events; its one finalizer (launched runs with deletionPolicy Terminate only) is its own, see
+runs/launcher.py.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -21,10 +22,13 @@ from paiflow_operator.api import workspaces as workspaces_api
 from paiflow_operator.kube import KubeApi, load_client_configuration
 from paiflow_operator.pai_access import PaiAccess
 from paiflow_operator.replicas.handover import Handover
+from paiflow_operator.replicas.joining import Listing, join_when_listed
 from paiflow_operator.replicas.membership import LeaseMembership, default_identity, group_for
 from paiflow_operator.replicas.sharding import KeyOwnership, StaticShards
+from paiflow_operator.runs.events import EventQueue
 from paiflow_operator.runs.launcher import Launcher
 from paiflow_operator.runs.scheduler import Scheduler
+from paiflow_operator.runs.writes import RunWriter
 from paiflow_operator.settings import Settings, get_settings
 from paiflow_operator.workspaces.scanner import WorkspaceScanner
 
@@ -58,10 +62,16 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         )
     # Work that must happen once (run launching, workspace scans) asks memo.ownership.owns_key(key) too.
     ownership: KeyOwnership = membership or StaticShards(config.shard_count, config.shard_index)
-    launcher = Launcher(config, access, kube, ownership)
-    scheduler = Scheduler(config, access, kube, launcher=launcher, ownership=ownership)
+    # Every status write and Event of a run, polled or launched, through one write gate.
+    # Events of runs go after the status writes in flight (statuses first during a burst: runs/events.py).
+    events = EventQueue(kube, lambda: writer.in_flight)
+    writer = RunWriter(kube, events=events)
+    events.start()
+    memo.events = events
+    launcher = Launcher(config, access, writer, kube, ownership)
+    scheduler = Scheduler(config, access, writer, launcher=launcher, ownership=ownership)
     memo.access, memo.kube, memo.scheduler = access, kube, scheduler
-    memo.scanner = WorkspaceScanner(config, access, kube, scheduler, ownership)
+    memo.scanner = WorkspaceScanner(config, access, kube, scheduler.scans, ownership)
     memo.membership, memo.ownership = membership, ownership
     memo.feed = scheduler.observe
     if membership is not None:
@@ -70,10 +80,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         memo.feed = handover.observe
         # Before kopf starts watching: the first events already know the members.
         await membership.start()
-        # Joins once the watch has fed every run there was (see _join_when_listed).
+        # Joins once the watch has fed every run there was (replicas/joining.py).
         memo.listing = Listing()
         memo.join_task = asyncio.get_running_loop().create_task(
-            _join_when_listed(membership, memo, kube, config.namespaces)
+            join_when_listed(membership, memo.listing, kube, config.namespaces)
         )
     loop = asyncio.get_running_loop()
     memo.scheduler_task = loop.create_task(scheduler.run(), name="paiflow-scheduler")
@@ -110,38 +120,6 @@ async def _return_freed_memory(first: float = 15.0, every: float = 60.0) -> None
     while True:
         libc.malloc_trim(0)
         await asyncio.sleep(every)
-
-
-@dataclass
-class Listing:
-    """A joining replica's progress through kopf's initial list. Shared by reference: kopf gives each
-    resource's handlers a shallow copy of the memo, so attributes set there would not be seen elsewhere."""
-
-    expected: int | None = None  # runs that existed when this replica started (None: could not be counted)
-    fed: set[str | None] = field(default_factory=set)
-
-
-async def _join_when_listed(
-    membership: LeaseMembership, memo: kopf.Memo, kube: KubeApi, namespaces: list[str], bound: float = 600
-) -> None:
-    """Joins once the watch has fed every run that existed at start (counted with one `limit=1` list per
-    namespace scope: the API server's remainingItemCount), or after `bound` seconds whatever happens.
-
-    Not a kopf index: an index makes kopf hold every handler of every object until the whole initial list is
-    over, which at 10,000 objects outlasted the list's continue token and stopped the operator.
-    """
-    listing: Listing = memo.listing
-    try:
-        listing.expected = await kube.count_runs(namespaces)
-    except Exception as exc:
-        log.warning("could not count PaiPipelineRuns before joining (%s): joining after %.0f s", exc, bound)
-    waited = 0.0
-    while membership.joining and waited < bound:
-        if listing.expected is not None and len(listing.fed) >= listing.expected:
-            break
-        await asyncio.sleep(0.5)
-        waited += 0.5
-    membership.ready()
 
 
 @kopf.on.event(runs_api.GROUP, runs_api.VERSION, runs_api.PLURAL)
@@ -190,6 +168,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         await membership.leave(drain.total_seconds())
     await memo.scanner.stop()
     await memo.scheduler.stop()
+    await memo.events.stop()
     if membership is not None:
         memo.join_task.cancel()
         await membership.stop()

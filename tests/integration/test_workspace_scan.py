@@ -19,10 +19,24 @@ from paiflow_operator.pai.client import PaiClient
 from paiflow_operator.pai.credentials import StaticCredentialSource
 from paiflow_operator.pai_access import PaiAccess
 from paiflow_operator.runs.scheduler import Scheduler
+from paiflow_operator.runs.writes import RunWriter
 from paiflow_operator.settings import Settings
 from paiflow_operator.workspaces.scanner import WorkspaceScanner
 
 _uids = itertools.count(1)
+
+
+def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386, as the API server applies a merge patch: maps merge key by key, null removes."""
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_patch(out[key], value)
+        else:
+            out[key] = merge_patch({}, value) if isinstance(value, dict) else value
+    return out
 
 
 class FakeKube:
@@ -46,13 +60,12 @@ class FakeKube:
 
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         obj = self.objects[(namespace, name)]
-        status = {**(obj.get("status") or {}), **patch}
-        obj["status"] = {k: v for k, v in status.items() if v is not None}
+        obj["status"] = merge_patch(obj.get("status") or {}, patch)
         self.writes.append(("status", name))
         return obj
 
     async def patch_workspace_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        self.workspace_status = {k: v for k, v in {**self.workspace_status, **patch}.items() if v is not None}
+        self.workspace_status = merge_patch(self.workspace_status, patch)
         self.writes.append(("workspace-status", name))
         return {"status": self.workspace_status}
 
@@ -77,8 +90,8 @@ async def parts(emulator: Emulator) -> AsyncIterator[tuple[Emulator, FakeKube, S
     # The scan compares PAI's times with the wall clock: the emulator's run clock is frozen in 2023.
     wall = datetime.fromtimestamp(emulator.clock.now(), tz=UTC)
     access = PaiAccess(settings, client, kube, creds)
-    scheduler = Scheduler(settings, access, kube, wallclock=lambda: wall)
-    scanner = WorkspaceScanner(settings, access, kube, scheduler, scheduler.ownership, wallclock=lambda: wall)
+    scheduler = Scheduler(settings, access, RunWriter(kube, wallclock=lambda: wall), wallclock=lambda: wall)
+    scanner = WorkspaceScanner(settings, access, kube, scheduler.scans, scheduler.ownership, wallclock=lambda: wall)
     try:
         yield emulator, kube, scheduler, scanner
     finally:
@@ -160,6 +173,34 @@ async def test_changes_reach_runs_through_the_scan_without_get_pipeline_run(
     assert emu.counters.snapshot(include_runs=False).to_json()["actions"] == {"ListPipelineRuns": 1}
 
 
+async def test_workspace_counts_are_the_runs_current_states_and_add_up_to_runs(
+    parts: tuple[Emulator, FakeKube, Scheduler, WorkspaceScanner],
+) -> None:
+    """As `make demo` showed it: 4 imported runs, all ended, were counted {Failed: 1, Running: 2, Succeeded: 3}
+    because a merge patch of the new counts kept the old Running key beside them."""
+    emu, kube, scheduler, scanner = parts
+    for i in range(4):
+        emu.add_run(Timeline.running_forever(), age=60 + i, workspace_id="ws-1", run_id=f"flow-c{i}")
+    scanner.observe_workspace(workspace(), "ADDED")
+    watched = scanner.workspaces[("team-a", "prod")]
+    assert watched.task is not None
+    watched.task.cancel()
+    await scanner.scan_once(watched)
+    await settle(scheduler)
+    assert (kube.workspace_status["runs"], kube.workspace_status["counts"]) == (4, {"Running": 4})
+    for i, end in enumerate(["Succeeded", "Succeeded", "Succeeded", "Failed"]):
+        emu.transition(f"flow-c{i}", (end, None))
+    emu.advance(5)
+    for obj in kube.objects.values():
+        scheduler.observe(obj, "MODIFIED")
+        scanner.observe_run(obj, "MODIFIED")
+    await scanner.scan_once(watched)
+    await settle(scheduler)
+    status = kube.workspace_status
+    assert status["counts"] == {"Succeeded": 3, "Failed": 1}
+    assert sum(status["counts"].values()) == status["runs"] == 4
+
+
 async def test_pai_errors_show_as_conditions_and_keep_the_last_good_status(
     parts: tuple[Emulator, FakeKube, Scheduler, WorkspaceScanner],
 ) -> None:
@@ -214,8 +255,14 @@ async def test_only_the_replica_that_owns_the_workspace_scans_it(emulator: Emula
     for index in range(2):
         kube = FakeKube()
         access = PaiAccess(settings, client, kube, creds)
-        scheduler = Scheduler(settings, access, kube, ownership=StaticShards(2, index), wallclock=lambda: wall)
-        scanner = WorkspaceScanner(settings, access, kube, scheduler, scheduler.ownership, wallclock=lambda: wall)
+        scheduler = Scheduler(
+            settings,
+            access,
+            RunWriter(kube, wallclock=lambda: wall),
+            ownership=StaticShards(2, index),
+            wallclock=lambda: wall,
+        )
+        scanner = WorkspaceScanner(settings, access, kube, scheduler.scans, scheduler.ownership, wallclock=lambda: wall)
         scanner.observe_workspace(workspace(), "ADDED")
         replicas.append((kube, scheduler, scanner))
     try:
@@ -276,8 +323,8 @@ async def test_new_hand_written_runs_bring_the_scan_forward(emulator: Emulator) 
     kube = FakeKube()
     wall = datetime.fromtimestamp(emulator.clock.now(), tz=UTC)
     access = PaiAccess(settings, client, kube, StaticCredentialSource(*ACCESS_KEY))
-    scheduler = Scheduler(settings, access, kube, wallclock=lambda: wall)
-    scanner = WorkspaceScanner(settings, access, kube, scheduler, scheduler.ownership, wallclock=lambda: wall)
+    scheduler = Scheduler(settings, access, RunWriter(kube, wallclock=lambda: wall), wallclock=lambda: wall)
+    scanner = WorkspaceScanner(settings, access, kube, scheduler.scans, scheduler.ownership, wallclock=lambda: wall)
     try:
         emulator.add_run(Timeline.running_forever(), age=60, workspace_id="ws-1", run_id="flow-h1")
         scanner.observe_workspace(workspace(maxRuns=0), "ADDED")

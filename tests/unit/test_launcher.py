@@ -104,7 +104,7 @@ class LaunchHarness(Harness):
 
     def make_launcher(self) -> Launcher:
         ownership = StaticShards(self.settings.shard_count, self.settings.shard_index)
-        return Launcher(self.settings, self.access, self.kube, ownership, wallclock=self.clock.wall)
+        return Launcher(self.settings, self.access, self.writer, self.kube, ownership, wallclock=self.clock.wall)
 
     def body(self, key: Key, *, uid: str | None = None) -> dict[str, Any]:
         body = super().body(key, uid=uid)

@@ -30,6 +30,7 @@ from paiflow_operator.replicas.membership import (
 )
 from paiflow_operator.replicas.sharding import StaticShards, rendezvous_owner
 from paiflow_operator.runs.scheduler import Scheduler
+from paiflow_operator.runs.writes import RunWriter
 from paiflow_operator.settings import Settings
 
 NAMESPACE = "paiflow-system"
@@ -378,7 +379,7 @@ def test_handover_moves_runs_between_the_scheduler_and_the_others_store_as_membe
     switch = Switch(["a", "b", "c"], "a")
     kube = FakeKube()
     access = PaiAccess(Settings(), FakePai(clock), kube, DEFAULT_KEYS, clock=clock)
-    scheduler = Scheduler(Settings(), access, kube, rng=random.Random(1), clock=clock, ownership=switch)
+    scheduler = Scheduler(Settings(), access, RunWriter(kube), rng=random.Random(1), clock=clock, ownership=switch)
     handover = Handover(scheduler, switch)
     for i in range(900):
         handover.observe(body(i), None)

@@ -29,6 +29,7 @@ from paiflow_operator.pai.models import PipelineRun, RunStatusList
 from paiflow_operator.pai_access import PaiAccess
 from paiflow_operator.runs.launcher import Launcher
 from paiflow_operator.runs.scheduler import Key, Scheduler, Tracked
+from paiflow_operator.runs.writes import RunWriter
 from paiflow_operator.settings import Settings
 
 SAMPLE_PATH = Path(__file__).parent / "data" / "get_pipeline_run_sample.json"
@@ -88,7 +89,7 @@ class FakePai:
         # When set, every ListPipelineRunsStatus fails with it.
         self.list_error: PaiError | None = None
         self.calls: list[Call] = []
-        # When set, get_pipeline_run waits for it: a PAI call that is still in flight.
+        # When set, get_pipeline_run waits for it: a PAI call whose answer is still in flight.
         self.gate: asyncio.Event | None = None
         # When set, every call of any kind fails with it: PAI is down.
         self.down: PaiError | None = None
@@ -109,6 +110,8 @@ class FakePai:
     ) -> PipelineRun:
         creds = await credentials.get()
         self.calls.append(Call("get", (run_id,), region, None, creds, self.clock()))
+        # PAI answers as of the call; a gate holds that answer on its way back.
+        status = self.states.get(run_id)
         if self.gate is not None:
             await self.gate.wait()
         if self.down is not None:
@@ -120,7 +123,7 @@ class FakePai:
         wire = json.loads(SAMPLE_PATH.read_text(encoding="utf-8"))
         wire.update(
             PipelineRunId=run_id,
-            Status=self.states[run_id],
+            Status=status,
             WorkspaceId=self.workspaces[run_id],
             Duration=int(self.clock()),
             RequestId=f"req-{len(self.calls)}",
@@ -204,10 +207,11 @@ class Harness:
         self.kube = self.make_kube()
         self.settings = settings
         self.access = PaiAccess(settings, self.pai, self.kube, DEFAULT_KEYS, clock=self.clock)
+        self.writer = RunWriter(self.kube, wallclock=self.clock.wall)
         self.sched = Scheduler(
             settings,
             self.access,
-            self.kube,
+            self.writer,
             launcher=self.make_launcher(),
             rng=rng,
             clock=self.clock,
@@ -294,13 +298,13 @@ class Harness:
         # The fakes never block, so a bounded number of loop turns lets every spawned sync finish.
         for turn in range(2000):
             await asyncio.sleep(0)
-            if turn > 20 and not self.sched._tasks:
+            if turn > 20 and not self.sched.sync.tasks:
                 return
         raise AssertionError("scheduler tasks did not settle")
 
     async def advance(self, seconds: float) -> None:
         self.clock.t += seconds
-        self.sched._wake.set()
+        self.sched.due.wake.set()
         await self.settle()
 
     async def advance_in_steps(self, total: float, step: float) -> None:
@@ -433,7 +437,7 @@ async def test_in_flight_result_for_a_deleted_resource_writes_nothing(harness: H
     h.pai.add("r1", "Running")
     h.pai.gate = asyncio.Event()
     key = h.create("r1")
-    h.sched._wake.set()
+    h.sched.due.wake.set()
     for _ in range(50):  # let the poll start and block inside PAI
         await asyncio.sleep(0)
     assert len(h.pai.calls) == 1
@@ -449,7 +453,7 @@ async def test_in_flight_result_for_a_recreated_resource_writes_nothing(harness:
     h.pai.add("r1", "Running")
     h.pai.gate = asyncio.Event()
     key = h.create("r1")
-    h.sched._wake.set()
+    h.sched.due.wake.set()
     for _ in range(50):
         await asyncio.sleep(0)
     # Deleted and created again under the same name while PAI answered: a different object (uid).
@@ -550,7 +554,7 @@ async def test_runs_due_within_the_batch_window_are_pulled_into_one_query(harnes
     h.pai.calls.clear()
     now = h.clock()
     for key, offset in zip(keys, (30.0, 31.5, 40.0), strict=True):
-        h.sched._schedule(h.tracked(key), now + offset)
+        h.sched.due.schedule(h.tracked(key), now + offset)
     await h.advance(30)
     assert [sorted(c.run_ids) for c in h.pai.calls] == [["a", "b"]]
     await h.advance(10)
@@ -820,7 +824,7 @@ def test_shards_split_uids_with_no_overlap_and_no_gap(count: int) -> None:
     for index in range(count):
         settings = Settings(shard_count=count, shard_index=index)
         kube = FakeKube()
-        sched = Scheduler(settings, PaiAccess(settings, FakePai(FakeClock()), kube, DEFAULT_KEYS), kube)
+        sched = Scheduler(settings, PaiAccess(settings, FakePai(FakeClock()), kube, DEFAULT_KEYS), RunWriter(kube))
         for uid in uids:
             if sched.owns(uid):
                 owners[uid].append(index)
@@ -1030,7 +1034,7 @@ async def test_runs_waiting_for_a_call_count_as_active_for_the_oldest_status_age
     await h.advance(0)
     h.pai.gate = asyncio.Event()  # the next calls stay in flight, as behind a rate limit or a slow PAI
     h.clock.t += 40
-    h.sched._wake.set()
+    h.sched.due.wake.set()
     for _ in range(50):
         await asyncio.sleep(0)
     snapshot = list(h.sched.snapshot())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -25,19 +26,19 @@ async def test_rows_update_status_without_a_pai_call_and_unchanged_rows_write_no
     harness: HarnessFactory,
 ) -> None:
     h = await harness()
-    h.sched.begin_scan(KEY, 30)
+    h.sched.scans.begin_scan(KEY, 30)
     key = h.create("a", "flow-a", workspaceId="ws-1")
-    assert h.sched.apply_rows(KEY, {"flow-a": row("flow-a", "Running")}) == 1
+    assert h.sched.scans.apply_rows(KEY, {"flow-a": row("flow-a", "Running")}) == 1
     await h.settle()
     assert h.pai.calls == []
     assert h.kube.status[key]["runStatus"] == "Running"
     writes = len(h.kube.patches)
     h.sched.observe(h.body(key), "MODIFIED")
     # GmtModifiedTime moved, nothing else did: no write.
-    h.sched.apply_rows(KEY, {"flow-a": row("flow-a", "Running", GmtModifiedTime="2099-01-01T00:00:00Z")})
+    h.sched.scans.apply_rows(KEY, {"flow-a": row("flow-a", "Running", GmtModifiedTime="2099-01-01T00:00:00Z")})
     await h.settle()
     assert len(h.kube.patches) == writes
-    h.sched.apply_rows(KEY, {"flow-a": row("flow-a", "Succeeded")})
+    h.sched.scans.apply_rows(KEY, {"flow-a": row("flow-a", "Succeeded")})
     await h.settle()
     assert h.kube.status[key]["runStatus"] == "Succeeded" and len(h.kube.patches) == writes + 1
     assert h.pai.calls == []
@@ -49,7 +50,7 @@ async def test_rows_only_reach_runs_of_the_same_region_workspace_and_credentials
     other_creds = h.create("c", "flow-c", workspaceId="ws-1", credentialsSecretRef={"name": "keys"})
     shared = h.create("d", "flow-d", workspaceId="ws-1", tokenSecretRef={"name": "tok"})
     rows = {rid: row(rid, "Running") for rid in ("flow-b", "flow-c", "flow-d")}
-    assert h.sched.apply_rows(KEY, rows) == 0
+    assert h.sched.scans.apply_rows(KEY, rows) == 0
     await h.settle()
     # (Their own polls find nothing in the fake PAI; what matters is that no row's status reached them.)
     assert all("runStatus" not in p for k in (other_ws, other_creds, shared) for p in h.kube.patches_for(k))
@@ -57,24 +58,24 @@ async def test_rows_only_reach_runs_of_the_same_region_workspace_and_credentials
 
 async def test_scanned_runs_poll_at_the_safety_net_interval(harness: HarnessFactory) -> None:
     h = await harness(workspace_safety_net_interval="5m")
-    h.sched.begin_scan(KEY, 30)
+    h.sched.scans.begin_scan(KEY, 30)
     h.pai.add("flow-a")
     key = h.create("a", "flow-a", workspaceId="ws-1")
-    h.sched.apply_rows(KEY, {"flow-a": row("flow-a", "Running")})
+    h.sched.scans.apply_rows(KEY, {"flow-a": row("flow-a", "Running")})
     await h.settle()
     delay = h.delay(key)
     assert delay is not None and 150 <= delay <= 450  # a beat of the 5 min safety net, not 30 s
-    h.sched.end_scan(KEY)
+    h.sched.scans.end_scan(KEY)
     delay = h.delay(key)
     assert delay is not None and delay <= 2  # back to its own polls at once
 
 
 async def test_new_runs_wait_for_the_scan_before_their_own_get(harness: HarnessFactory) -> None:
     h = await harness()
-    h.sched.begin_scan(KEY, 30)
+    h.sched.scans.begin_scan(KEY, 30)
     h.pai.add("flow-a")
     key = h.create("a", "flow-a", workspaceId="ws-1")
-    assert h.sched.unsynced(KEY) == 1
+    assert h.sched.scans.unsynced(KEY) == 1
     delay = h.delay(key)
     assert delay is not None and delay >= 30
     await h.advance(20)
@@ -86,10 +87,10 @@ async def test_new_runs_wait_for_the_scan_before_their_own_get(harness: HarnessF
 
 async def test_verbose_runs_fetch_details_when_a_row_shows_a_change(harness: HarnessFactory) -> None:
     h = await harness()
-    h.sched.begin_scan(KEY, 30)
+    h.sched.scans.begin_scan(KEY, 30)
     h.pai.add("flow-v", "Succeeded")
     key = h.create("v", "flow-v", workspaceId="ws-1", verbose=True, status={"runStatus": "Running"})
-    h.sched.apply_rows(KEY, {"flow-v": row("flow-v", "Succeeded")})
+    h.sched.scans.apply_rows(KEY, {"flow-v": row("flow-v", "Succeeded")})
     assert h.delay(key) == 0
     await h.advance(0)
     assert [c.run_ids for c in h.pai.gets()] == [("flow-v",)]
@@ -100,6 +101,30 @@ async def test_runs_seen_before_their_workspace_wait_for_its_scan_too(harness: H
     key = h.create("a", "flow-a", workspaceId="ws-1")
     delay = h.delay(key)
     assert delay is not None and delay <= 5
-    h.sched.begin_scan(KEY, 30)
+    h.sched.scans.begin_scan(KEY, 30)
     delay = h.delay(key)
     assert delay is not None and delay >= 30
+
+
+async def test_a_row_that_arrives_while_the_run_is_busy_is_not_left_to_the_safety_net(
+    harness: HarnessFactory,
+) -> None:
+    """A mass finish left runs unseen for minutes: their row came while their own poll was in flight, was
+    dropped, and the scan's cut-off then moved past it, so only the 5-minute safety net found the change."""
+    h = await harness(workspace_safety_net_interval="5m")
+    h.sched.scans.begin_scan(KEY, 30)
+    h.pai.add("flow-a", "Running")
+    key = h.create("a", "flow-a", workspaceId="ws-1", status={"runStatus": "Running"})
+    h.pai.gate = asyncio.Event()
+    h.clock.t += h.delay(key) or 0
+    h.sched.due.wake.set()
+    for _ in range(50):  # the run's own poll starts and blocks inside PAI
+        await asyncio.sleep(0)
+    assert h.tracked(key).busy
+    h.pai.add("flow-a", "Succeeded")  # PAI moves on; the scan reads the change while the poll is in flight
+    assert h.sched.scans.apply_rows(KEY, {"flow-a": row("flow-a", "Succeeded")}) == 0
+    h.pai.gate.set()
+    await h.settle()
+    await h.advance(1)
+    await h.settle()
+    assert h.kube.status[key]["runStatus"] == "Succeeded"

@@ -10,6 +10,7 @@ import pytest
 
 from paiflow_operator.api.workspaces import PaiWorkspaceSpec
 from paiflow_operator.pai.models import PipelineRun, RunList
+from paiflow_operator.workspaces.pages import scan_pages
 from paiflow_operator.workspaces.plan import (
     LABEL_PIPELINE,
     LABEL_WORKSPACE,
@@ -22,7 +23,6 @@ from paiflow_operator.workspaces.plan import (
     plan,
     resource_name,
 )
-from paiflow_operator.workspaces.scanner import scan_pages
 
 NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 WS = WorkspaceRef("team-a", "prod", "uid-ws")
@@ -269,3 +269,20 @@ def test_runs_a_resource_launched_are_never_imported_beside_it() -> None:
     rows = [row("flow-launched"), row("flow-in-flight", SourceId="uid-eval"), row("flow-other")]
     out = plan(WS, spec(), rows, [launched, creating], NOW)
     assert [c["spec"]["pipelineRunId"] for c in out.creates] == ["flow-other"]
+
+
+def test_a_state_no_run_is_in_any_more_is_removed_by_the_merge_patch() -> None:
+    from paiflow_operator.workspaces.status import changes
+
+    current = {"runs": 4, "counts": {"Running": 2, "Succeeded": 2}}
+    desired = {"runs": 4, "counts": {"Succeeded": 3, "Failed": 1}}
+    assert changes(current, desired) == {"counts": {"Running": None, "Succeeded": 3, "Failed": 1}}
+    assert changes(desired, desired) == {}
+
+
+def test_counts_after_the_creates_add_up_to_the_runs_that_exist() -> None:
+    from paiflow_operator.workspaces.plan import Plan, counts_after
+
+    p = Plan(owned=2, counts={"Running": 4}, owned_counts={"Running": 1, "Unknown": 1})
+    # Two creates were planned (counted in p.counts); one failed: only the one made is a run.
+    assert counts_after(p, ["Running"]) == {"Running": 2, "Unknown": 1}

@@ -11,14 +11,14 @@ from typing import Any, Protocol
 
 from paiflow_operator import metrics
 from paiflow_operator.api.runs import FINALIZER
-from paiflow_operator.conditions import Event
-from paiflow_operator.kube import KubeError, ObjectRef
+from paiflow_operator.kube import KubeError
 from paiflow_operator.pai.errors import BadRequestError, PaiError
 from paiflow_operator.pai_access import Action, PaiAccess
 from paiflow_operator.replicas.sharding import Ownership
 from paiflow_operator.runs import launch_reconcile as core
 from paiflow_operator.runs.reconcile import Retry, SyncResult
 from paiflow_operator.runs.tracked import Tracked, caller
+from paiflow_operator.runs.writes import RunWriter
 from paiflow_operator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,17 +29,14 @@ CONFLICT_RETRY_SECONDS = 1.0
 
 
 class LaunchKube(Protocol):
-    async def patch_status(
-        self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
-    ) -> dict[str, Any]: ...
+    """What the launcher writes itself: the finalizer (metadata); it reads the manifest's ConfigMap. Status and
+    Events go through the run writer (writes.py)."""
 
     async def patch_finalizers(
         self, namespace: str, name: str, finalizers: list[str], resource_version: str | None
     ) -> dict[str, Any]: ...
 
     async def read_configmap(self, namespace: str, name: str) -> dict[str, str]: ...
-
-    async def create_event(self, ref: ObjectRef, event: Event, now: datetime | None = None) -> None: ...
 
 
 Outcome = Retry | float | None  # a retry policy, seconds to wait, or None: go on and poll the run now
@@ -50,12 +47,14 @@ class Launcher:
         self,
         settings: Settings,
         access: PaiAccess,
+        writer: RunWriter,
         kube: LaunchKube,
         ownership: Ownership,
         *,
         wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.access = access
+        self.writer = writer
         self.kube = kube
         self.ownership = ownership
         self.wallclock = wallclock
@@ -211,14 +210,11 @@ class Launcher:
         return None if written is True else written
 
     async def _write(self, tracked: Tracked, result: SyncResult, *, conditional: bool = False) -> bool | Outcome:
-        """Status patch then Events. True when written; otherwise when to try again."""
+        """Status patch then Events, through the run writer. True when written; otherwise when to try again."""
         if result.patch:
             try:
-                written = await self.kube.patch_status(
-                    tracked.namespace,
-                    tracked.name,
-                    result.patch,
-                    resource_version=tracked.resource_version if conditional else None,
+                await self.writer.write_status(
+                    tracked, result.patch, resource_version=tracked.resource_version if conditional else None
                 )
             except KubeError as exc:
                 if exc.status == 409:
@@ -231,16 +227,7 @@ class Launcher:
             except Exception as exc:
                 log.warning("status write for %s/%s failed: %s", tracked.namespace, tracked.name, exc)
                 return Retry.BACKOFF
-            metrics.KUBE_WRITES.labels("status").inc()
-            tracked.status = dict(written.get("status") or tracked.status)
-            tracked.resource_version = (written.get("metadata") or {}).get("resourceVersion")
-        for event in result.events:
-            try:
-                ref = ObjectRef(tracked.namespace, tracked.name, tracked.uid, tracked.resource_version)
-                await self.kube.create_event(ref, event, self.wallclock())
-                metrics.KUBE_WRITES.labels("event").inc()
-            except Exception as exc:
-                log.warning("event for %s/%s not posted: %s", tracked.namespace, tracked.name, exc)
+        await self.writer.post_events(tracked, result.events)
         return True
 
     async def _finalizer(self, tracked: Tracked, *, add: bool) -> Outcome:

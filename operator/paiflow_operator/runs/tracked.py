@@ -34,13 +34,14 @@ class Tracked:
     last_ok: float | None = None
     since: float = field(default_factory=time.monotonic)
     busy: bool = False
-    # The spec changed while a poll was in flight: look again as soon as that poll ends.
+    # The spec changed, or a scan row said something else, while a poll was in flight: look again as soon as that
+    # poll ends.
     rerun: bool = False
-    # A workspace scan last answered for this run at this clock time (workspace_scan.py): polled slowly.
+    # A workspace scan last answered for this run at this clock time (scan_feed.py): polled slowly.
     scan_seen: float | None = None
     # Monotonic time of the first of the retryable PAI failures in a row, None while calls succeed.
     failing_since: float | None = None
-    # The resourceVersion whose terminal status was last confirmed with PAI (see _needs_confirmation).
+    # The resourceVersion whose terminal status was last confirmed with PAI (registry._needs_confirmation).
     confirmed_version: str | None = None
     # The outage (CircuitBreaker.outage) this run's condition already shows, if any: shown once per outage.
     outage_shown: int = 0

@@ -99,7 +99,8 @@ class Plan:
     over_cap: int = 0
     # Imported runs that exist now, and their PAI states (from their own status).
     owned: int = 0
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # the owned runs' and the planned creates' states
+    owned_counts: dict[str, int] = field(default_factory=dict)  # the owned runs' alone: one per owned run
 
 
 def in_scope(row: PipelineRun, spec: PaiWorkspaceSpec) -> bool:
@@ -213,7 +214,10 @@ def plan(
             continue
         remaining += 1
         # This scan's row is fresher than the resource's status as the watch last showed it.
-        _count(out.counts, latest.get(item.run_id) or item.run_status)
+        status = latest.get(item.run_id) or item.run_status
+        _count(out.counts, status)
+        # A run with no status yet still counts, so that the counts add up to the runs.
+        _count(out.owned_counts, status or UNKNOWN)
     out.owned = remaining
 
     window_start = now - parse_duration(spec.importWindow)
@@ -239,6 +243,16 @@ def plan(
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+UNKNOWN = "Unknown"  # an imported run whose status was never written yet
+
+
+def counts_after(plan: Plan, created_statuses: Iterable[str]) -> dict[str, int]:
+    """The workspace's counts once the scan's creates are done: its owned runs' states and those of the runs
+    it did create (a failed create is not a run), so that they always add up to ``runs``."""
+    counts = dict(plan.owned_counts)
+    for status in created_statuses:
+        _count(counts, status or UNKNOWN)
+    return counts
 
 
 def _count(counts: dict[str, int], status: str | None) -> None:

@@ -1,4 +1,4 @@
-"""PaiWorkspace scans: one ListPipelineRuns scan per workspace per interval, fed to the scheduler and the planner.
+"""PaiWorkspace scans (the I/O): one ListPipelineRuns scan per workspace per interval, fed to the runs and the planner.
 
 A scan reads PAI's rows newest modification first and pages until it passes the previous scan's first-page
 high-water mark minus an overlap. PAI pages by offset, so rows can shift while we page: a run modified
@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -23,16 +23,18 @@ from typing import Any, Protocol
 from paiflow_operator import metrics
 from paiflow_operator.api.runs import CredentialsSecretRef, parse_duration
 from paiflow_operator.api.workspaces import PaiWorkspaceSpec
-from paiflow_operator.conditions import NEEDS_HUMAN, Event, error_reason, set_condition, timestamp
+from paiflow_operator.conditions import Event
 from paiflow_operator.guards.ratelimit import TokenBucket
 from paiflow_operator.kube import KubeError, ObjectRef
 from paiflow_operator.pai.errors import PaiError
 from paiflow_operator.pai.models import PipelineRun, RunList
 from paiflow_operator.pai_access import Action, Caller, PaiAccess, identity_key
 from paiflow_operator.replicas.sharding import Ownership
-from paiflow_operator.runs.scheduler import ScanKey
+from paiflow_operator.runs.scan_feed import ScanKey
 from paiflow_operator.settings import Settings
 from paiflow_operator.workspaces import plan as workspace_plan
+from paiflow_operator.workspaces import status as workspace_status
+from paiflow_operator.workspaces.pages import scan_pages
 from paiflow_operator.workspaces.plan import Existing, WorkspaceRef
 
 log = logging.getLogger(__name__)
@@ -65,63 +67,6 @@ class WorkspaceKube(Protocol):
     async def patch_workspace_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]: ...
 
     async def create_event(self, ref: ObjectRef, event: Event, now: datetime | None = None) -> None: ...
-
-
-# ---- paging (pure but for the fetch callable) ------------------------------------------------------------
-
-
-@dataclass
-class ScanPages:
-    rows: dict[str, PipelineRun] = field(default_factory=dict)
-    pages: int = 0
-    # The newest GmtModifiedTime on the first page read: the next scan's cut-off (minus the overlap).
-    first_page_newest: datetime | None = None
-
-
-def _modified(row: PipelineRun) -> datetime | None:
-    return row.gmt_modified_time or row.gmt_create_time
-
-
-def _keep(rows: dict[str, PipelineRun], row: PipelineRun, request_id: str | None) -> None:
-    seen = rows.get(row.pipeline_run_id)
-    new, old = _modified(row), _modified(seen) if seen is not None else None
-    if seen is None or (new is not None and (old is None or new >= old)):
-        # A row becomes an observation: it carries the RequestId of the page it came on.
-        rows[row.pipeline_run_id] = row.model_copy(update={"request_id": request_id})
-
-
-async def scan_pages(
-    fetch: Callable[[int], Awaitable[RunList]], cutoff: datetime | None, page_size: int, max_pages: int
-) -> ScanPages:
-    """Pages through rows sorted by GmtModifiedTime DESC until a row older than ``cutoff`` (None: to the end)."""
-    out = ScanPages()
-    page = 1
-    while True:
-        answer = await fetch(page)
-        out.pages += 1
-        batch = answer.pipeline_runs
-        for row in batch:
-            _keep(out.rows, row, answer.request_id)
-        if page == 1:
-            stamps = [m for m in (_modified(r) for r in batch) if m is not None]
-            out.first_page_newest = max(stamps) if stamps else None
-        last = _modified(batch[-1]) if batch else None
-        done = (
-            len(batch) < page_size
-            or page * page_size >= answer.total_count
-            or (cutoff is not None and last is not None and last < cutoff)
-            or page >= max_pages
-        )
-        if done:
-            break
-        page += 1
-    if out.pages > 1:
-        # Whatever changed while we paged sits at the top now: one more look at page 1.
-        answer = await fetch(1)
-        out.pages += 1
-        for row in answer.pipeline_runs:
-            _keep(out.rows, row, answer.request_id)
-    return out
 
 
 # ---- the index of PaiPipelineRuns the planner needs ------------------------------------------------------
@@ -311,7 +256,9 @@ class WorkspaceScanner:
                     self.runs.end_scan(ws.key)
                     ws.key = None
                 if ws.spec.suspend and self.ownership.owns(ws.ref.uid):
-                    await self._write_status(ws, self._suspended_status(ws))  # writes only a change
+                    await self._write_status(
+                        ws, workspace_status.suspended(ws.status, ws.generation, self.wallclock())
+                    )  # writes only a change
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ws.wake.wait(), interval)
 
@@ -334,7 +281,8 @@ class WorkspaceScanner:
             )
         except PaiError as exc:
             metrics.SYNC_ERRORS.labels(exc.kind.value).inc()
-            await self._write_status(ws, self._error_status(ws, exc), error=exc)
+            failed = workspace_status.failed(ws.status, ws.generation, exc, self.wallclock())
+            await self._write_status(ws, failed, error=exc)
             return
         if pages.first_page_newest is not None:
             ws.cutoff = pages.first_page_newest - s.workspace_scan_overlap
@@ -347,9 +295,12 @@ class WorkspaceScanner:
         self.runs.apply_rows(key, rows)
         plan = workspace_plan.plan(ws.ref, ws.spec, rows.values(), self.index.in_namespace(ws.ref.namespace), now)
         created = await self._create(ws, key, plan.creates, rows)
-        deleted = await self._delete(ws, plan.deletes)
-        counts = dict(plan.counts)
-        await self._write_status(ws, self._ok_status(ws, plan, created, deleted, counts, now))
+        await self._delete(ws, plan.deletes)  # counted in ws.deleted
+        counts = workspace_plan.counts_after(plan, (rows[r].raw_status or rows[r].status.value for r in created))
+        desired = workspace_status.scanned(
+            ws.status, ws.generation, ws.spec, plan, counts, ws.imported, ws.deleted, now
+        )
+        await self._write_status(ws, desired)
 
     async def _fetch(self, ws: Watched, who: Caller, page: int) -> RunList:
         s = self.settings
@@ -366,8 +317,9 @@ class WorkspaceScanner:
 
     async def _create(
         self, ws: Watched, key: ScanKey, bodies: list[dict[str, Any]], rows: Mapping[str, PipelineRun]
-    ) -> int:
-        created = 0
+    ) -> list[str]:
+        """Creates the planned PaiPipelineRuns; returns the run ids of those created."""
+        created: list[str] = []
         for start in range(0, len(bodies), CREATE_CHUNK):
             chunk = bodies[start : start + CREATE_CHUNK]
             answers = await asyncio.gather(*(self._create_one(ws, body) for body in chunk))
@@ -375,14 +327,14 @@ class WorkspaceScanner:
             for answer in answers:
                 if answer is None:
                     continue
-                created += 1
                 self.index.observe(answer, "ADDED")
                 self.runs.observe(answer, "ADDED")
                 run_id = answer["spec"]["pipelineRunId"]
                 fresh[run_id] = rows[run_id]
+                created.append(run_id)
             # The first status comes straight from the row: a create and one status write per run.
             self.runs.apply_rows(key, fresh)
-        ws.imported += created
+        ws.imported += len(created)
         return created
 
     async def _create_one(self, ws: Watched, body: dict[str, Any]) -> dict[str, Any] | None:
@@ -413,48 +365,9 @@ class WorkspaceScanner:
 
     # ---- status --------------------------------------------------------------------------------------------
 
-    def _ok_status(
-        self, ws: Watched, plan: workspace_plan.Plan, created: int, deleted: int, counts: dict[str, int], now: datetime
-    ) -> dict[str, Any]:
-        conditions = [dict(c) for c in ws.status.get("conditions") or []]
-        message = f"Scanning PAI workspace {ws.spec.workspaceId}"
-        if plan.over_cap:
-            message += f"; maxRuns ({ws.spec.maxRuns}) reached, {plan.over_cap} runs in scope not imported"
-        set_condition(conditions, "Ready", "True", "Scanned", message, ws.generation, now)
-        set_condition(conditions, "Stalled", "False", "Scanned", message, ws.generation, now)
-        return {
-            "observedGeneration": ws.generation,
-            "conditions": conditions,
-            "runs": plan.owned + created,
-            "counts": counts or None,
-            "imported": ws.imported,
-            "deleted": ws.deleted,
-            "skipped": plan.over_cap or None,
-            "lastScanTime": timestamp(now),
-        }
-
-    def _error_status(self, ws: Watched, error: PaiError) -> dict[str, Any]:
-        now = self.wallclock()
-        conditions = [dict(c) for c in ws.status.get("conditions") or []]
-        reason = error_reason(error)  # as for runs (reconcile._on_error)
-        message = error.describe(with_request_id=False)
-        set_condition(conditions, "Ready", "False", reason, message, ws.generation, now)
-        set_condition(
-            conditions, "Stalled", "True" if error.kind in NEEDS_HUMAN else "False", reason, message, ws.generation, now
-        )
-        return {"observedGeneration": ws.generation, "conditions": conditions}
-
-    def _suspended_status(self, ws: Watched) -> dict[str, Any]:
-        now = self.wallclock()
-        conditions = [dict(c) for c in ws.status.get("conditions") or []]
-        message = "Scanning is suspended by spec.suspend; imported runs are kept"
-        set_condition(conditions, "Ready", "True", "Suspended", message, ws.generation, now)
-        set_condition(conditions, "Stalled", "False", "Suspended", message, ws.generation, now)
-        return {"observedGeneration": ws.generation, "conditions": conditions}
-
     async def _write_status(self, ws: Watched, desired: dict[str, Any], error: PaiError | None = None) -> None:
         current = ws.status
-        patch = {k: v for k, v in desired.items() if current.get(k) != v and not (v is None and k not in current)}
+        patch = workspace_status.changes(current, desired)
         heartbeat_due = ws.last_status_write is None or (
             self.clock() - ws.last_status_write >= self.settings.workspace_status_heartbeat.total_seconds()
         )
@@ -462,7 +375,7 @@ class WorkspaceScanner:
             return  # an unchanged scan costs no write
         if not patch:
             return
-        previous = next((c for c in current.get("conditions") or [] if c.get("type") == "Ready"), None)
+        previous = workspace_status.ready(current)
         try:
             written = await self.kube.patch_workspace_status(ws.ref.namespace, ws.ref.name, patch)
         except KubeError as exc:
@@ -471,7 +384,7 @@ class WorkspaceScanner:
         metrics.KUBE_WRITES.labels("status").inc()
         ws.last_status_write = self.clock()
         ws.status = dict(written.get("status") or {**current, **patch})
-        ready = next((c for c in ws.status.get("conditions") or [] if c.get("type") == "Ready"), None)
+        ready = workspace_status.ready(ws.status)
         if ready is not None and (previous is None or previous.get("reason") != ready.get("reason")):
             event = Event(
                 "Warning" if ready.get("status") != "True" else "Normal",

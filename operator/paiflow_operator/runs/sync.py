@@ -1,0 +1,370 @@
+"""What is asked, and what follows: the poll loop, one run, one batch, applying an answer, rescheduling.
+
+The loop pops what is due (and what falls due shortly in the same batch), asks PAI through the door
+(pai_access) with one GetPipelineRun or one ListPipelineRunsStatus per batch, hands the answer to the pure
+reconcile core, writes what changed (writes.py), and puts the run back in the heap as the result says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Callable, Coroutine
+from datetime import datetime, timedelta
+from typing import Any
+
+from paiflow_operator import metrics
+from paiflow_operator.api.runs import PaiPipelineRunSpec
+from paiflow_operator.kube import KubeError
+from paiflow_operator.pai.errors import ErrorKind, MalformedResponseError, PaiError
+from paiflow_operator.pai.models import PipelineRun
+from paiflow_operator.pai_access import Action, PaiAccess, identity_key
+from paiflow_operator.runs import batching
+from paiflow_operator.runs.batching import BatchKey
+from paiflow_operator.runs.due import DueQueue
+from paiflow_operator.runs.launcher import Launcher
+from paiflow_operator.runs.outage import Outage
+from paiflow_operator.runs.reconcile import Observation, Policy, Retry, SyncResult, reconcile, suspended
+from paiflow_operator.runs.registry import Registry, launch_pending
+from paiflow_operator.runs.tracked import Tracked, caller
+from paiflow_operator.runs.writes import RunWriter, log_events
+from paiflow_operator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def observation_is_answer(observation: Observation) -> bool:
+    """Any answer from PAI but a retryable error: PAI is up, even if it says a run is missing."""
+    return not (isinstance(observation, PaiError) and observation.retryable)
+
+
+class Sync:
+    def __init__(
+        self,
+        settings: Settings,
+        access: PaiAccess,
+        registry: Registry,
+        due: DueQueue,
+        outage: Outage,
+        writer: RunWriter,
+        launcher: Launcher | None,
+        safety_net: Callable[[Tracked], float | None],
+        *,
+        clock: Callable[[], float],
+        wallclock: Callable[[], datetime],
+        rng: random.Random,
+    ) -> None:
+        self.settings = settings
+        self.access = access
+        self.registry = registry
+        self.runs = registry.runs
+        self.due = due
+        self.outage = outage
+        self.breaker = outage.breaker
+        self.writer = writer
+        self.launcher = launcher
+        # The slow interval of a run a workspace scan answers for (scan_feed.Scans.safety_net).
+        self.safety_net = safety_net
+        self.clock = clock
+        self.wallclock = wallclock
+        self.rng = rng
+        self.policy = Policy(settings.heartbeat_interval, settings.max_text_field_bytes, settings.error_grace)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    # ---- the loop ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while not self._stopping:
+            now = self.clock()
+            horizon = now + self.settings.batch_window.total_seconds()
+            due = self.due.pop_due(now, self.runs)
+            if due:
+                # Pull in what falls due shortly, so that runs of one workspace share a status query.
+                keys = {self.batch_key(t) for t in due}
+                due.extend(self.due.pop_batchable(horizon, keys, self.runs, self.batch_key))
+                self._dispatch(due)
+                continue
+            await self.due.sleep(now)
+
+    def _dispatch(self, due: list[Tracked]) -> None:
+        groups: dict[BatchKey, list[Tracked]] = defaultdict(list)
+        for tracked in due:
+            region = self.region(tracked.spec)
+            if self.breaker.is_open(region) and not self.breaker.is_prober(region, tracked.key):
+                self.outage.hold(tracked, region)
+                continue
+            tracked.busy = True
+            self.due.taken(tracked)
+            key = self.batch_key(tracked)
+            if key is None:
+                self.spawn(self._sync_one(tracked))
+            else:
+                groups[key].append(tracked)
+        for key, members in groups.items():
+            for chunk in batching.chunks(members, self.settings.batch_size):
+                if len(chunk) == 1:
+                    self.spawn(self._sync_one(chunk[0]))
+                else:
+                    self.spawn(self._sync_batch(key, chunk))
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self.due.wake.set()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def region(self, spec: PaiPipelineRunSpec) -> str:
+        return self.access.region(spec.regionId)
+
+    def batch_key(self, tracked: Tracked) -> BatchKey | None:
+        spec = tracked.spec
+        return batching.batch_key(
+            spec,
+            tracked.generation,
+            tracked.status,
+            self.region(spec),
+            identity_key(tracked.namespace, spec.credentialsSecretRef),
+            enabled=self.settings.batch_status,
+        )
+
+    # ---- one run, one batch -----------------------------------------------------------------------
+
+    async def _sync_one(self, tracked: Tracked) -> None:
+        try:
+            # spec.suspend holds a launch back too (create suspended, unsuspend to start); a delete never waits.
+            launching = tracked.spec.launch is not None or bool(tracked.finalizers)
+            if self.launcher is not None and launching and (not tracked.spec.suspend or tracked.deleting):
+                outcome = await self.launcher.step(tracked)
+                if isinstance(outcome, Retry):
+                    self.reschedule(tracked, outcome)
+                    return
+                if outcome is not None:
+                    tracked.busy = False
+                    self.due.schedule(tracked, self.clock() + outcome)
+                    return
+            if tracked.spec.suspend:
+                await self._apply(
+                    tracked, suspended(tracked.spec, tracked.generation, tracked.status, self.wallclock())
+                )
+                return
+            observation = await self._fetch(tracked)
+            self._record(tracked, observation)
+            region = self.region(tracked.spec)
+            await self._apply(tracked, self._reconcile(tracked, self.outage.as_outage(tracked, region, observation)))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug must not stop this run's polling for good nor reach kopf's retries.
+            log.exception("sync of %s/%s failed unexpectedly", tracked.namespace, tracked.name)
+            self.reschedule(tracked, Retry.BACKOFF)
+
+    async def _fetch(self, tracked: Tracked) -> Observation:
+        spec = tracked.spec
+        who = caller(tracked, Action.VERBOSE if spec.verbose else Action.FOLLOW, self.region(spec))
+        try:
+            run = await self.access.get_pipeline_run(
+                who, tracked.run_id, verbose=spec.verbose, manifest_type=spec.manifestType
+            )
+            tracked.last_detail = self.clock()
+            return run
+        except PaiError as exc:
+            log.debug("PAI GetPipelineRun for %s/%s failed: %s", tracked.namespace, tracked.name, exc)
+            return exc
+
+    async def _sync_batch(self, key: BatchKey, members: list[Tracked]) -> None:
+        region, workspace, _ = key
+        try:
+            try:
+                answer = await self.access.list_pipeline_runs_status(
+                    caller(members[0], Action.FOLLOW, region),
+                    workspace,
+                    # Two resources may follow one run: ask for it once.
+                    list(dict.fromkeys(m.run_id for m in members)),
+                )
+            except PaiError as exc:
+                log.debug("PAI ListPipelineRunsStatus for %d runs in %s failed: %s", len(members), workspace, exc)
+                self._record(members[0], exc)
+                if exc.kind in (ErrorKind.NOT_FOUND, ErrorKind.BAD_REQUEST):
+                    # Says nothing about any one run (e.g. the workspace is wrong): ask for each run itself.
+                    await asyncio.gather(*(self._sync_one(m) for m in members))
+                else:
+                    await asyncio.gather(*(self._finish(m, exc) for m in members))
+                return
+            if self.breaker.answered(region):
+                self.outage.release(region)
+            by_id = {row.pipeline_run_id: row for row in answer.pipeline_runs}
+            refresh = self.settings.detail_refresh_interval.total_seconds()
+            work = []
+            for member in members:
+                row = by_id.get(member.run_id)
+                # A status this operator does not know is compared as PAI sent it, like any other.
+                unchanged = (
+                    row is not None
+                    and not row.is_deleted
+                    and (row.raw_status or row.status.value) == member.status.get("runStatus")
+                )
+                if unchanged and not batching.detail_due(member.last_detail, self.clock(), refresh):
+                    assert row is not None
+                    work.append(self._finish(member, row))
+                else:
+                    # Changed, missing or due a refresh of message and duration: ask for the details.
+                    work.append(self._sync_one(member))
+            await asyncio.gather(*work)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("batched sync of %d runs failed unexpectedly", len(members))
+            for member in members:
+                self.reschedule(member, Retry.BACKOFF)
+
+    async def _finish(self, tracked: Tracked, observation: Observation) -> None:
+        if isinstance(observation, PaiError):
+            self._note_failure(tracked, observation)
+        else:
+            tracked.failing_since = None
+        region = self.region(tracked.spec)
+        await self._apply(tracked, self._reconcile(tracked, self.outage.as_outage(tracked, region, observation)))
+
+    def take_row(self, tracked: Tracked, row: PipelineRun) -> None:
+        """A workspace scan's row answers for the run (scan_feed.py): applied as a poll's answer would be."""
+        self.spawn(self._finish_guarded(tracked, row))
+
+    async def _finish_guarded(self, tracked: Tracked, row: PipelineRun) -> None:
+        try:
+            await self._finish(tracked, row)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("applying a scan row to %s/%s failed unexpectedly", tracked.namespace, tracked.name)
+            self.reschedule(tracked, Retry.BACKOFF)
+
+    def _reconcile(self, tracked: Tracked, observation: Observation) -> SyncResult:
+        failing_for = 0.0 if tracked.failing_since is None else self.clock() - tracked.failing_since
+        return reconcile(
+            tracked.spec,
+            tracked.generation,
+            tracked.status,
+            observation,
+            self.wallclock(),
+            self.policy,
+            timedelta(seconds=failing_for),
+        )
+
+    def _note_failure(self, tracked: Tracked, error: PaiError) -> None:
+        if error.retryable:
+            if tracked.failing_since is None:
+                tracked.failing_since = self.clock()
+        else:
+            tracked.failing_since = None
+
+    def _record(self, tracked: Tracked, observation: Observation) -> None:
+        """Feeds the region's circuit breaker with the outcome of one call."""
+        region = self.region(tracked.spec)
+        if isinstance(observation, PaiError) and observation.retryable:
+            self._note_failure(tracked, observation)
+            if self.breaker.failed(region, observation, tracked.key):
+                metrics.PAI_CIRCUIT_OPEN.labels(region).set(1)
+            if (
+                self.breaker.is_open(region)
+                and self.breaker.open_for(region) >= self.policy.error_grace.total_seconds()
+            ):
+                self._show_outage(region)
+            return
+        if isinstance(observation, PaiError):
+            self._note_failure(tracked, observation)
+        else:
+            tracked.failing_since = None
+        if observation_is_answer(observation) and self.breaker.answered(region):
+            self.outage.release(region)
+
+    # ---- applying a result ------------------------------------------------------------------------
+
+    async def _apply(self, tracked: Tracked, result: SyncResult) -> None:
+        if self.runs.get(tracked.key) is not tracked:
+            return  # deleted (or replaced) while we were asking PAI: write nothing
+        if result.error_reason:
+            metrics.SYNC_ERRORS.labels(result.error_reason).inc()
+        if result.retry in (Retry.INTERVAL, Retry.STOP):
+            tracked.last_ok = self.clock()
+        if result.patch:
+            try:
+                await self.writer.write_status(tracked, result.patch)
+            except KubeError as exc:
+                if exc.status == 404:
+                    return  # deleted meanwhile; the watch will say so
+                if exc.status == 422 and result.error_reason is None:
+                    # PAI's answer passed our checks but the API server will not store it: say so rather than
+                    # keep claiming to be in sync. Only conditions are written then.
+                    log.warning("status of %s/%s refused by the API server: %s", tracked.namespace, tracked.name, exc)
+                    refused = MalformedResponseError(f"PAI's answer could not be stored: {exc.message[:300]}")
+                    await self._apply(tracked, self._reconcile(tracked, refused))
+                    return
+                log.warning("status write for %s/%s failed: %s", tracked.namespace, tracked.name, exc)
+                self.reschedule(tracked, Retry.BACKOFF)
+                return
+            except Exception as exc:
+                log.warning("status write for %s/%s failed: %s", tracked.namespace, tracked.name, type(exc).__name__)
+                self.reschedule(tracked, Retry.BACKOFF)
+                return
+        if result.retry is Retry.STOP:
+            tracked.confirmed_version = tracked.resource_version
+        keep = self.outage.events_to_post(tracked, self.region(tracked.spec), result.events)
+        log_events(tracked, result.events, quiet=not keep)
+        await self.writer.post_events(tracked, keep)
+        self.reschedule(tracked, result.retry)
+
+    # ---- an open circuit: the held runs show it ---------------------------------------------------
+
+    def _show_outage(self, region: str) -> None:
+        """The outage outlasted the grace: every held run shows it, once (one write each, Events per namespace)."""
+        runs, error = self.outage.to_show(region)
+        for tracked in runs:
+            self.spawn(self._show_one(tracked, error))
+
+    async def _show_one(self, tracked: Tracked, error: PaiError) -> None:
+        try:
+            if tracked.failing_since is None:
+                tracked.failing_since = self.clock() - self.breaker.open_for(self.region(tracked.spec))
+            await self._apply(tracked, self._reconcile(tracked, error))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("showing the PAI outage on %s/%s failed", tracked.namespace, tracked.name)
+            self.reschedule(tracked, Retry.BACKOFF)
+
+    # ---- what next --------------------------------------------------------------------------------
+
+    def reschedule(self, tracked: Tracked, retry: Retry) -> None:
+        tracked.busy = False
+        if self.runs.get(tracked.key) is not tracked:
+            return
+        region = self.region(tracked.spec)
+        if retry is not Retry.STOP and self.breaker.is_open(region) and not tracked.rerun:
+            self.outage.hold(tracked, region)
+            return
+        now = self.clock()
+        if tracked.rerun:
+            tracked.rerun = False
+            self.due.schedule(tracked, now)
+            return
+        if retry is Retry.STOP:
+            tracked.attempt = 0
+            # A launched run that just ended may still hold its finalizer: one more step removes it.
+            self.due.schedule(tracked, now if launch_pending(self.launcher, tracked) else None)
+            return
+        if retry is Retry.INTERVAL:
+            interval = (
+                self.safety_net(tracked) or self.settings.poll_interval_for(tracked.spec.pollInterval).total_seconds()
+            )
+            self.due.after(tracked, retry, now, interval=interval, beat=self.batch_key(tracked))
+            return
+        self.due.after(tracked, retry, now)
