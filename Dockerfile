@@ -30,8 +30,11 @@ RUN $UV export --frozen --no-dev --no-emit-project --format requirements-txt -o 
  && $UV pip install --python /opt/build/bin/python --require-hashes -r /tmp/build-requirements.txt
 COPY operator ./operator
 # The wheel holds paiflow_operator only (the PAI emulator is a test tool: see pyproject's hatch config).
+# hatchling builds an empty wheel without complaint if the sources are missing: the build fails unless the
+# installed entry point runs.
 RUN /opt/build/bin/python -m hatchling build --target wheel --directory /tmp/dist \
- && $UV pip install --python /opt/venv/bin/python --no-deps /tmp/dist/*.whl
+ && $UV pip install --python /opt/venv/bin/python --no-deps /tmp/dist/*.whl \
+ && /opt/venv/bin/paiflow-operator --version
 
 FROM ${BASE}
 # The base image's own pip (and setuptools/wheel where present) is dead weight and an installer an
