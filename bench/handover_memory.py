@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
+from paiflow_operator.access.view import AccessView
 from paiflow_operator.api.runs import PaiPipelineRunSpec
 from paiflow_operator.pai.credentials import StaticCredentialSource
 from paiflow_operator.pai.models import PipelineRun
@@ -27,6 +28,9 @@ from paiflow_operator.runs.reconcile import Policy, reconcile
 from paiflow_operator.runs.scheduler import Scheduler
 from paiflow_operator.runs.writes import RunWriter
 from paiflow_operator.settings import Settings
+
+# Unit tests of the door and what uses it: every namespace allowed (policies: tests/unit/test_access_*.py).
+ALLOW_ALL = AccessView(allow_all=True)
 
 SAMPLE = Path(__file__).resolve().parents[1] / "tests" / "unit" / "data" / "get_pipeline_run_sample.json"
 
@@ -44,7 +48,9 @@ def measure(n: int, owned: bool, status: dict[str, Any]) -> float:
     tracemalloc.start()
     ownership = Fixed(owned)
     # observe() never calls PAI or Kubernetes: no clients needed.
-    access = PaiAccess(Settings(), cast(Any, None), cast(Any, None), StaticCredentialSource("a", "b"))
+    access = PaiAccess(
+        Settings(), cast(Any, None), cast(Any, None), StaticCredentialSource("a", "b"), policies=ALLOW_ALL
+    )
     scheduler = Scheduler(
         Settings(),
         access,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from paiflow_emulator import Emulator, Timeline
+from paiflow_operator.access.view import AccessView
 from paiflow_operator.api.runs import PaiPipelineRunSpec
 from paiflow_operator.conditions import Event
 from paiflow_operator.pai.client import PaiClient
@@ -45,7 +46,7 @@ async def measure(n: int, seconds: float, qps: float, share: float, interval: fl
         qps=qps, burst=int(qps), inside_qps_share=share, inside_burst=2, progress_interval=timedelta(seconds=interval)
     )
     client = PaiClient(endpoint_override=emulator.url, max_connections=settings.concurrency)
-    access = PaiAccess(settings, client, NoSecrets(), StaticCredentialSource(*KEY))  # type: ignore[arg-type]
+    access = PaiAccess(settings, client, NoSecrets(), StaticCredentialSource(*KEY), policies=AccessView(allow_all=True))
     runs: dict[Key, Tracked] = {}
     for i in range(n):
         run = emulator.add_run(Timeline.running_forever())

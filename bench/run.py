@@ -46,6 +46,7 @@ from typing import Any
 import httpx
 from tests.support.controlplane import K8S_VERSION, ControlPlane
 from tests.support.operator_process import free_port
+from tests.support.policies import install_test_policy
 
 from bench import ceiling, report
 from bench.emulator import EmulatorProcess
@@ -118,6 +119,7 @@ def start_cluster(stack: contextlib.ExitStack) -> ControlPlane:
         "crd/paiworkspaces.paiflow-operator.dev",
         "--timeout=60s",
     )
+    install_test_policy(cp)  # PaiAccessPolicy: these namespaces may use the operator
     namespaces = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": f"bench-{i}"}} for i in range(NAMESPACES)
     ]

@@ -1,4 +1,5 @@
-"""Writes the `config` part of charts/paiflow-operator/values.schema.json from settings.py (`make crds` runs it).
+"""Writes the `config` part of charts/paiflow-operator/values.schema.json from settings.py, and its
+`accessPolicies` part from the PaiAccessPolicy model (api/policies.py) (`make crds` runs it).
 
 Every operator setting becomes a typed, optional chart value (null: the operator's default), and nothing else is
 accepted, so a misspelt setting fails `helm install` instead of being ignored. tests/unit/test_packaging.py fails
@@ -14,6 +15,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from paiflow_operator.api.policies import PaiAccessPolicySpec
+from paiflow_operator.crdgen import _structural
 from paiflow_operator.settings import Settings
 
 SCHEMA = Path(__file__).resolve().parents[1] / "charts" / "paiflow-operator" / "values.schema.json"
@@ -62,9 +65,40 @@ def config_schema() -> dict[str, Any]:
     }
 
 
+def _closed(node: Any) -> Any:
+    """Every object with named properties refuses others (a misspelt policy field fails `helm install`)."""
+    if isinstance(node, dict):
+        out = {k: _closed(v) for k, v in node.items() if k != "x-kubernetes-validations"}
+        if "properties" in out and "additionalProperties" not in out:
+            out["additionalProperties"] = False
+        return out
+    if isinstance(node, list):
+        return [_closed(v) for v in node]
+    return node
+
+
+def access_policies_schema() -> dict[str, Any]:
+    raw = PaiAccessPolicySpec.model_json_schema(by_alias=True)
+    spec = _closed(_structural(raw, raw.get("$defs", {})))
+    return {
+        "type": "array",
+        "description": "PaiAccessPolicies the chart renders (name + spec, as in deploy/examples/paiaccesspolicy.yaml).",
+        "items": {
+            "type": "object",
+            "required": ["name", "spec"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"},
+                "spec": spec,
+            },
+        },
+    }
+
+
 def render() -> str:
     schema = json.loads(SCHEMA.read_text())
     schema["properties"]["config"] = config_schema()
+    schema["properties"]["accessPolicies"] = access_policies_schema()
     return json.dumps(schema, indent=2) + "\n"
 
 

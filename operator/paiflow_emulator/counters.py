@@ -21,6 +21,8 @@ class Snapshot:
     outcomes: dict[str, int]
     runs: dict[str, int]
     by_action: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Answered PAI calls by the RAM role whose temporary keys signed them ("" for keys that are no role's).
+    by_role: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -29,6 +31,7 @@ class Snapshot:
             "outcomes": self.outcomes,
             "runs": self.runs,
             "byAction": self.by_action,
+            "byRole": self.by_role,
         }
 
 
@@ -41,6 +44,8 @@ class Counters:
         self._runs: Counter[str] = Counter()
         self._run_actions: Counter[tuple[str, str]] = Counter()
         self._by_action: dict[str, Counter[str]] = {}
+        self._by_role: dict[str, Counter[str]] = {}
+        self._workspaces: Counter[str] = Counter()  # calls that reached a workspace, any outcome
         # PAI calls by the wall-clock second they arrived in: proves a client's rate limit on the wire.
         self._per_second: Counter[int] = Counter()
         # Answered calls per run by the access key that signed them (which replica polled which run), and the
@@ -57,9 +62,21 @@ class Counters:
         with self._lock:
             return dict(self._per_second)
 
-    def record(self, action: str, outcome: str, run_ids: Iterable[str] = (), caller: str = "") -> None:
+    def record(
+        self,
+        action: str,
+        outcome: str,
+        run_ids: Iterable[str] = (),
+        caller: str = "",
+        role: str = "",
+        workspace: str = "",
+    ) -> None:
         now = time.monotonic()
         with self._lock:
+            if workspace:
+                self._workspaces[workspace] += 1
+            if outcome == OK:
+                self._by_role.setdefault(role, Counter())[action] += 1
             self._total += 1
             self._actions[action] += 1
             self._outcomes[outcome] += 1
@@ -74,6 +91,11 @@ class Counters:
                     if last is not None:
                         self._max_gap[run_id] = max(self._max_gap.get(run_id, 0.0), now - last)
                     self._last_ok[run_id] = now
+
+    def calls_in(self, workspace: str) -> int:
+        """Calls of any action and outcome that named or reached this PAI workspace, since the last reset."""
+        with self._lock:
+            return self._workspaces[workspace]
 
     def by_caller(self) -> dict[str, dict[str, int]]:
         """Answered calls per run by access key id, since the last reset."""
@@ -94,6 +116,7 @@ class Counters:
                 outcomes=dict(self._outcomes),
                 runs=dict(self._runs) if include_runs else {},
                 by_action={a: dict(c) for a, c in self._by_action.items()},
+                by_role={r: dict(c) for r, c in self._by_role.items()},
             )
 
     def calls_for(self, run_id: str, action: str | None = None) -> int:
@@ -109,6 +132,8 @@ class Counters:
             self._runs.clear()
             self._run_actions.clear()
             self._by_action.clear()
+            self._by_role.clear()
+            self._workspaces.clear()
             self._per_second.clear()
             self._by_caller.clear()
             self._last_ok.clear()

@@ -49,6 +49,14 @@ Control API (test tool, no signature, never a PAI action), all JSON:
 - POST   /_emulator/keys                   {"keys"?: {ak: secret}, "stsTokens"?: {token: ak}}
 - DELETE /_emulator/keys/{ak}              revokes a key
 - POST   /_emulator/sts-tokens/{token}/expire
+- GET    /_emulator/roles                  -> {"assumeRoleCalls", "assumed": {temp key id: {roleArn, sessionName,
+                                            sourceAccessKeyId}}}
+- POST   /_emulator/roles                  {"trust": {roleArn: [key ids] | null}}: once any is given, other roles
+                                            do not exist (EntityNotExist.Role), and only those keys may assume it
+
+STS (RPC style, HMAC-SHA1 in the query, as alibabacloud-credentials' RamRoleArn provider sends it):
+- AssumeRole              GET /?Action=AssumeRole&RoleArn=...       -> temporary keys tied to the role; PAI calls
+                                                                     signed with them count under "byRole"
 
 Run JSON: {"id"?, "timeline"?: [["Initialized", 2], ["Running", 30], ["Failed", null, "msg"]],
 "createdAt"? (epoch) | "age"? (seconds before now), "workspaceId"?, "name"?, "pipelineId"?, "nodeId"?,
@@ -82,6 +90,7 @@ from .counters import HANG, MALFORMED, OK, Counters
 from .faults import Fault, FaultKind, FaultSet, Selection
 from .nodes import NodeView, log_lines, node_body, outputs, status_rows
 from .runs import MANIFEST_TYPES, MODIFIED_TIME_MODES, Run, add_trailing_newlines, new_id
+from .sts import Sts, StsError
 from .timeline import TERMINAL, Phase, Step, Timeline
 
 log = logging.getLogger("paiflow_emulator")
@@ -197,6 +206,8 @@ class Emulator:
         # run between two pages of a scan).
         self.list_hook: Callable[[Mapping[str, str]], None] | None = None
         self.verifier = Verifier(keys, sts_tokens, max_skew=max_skew, wall=wall)
+        # STS AssumeRole on the same port: temporary keys it mints sign PAI calls as their role.
+        self.sts = Sts(self.verifier)
         self.faults = FaultSet()
         self.counters = Counters()
         self._host = host
@@ -432,11 +443,14 @@ class Emulator:
         action = header_action or "Unknown"
         run_ids: list[str] = []
         caller = ""
+        workspace = ""  # the PAI workspace the call reached (counted per workspace, for policy tests)
         slept = False
         try:
             body = await request.read()
             raw_path, _, raw_query = request.raw_path.partition("?")
             query = dict(parse_qsl(raw_query, keep_blank_values=True))
+            if not header_action and query.get("Action") == "AssumeRole":
+                return self._assume_role(request.method, query, request_id)
             if not header_action:
                 raise ApiError(vendor.MISSING_ACTION)
             if request.headers.get("x-acs-version") != vendor.API_VERSION:
@@ -461,6 +475,10 @@ class Emulator:
                 run_ids = [path_run_id]
             elif query.get("PipelineRunId"):
                 run_ids = [query["PipelineRunId"]]
+            workspace = str(payload.get("WorkspaceId") or query.get("WorkspaceId") or "")
+            if not workspace and path_run_id is not None:
+                known = self._runs.get(path_run_id)
+                workspace = known.workspace_id if known is not None else ""
 
             single = routed in (GET_RUN, START_RUN, TERMINATE_RUN, *NODE_ACTIONS)
             selection = self.faults.select(routed, run_ids, self.clock.now(), multi=not single)
@@ -500,13 +518,22 @@ class Emulator:
                 # Done, but the answer is lost: the caller cannot know whether it happened.
                 self.counters.record(action, HANG, run_ids, caller)
                 return await self._hang(request_id)
-            self.counters.record(action, OK, run_ids, caller)
+            self.counters.record(action, OK, run_ids, caller, self.sts.role_of(caller) or "", workspace)
             return self._ok(request_id, result)
         except ApiError as exc:
             if self.latency > 0 and not slept:
                 await asyncio.sleep(self.latency)
-            self.counters.record(action, exc.error.code, run_ids)
+            self.counters.record(action, exc.error.code, run_ids, workspace=workspace)
             return self._error(request_id, exc)
+
+    def _assume_role(self, method: str, query: Mapping[str, str], request_id: str) -> web.StreamResponse:
+        """STS AssumeRole (not a PAI call: not in the PAI counters; ``sts.calls`` counts it)."""
+        try:
+            result = self.sts.assume_role(method, query)
+        except StsError as exc:
+            body = {"RequestId": request_id, "HostId": "sts.aliyuncs.com", "Code": exc.code, "Message": exc.message}
+            return web.json_response(body, status=exc.status)
+        return web.json_response({"RequestId": request_id, **result})
 
     async def _hang(self, request_id: str) -> web.StreamResponse:
         assert self._release is not None
@@ -745,6 +772,8 @@ class Emulator:
             ("POST", f"{p}/keys", self._c_add_keys),
             ("DELETE", f"{p}/keys/{{access_key_id}}", self._c_remove_key),
             ("POST", f"{p}/sts-tokens/{{token}}/expire", self._c_expire_token),
+            ("GET", f"{p}/roles", self._c_roles),
+            ("POST", f"{p}/roles", self._c_trust_roles),
         ]
         for method, path, handler in routes:
             r.add_route(method, path, _control(handler))
@@ -870,6 +899,19 @@ class Emulator:
 
     async def _c_remove_key(self, request: web.Request) -> web.StreamResponse:
         self.remove_key(request.match_info["access_key_id"])
+        return web.json_response({"ok": True})
+
+    async def _c_roles(self, request: web.Request) -> web.StreamResponse:
+        assumed = {
+            key: {"roleArn": a.role_arn, "sessionName": a.session_name, "sourceAccessKeyId": a.source_key_id}
+            for key, a in self.sts.assumed().items()
+        }
+        return web.json_response({"assumeRoleCalls": self.sts.calls, "assumed": assumed})
+
+    async def _c_trust_roles(self, request: web.Request) -> web.StreamResponse:
+        data = await request.json()
+        for arn, keys in (data.get("trust") or {}).items():
+            self.sts.trust[arn] = None if keys is None else frozenset(keys)
         return web.json_response({"ok": True})
 
     async def _c_expire_token(self, request: web.Request) -> web.StreamResponse:

@@ -1,4 +1,4 @@
-"""Generates crds/ from the pydantic models in api/runs.py and api/workspaces.py (the way
+"""Generates crds/ from the pydantic models in api/runs.py, api/workspaces.py and api/policies.py (the way
 controller-gen does for Go types): one YAML file per CRD.
 
 `make crds` writes the YAML; a unit test regenerates it in memory and fails when a committed file drifts.
@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from paiflow_operator.api import policies as policies_api
 from paiflow_operator.api import runs as runs_api
 from paiflow_operator.api import workspaces as workspaces_api
 
@@ -31,6 +32,7 @@ class CrdSource:
     printer_columns: list[dict[str, Any]]
     module: str
     selectable_fields: list[dict[str, Any]] | None = None
+    scope: str = "Namespaced"
 
     @property
     def filename(self) -> str:
@@ -59,7 +61,18 @@ WORKSPACES = CrdSource(
     "api/workspaces.py",
     workspaces_api.SELECTABLE_FIELDS,
 )
-SOURCES = (RUNS, WORKSPACES)
+POLICIES = CrdSource(
+    policies_api.PaiAccessPolicy,
+    policies_api.KIND,
+    policies_api.PLURAL,
+    policies_api.SINGULAR,
+    policies_api.SHORT_NAMES,
+    policies_api.CATEGORIES,
+    policies_api.PRINTER_COLUMNS,
+    "api/policies.py",
+    scope="Cluster",
+)
+SOURCES = (RUNS, WORKSPACES, POLICIES)
 CRD_FILENAME = RUNS.filename
 _DROP_KEYS = {"title", "$defs"}
 _CEL = "x-kubernetes-validations"
@@ -134,7 +147,7 @@ def crd(source: CrdSource = RUNS) -> dict[str, Any]:
         },
         "spec": {
             "group": runs_api.GROUP,
-            "scope": "Namespaced",
+            "scope": source.scope,
             "names": {
                 "kind": source.kind,
                 "listKind": f"{source.kind}List",

@@ -11,12 +11,16 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 import prometheus_client
 
 from paiflow_operator import metrics
+from paiflow_operator.access.status import PolicyStatusWriter
+from paiflow_operator.access.view import AccessView
+from paiflow_operator.api import policies as policies_api
 from paiflow_operator.api import runs as runs_api
 from paiflow_operator.api import workspaces as workspaces_api
 from paiflow_operator.kube import KubeApi, load_client_configuration
@@ -48,8 +52,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.chunk_size = config.list_chunk_size
 
     kube = KubeApi(load_client_configuration(), concurrency=config.kube_concurrency)
+    # Which namespace may have the operator do what, as whom (PaiAccessPolicies): checked at the door.
+    policies = AccessView(allow_all=config.allow_all_namespaces)
     # The one door every PAI call leaves through; it holds the operator's one PaiClient.
-    access = PaiAccess.from_settings(config, kube)
+    access = PaiAccess.from_settings(config, kube, policies)
     membership: LeaseMembership | None = None
     if config.leases and config.shard_count == 1:
         membership = LeaseMembership(
@@ -72,6 +78,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     scheduler = Scheduler(config, access, writer, launcher=launcher, ownership=ownership)
     memo.access, memo.kube, memo.scheduler = access, kube, scheduler
     memo.scanner = WorkspaceScanner(config, access, kube, scheduler.scans, ownership)
+    memo.policies = await _start_policies(config, kube, policies, access, ownership, membership)
+    # A policy or namespace label change: denied resources are looked at again at once (allowed ones stop at their
+    # next call, which the door refuses).
+    policies.subscribe(scheduler.recheck_denied)
+    policies.subscribe(memo.scanner.recheck_denied)
     memo.membership, memo.ownership = membership, ownership
     memo.feed = scheduler.observe
     if membership is not None:
@@ -135,6 +146,55 @@ async def watch(event: kopf.RawEvent, uid: str | None, memo: kopf.Memo, **_: Any
         listing.fed.add(uid)
 
 
+@dataclass
+class Policies:
+    """The live view of PaiAccessPolicies and Namespace labels, and the writer of the policies' status."""
+
+    view: AccessView
+    status_writer: PolicyStatusWriter
+
+
+async def _start_policies(
+    config: Settings,
+    kube: KubeApi,
+    view: AccessView,
+    access: PaiAccess,
+    ownership: KeyOwnership,
+    membership: LeaseMembership | None,
+) -> Policies:
+    if config.allow_all_namespaces:
+        log.warning(
+            "PAIFLOW_ALLOW_ALL_NAMESPACES is on: every watched namespace may have the operator act in any PAI "
+            "workspace with its own credentials; PaiAccessPolicies are not enforced"
+        )
+    writer = PolicyStatusWriter(view, kube, ownership.owns_key)
+    view.subscribe(writer.poke)
+    view.subscribe(lambda: access.identities.forget(view.role_arns()))
+    if membership is not None:
+        membership.subscribe(writer.poke)  # a policy's status may now be this replica's to write
+    try:
+        # Before any resource is looked at: none is denied for want of a policy not yet seen.
+        view.load(await kube.list_policies(), await kube.list_namespaces())
+    except Exception as exc:
+        log.error("could not list PaiAccessPolicies and Namespaces (%s): nothing is allowed until the watch has", exc)
+    writer.start()
+    return Policies(view, writer)
+
+
+@kopf.on.event(runs_api.GROUP, runs_api.VERSION, policies_api.PLURAL)
+async def watch_policies(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    policies: Policies = memo.policies
+    policies.view.observe_policy(event["object"], event["type"])
+    policies.status_writer.observe(event["object"], event["type"])
+
+
+@kopf.on.event("", "v1", "namespaces")
+async def watch_namespaces(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    # Labels decide which policies select a namespace: a change takes effect at once.
+    policies: Policies = memo.policies
+    policies.view.observe_namespace(event["object"], event["type"])
+
+
 @kopf.on.probe(id="members")
 def members(memo: kopf.Memo, **_: Any) -> int | None:
     # Replicas sharing the runs as this one sees them (0: it holds no live Lease); None without Leases.
@@ -168,6 +228,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         await membership.leave(drain.total_seconds())
     await memo.scanner.stop()
     await memo.scheduler.stop()
+    await memo.policies.status_writer.stop()
     await memo.events.stop()
     if membership is not None:
         memo.join_task.cancel()

@@ -22,6 +22,7 @@ from typing import Any
 import kubernetes
 import urllib3
 
+from paiflow_operator.api import policies as policies_api
 from paiflow_operator.api import runs as runs_api
 from paiflow_operator.api import workspaces as workspaces_api
 from paiflow_operator.conditions import Event, timestamp
@@ -242,6 +243,36 @@ class KubeApi:
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes]:
         data = await self._call("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
         return {k: base64.b64decode(v) for k, v in (data.get("data") or {}).items()}
+
+    # ---- PaiAccessPolicies (cluster-scoped) and the Namespaces they select (access/) -------------------
+
+    async def list_all(self, path: str) -> list[dict[str, Any]]:
+        """Every item of a cluster-wide list, page by page."""
+        items: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            query = [("limit", "500")] + ([("continue", token)] if token else [])
+            data = await self._call("GET", path, query=query)
+            items.extend(data.get("items") or [])
+            token = (data.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return items
+
+    async def list_policies(self) -> list[dict[str, Any]]:
+        return await self.list_all(f"/apis/{runs_api.GROUP}/{runs_api.VERSION}/{policies_api.PLURAL}")
+
+    async def list_namespaces(self) -> list[dict[str, Any]]:
+        return await self.list_all("/api/v1/namespaces")
+
+    async def patch_policy_status(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        path = (
+            f"/apis/{runs_api.GROUP}/{runs_api.VERSION}/{policies_api.PLURAL}/{name}/status"
+            f"?fieldManager={FIELD_MANAGER}"
+        )
+        result: dict[str, Any] = await self._call(
+            "PATCH", path, {"status": patch}, content_type="application/merge-patch+json"
+        )
+        return result
 
     # ---- Leases of the replicas (membership.py), in the operator's own namespace only -----------------
 

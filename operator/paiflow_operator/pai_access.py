@@ -19,6 +19,10 @@ from enum import StrEnum
 from typing import Protocol, Required, TypedDict, TypeVar, Unpack
 
 from paiflow_operator import metrics
+from paiflow_operator.access.identity import Identities
+from paiflow_operator.access.policy import Allowed, Decision
+from paiflow_operator.access.view import AccessDenied, AccessView
+from paiflow_operator.api.policies import Action as PolicyAction
 from paiflow_operator.api.runs import CredentialsSecretRef, SecretKeySelector
 from paiflow_operator.guards.ratelimit import TokenBucket
 from paiflow_operator.pai.api import PaiApi
@@ -40,8 +44,10 @@ from paiflow_operator.settings import Settings
 
 T = TypeVar("T")
 
-# Which keys sign a call: None for the operator's own, else (namespace, Secret name, the three key names). The
-# whole reference, key names included: one Secret may hold several key pairs.
+# Whose calls may share one PAI answer (a batched status query, a workspace scan): (namespace, Secret name, the
+# three key names), the key names empty when no Secret is named (the policy's identity signs). The whole
+# reference, key names included: one Secret may hold several key pairs. The namespace always: PAI's answers are
+# never shared between tenants, whose policies (and identities) differ. (None is no longer produced.)
 IdentityKey = tuple[str, str, str, str, str] | None
 
 
@@ -114,9 +120,10 @@ class Limiter(Protocol):
 
 
 def identity_key(namespace: str, ref: CredentialsSecretRef | None) -> IdentityKey:
-    """Which keys sign a resource's calls: runs of one workspace share a status query (and a scan) only if equal."""
+    """Whose calls a resource's are: runs of one workspace share a status query (and a scan) only if equal, so
+    only within one namespace, and with the same Secret if they name one."""
     if ref is None:
-        return None
+        return (namespace, "", "", "", "")
     return (namespace, ref.name, ref.accessKeyIdKey, ref.accessKeySecretKey, ref.securityTokenKey)
 
 
@@ -128,13 +135,24 @@ class PaiAccess:
         secrets: SecretReader,
         default_credentials: CredentialSource,
         *,
+        policies: AccessView,
         clock: Callable[[], float] = time.monotonic,
         limiter: Limiter | None = None,
         inside_limiter: Limiter | None = None,
+        identities: Identities | None = None,
     ) -> None:
+        """``policies``: the live PaiAccessPolicies every call is checked against (AccessView(allow_all=True)
+        only for a single-team install, PAIFLOW_ALLOW_ALL_NAMESPACES)."""
         self.settings = settings
         self._pai = pai
         self.default_credentials = default_credentials
+        self.policies = policies
+        self.identities = identities or Identities(
+            default_credentials,
+            sts_endpoint=settings.sts_endpoint,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+        )
         self.secrets = SecretCredentials(secrets, settings.secret_cache_ttl.total_seconds(), clock)
         self.limiter: Limiter = limiter or TokenBucket(settings.qps, settings.burst, clock)
         self.in_flight = asyncio.Semaphore(settings.concurrency)
@@ -146,9 +164,9 @@ class PaiAccess:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, secrets: SecretReader) -> PaiAccess:
-        """The operator's door: its one PaiClient, signed by the default credential chain unless a resource
-        names a Secret."""
+    def from_settings(cls, settings: Settings, secrets: SecretReader, policies: AccessView) -> PaiAccess:
+        """The operator's door: its one PaiClient, signed by the default credential chain (or a role assumed from
+        it, as the policies say) unless a resource names a Secret."""
         client = PaiClient(
             endpoint_override=settings.endpoint_override,
             connect_timeout=settings.connect_timeout,
@@ -157,7 +175,7 @@ class PaiAccess:
             observer=metrics.observe_pai_call,
             extra_regions=settings.extra_regions,
         )
-        return cls(settings, client, secrets, DefaultChainSource())
+        return cls(settings, client, secrets, DefaultChainSource(), policies=policies)
 
     async def aclose(self) -> None:
         await self._pai.aclose()
@@ -171,7 +189,7 @@ class PaiAccess:
     async def get_pipeline_run(
         self, who: Caller, run_id: str, *, verbose: bool = False, manifest_type: str | None = None
     ) -> PipelineRun:
-        return await self._send(
+        run = await self._send(
             who,
             lambda credentials, token_id: self._pai.get_pipeline_run(
                 run_id,
@@ -183,6 +201,11 @@ class PaiAccess:
             ),
             with_token=True,
         )
+        # The run's workspace is what PAI says, not what the spec claims (or nothing, before the first answer):
+        # checked before the caller can write any of it.
+        if run.workspace_id and run.workspace_id != who.workspace_id:
+            self._authorize(who, run.workspace_id)
+        return run
 
     async def list_pipeline_runs_status(self, who: Caller, workspace_id: str, run_ids: Sequence[str]) -> RunStatusList:
         return await self._send(
@@ -277,10 +300,34 @@ class PaiAccess:
 
     # ---- what every call passes through ------------------------------------------------------------------
 
-    def _authorize(self, who: Caller) -> None:
-        """THE access check: every PAI call passes here before its keys are even read. Allows everything for
-        now; a tenancy policy (which namespace may use which keys, region and workspace, for which action)
-        raises a PaiError here, which its resource then shows like any refusal."""
+    def decide(self, who: Caller, workspace_id: str | None = None) -> Decision:
+        """What the PaiAccessPolicies say about this caller: Allowed (with the identity that signs, the tenant's
+        weight and import cap), Denied or Conflict. A resource naming its own Secret acts on that Secret's
+        authority and is never denied (the namespace's Secret-reader RoleBinding is the gate)."""
+        workspace = workspace_id or who.workspace_id
+        if who.credentials_ref is not None:
+            secret = identity_key(who.namespace, who.credentials_ref)
+            assert secret is not None
+            return self.policies.for_secret(who.namespace, secret)
+        named = workspace_id is None  # a workspace PAI told us may be another team's: never repeated
+        extras: dict[Action, PolicyAction] = {Action.VERBOSE: "Verbose", Action.INSPECT: "Inspect"}
+        extra = extras.get(who.action)
+        action: PolicyAction = "Follow" if extra is not None else who.action.value
+        decision = self.policies.decide(who.namespace, action, workspace, who.region, name_workspace=named)
+        if extra is not None and isinstance(decision, Allowed):
+            # Verbose mirrors a run's manifest, arguments and options, Inspect its nodes, log lines and outputs:
+            # each an action of its own, on top of Follow (a team's code, parameters and output, not a status).
+            decision = self.policies.decide(who.namespace, extra, workspace, who.region, name_workspace=named)
+        return decision
+
+    def _authorize(self, who: Caller, workspace_id: str | None = None) -> Allowed:
+        """THE access check: every PAI call passes here before its keys are even read (and a run's answer again,
+        on the workspace PAI names). Raises AccessDenied (reason PolicyDenied or PolicyConflict), which its
+        resource shows like any refusal: Ready=False, Stalled=True, one Event, a slow retry, no PAI call."""
+        decision = self.decide(who, workspace_id)
+        if not isinstance(decision, Allowed):
+            raise AccessDenied(decision)
+        return decision
 
     async def _send(
         self,
@@ -290,20 +337,26 @@ class PaiAccess:
         with_token: bool = False,
         priced: bool = False,
     ) -> T:
-        self._authorize(who)
-        credentials = await self.credentials(who)
+        allowed = self._authorize(who)
+        credentials = await self._credentials_for(who, allowed)
         token_id = await self._token_id(who) if with_token else None
         if priced:
             # Before the slot: a priced call waiting for its budget holds no slot a status poll could use.
             await self.inside_limiter.acquire(who.tenant)
-        async with self._slot(who, credentials):
+        async with self._slot(who, credentials, allowed.weight):
             return await call(credentials, token_id)
 
     async def credentials(self, who: Caller) -> CredentialSource:
-        """The keys that sign the caller's calls: the Secret it names in its own namespace, else the operator's."""
-        if who.credentials_ref is None:
-            return self.default_credentials
-        return await self.secrets.credentials(who.namespace, who.credentials_ref)
+        """The keys that sign the caller's calls: the Secret it names in its own namespace, else the identity its
+        namespace's policies name (the operator's own, or a role assumed from it). Raises AccessDenied."""
+        return await self._credentials_for(who, self._authorize(who))
+
+    async def _credentials_for(self, who: Caller, allowed: Allowed) -> CredentialSource:
+        if who.credentials_ref is not None:
+            return await self.secrets.credentials(who.namespace, who.credentials_ref)
+        if allowed.identity.type == "AssumeRole":
+            return self.identities.credentials(allowed.identity)
+        return self.default_credentials
 
     async def share_token(self, who: Caller) -> str | None:
         """The caller's share token (its tokenSecretRef), e.g. to keep it out of text shown to users."""
@@ -315,7 +368,7 @@ class PaiAccess:
         return await self.secrets.share_token(who.namespace, who.token_ref)
 
     @contextlib.asynccontextmanager
-    async def _slot(self, who: Caller, credentials: CredentialSource) -> AsyncIterator[None]:
+    async def _slot(self, who: Caller, credentials: CredentialSource, weight: float = 1.0) -> AsyncIterator[None]:
         """A slot among the calls in flight, then resolved credentials, then a rate-limit token, in that order.
 
         The token is taken last, right before the request leaves: a call that took its token and then waited
@@ -324,5 +377,5 @@ class PaiAccess:
         """
         async with self.in_flight:
             await credentials.get()  # cached afterwards: the client's own get() is then immediate
-            await self.limiter.acquire(who.tenant)
+            await self.limiter.acquire(who.tenant, weight)
             yield

@@ -10,6 +10,7 @@ from pydantic import AliasChoices, BeforeValidator, Field, field_validator, mode
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from paiflow_operator.api.runs import REGION_PATTERN, parse_duration
+from paiflow_operator.pai.credentials import check_sts_endpoint
 from paiflow_operator.pai.regions import PAI_REGIONS, REGION_RE
 
 
@@ -36,6 +37,16 @@ class Settings(BaseSettings):
     # Only the operator's administrator may redirect PAI calls (VPC endpoint, emulator): the STS token
     # travels in a header, so a user-controlled endpoint would leak it.
     endpoint_override: str | None = None
+    # Single-team installs only: every watched namespace may have the operator do anything in any workspace with
+    # its own credentials, PaiAccessPolicies unenforced. Off by default: a shared operator must not be a way
+    # into another team's PAI workspaces (README, Multi-tenancy).
+    allow_all_namespaces: bool = Field(
+        default=False, description="Single-team installs only: no PaiAccessPolicy needed (default off)."
+    )
+    # Where AssumeRole (PaiAccessPolicy identity type AssumeRole) is sent: Alibaba Cloud's STS only (a VPC or
+    # regional STS host), or http on loopback for the emulator. The request carries the operator's own key id
+    # and STS token, so no resource may choose it.
+    sts_endpoint: str = "sts.aliyuncs.com"
     connect_timeout: float = Field(default=5.0, gt=0)
     read_timeout: float = Field(default=15.0, gt=0)
 
@@ -128,6 +139,11 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     health_port: int = Field(default=8080, ge=0, le=65535)
     metrics_port: int = Field(default=9090, ge=0, le=65535)
+
+    @field_validator("sts_endpoint")
+    @classmethod
+    def _sts_endpoint(cls, value: str) -> str:
+        return check_sts_endpoint(value)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import pytest
 from tests.support.controlplane import ControlPlane
 from tests.support.operator_process import REPO, OperatorProcess
+from tests.support.policies import test_policy_json
 
 from paiflow_emulator.server import Emulator
 from paiflow_emulator.thread import EmulatorThread
@@ -81,8 +82,11 @@ def installed(control_plane: ControlPlane) -> ControlPlane:
         "--for=condition=Established",
         "crd/paipipelineruns.paiflow-operator.dev",
         "crd/paiworkspaces.paiflow-operator.dev",
+        "crd/paiaccesspolicies.paiflow-operator.dev",
         "--timeout=60s",
     )
+    # Tests written before PaiAccessPolicies keep their namespaces allowed (tests/support/policies.py).
+    control_plane.kubectl("apply", "-f", "-", input=test_policy_json())
     return control_plane
 
 
@@ -103,7 +107,9 @@ def operator(
     installed: ControlPlane, operator_kubeconfig: Path, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     log = tmp_path_factory.mktemp("operator-log") / "operator.log"
-    process = OperatorProcess(operator_kubeconfig, emulator.url, log, OPERATOR_ENV)
+    # AssumeRole (PaiAccessPolicy identities) goes to the emulator's STS.
+    env = {**OPERATOR_ENV, "PAIFLOW_STS_ENDPOINT": emulator.url}
+    process = OperatorProcess(operator_kubeconfig, emulator.url, log, env)
     with process:
         yield process
     print(f"operator log: {log}")

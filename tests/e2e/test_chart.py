@@ -417,3 +417,37 @@ def test_chart_deployment_is_hardened_like_deploy_base(helm: Helm, installed: Co
         "PAIFLOW_HEALTH_PORT": "8080",
         "PAIFLOW_METRICS_PORT": "9090",
     }
+
+
+# ---- PaiAccessPolicies -------------------------------------------------------------------------------------
+
+
+def test_access_policies_values_render_policies_the_api_server_accepts(helm: Helm, installed: ControlPlane) -> None:
+    policies = [
+        {
+            "name": "team-ml",
+            "spec": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ml"}},
+                "workspaceIds": ["48213"],
+                "actions": ["Follow", "Import"],
+                "identity": {"type": "AssumeRole", "roleArn": "acs:ram::1234567890123456:role/team-ml-pai"},
+                "limits": {"weight": 2},
+            },
+        }
+    ]
+    docs = helm.template("--set-json", f"accessPolicies={json.dumps(policies)}")
+    rendered = [d for d in docs if d["kind"] == "PaiAccessPolicy"]
+    assert [(d["metadata"]["name"], d["spec"]) for d in rendered] == [("team-ml", policies[0]["spec"])]
+    assert "PaiAccessPolicy" not in {d["kind"] for d in helm.template()}  # none by default
+    assert "paiaccesspolicy.paiflow-operator.dev/team-ml" in apply_dry_run(installed, rendered)
+    # values.schema.json refuses a misspelt field or a bad value with its path, before anything is applied.
+    for bad, field in [
+        ({**policies[0]["spec"], "actoins": ["Follow"]}, "actoins"),
+        ({**policies[0]["spec"], "actions": ["Delete"]}, "actions"),
+        ({**policies[0]["spec"], "limits": {"weight": 0}}, "weight"),
+    ]:
+        result = helm(
+            "template", "x", str(CHART), "--set-json", f"accessPolicies={json.dumps([{'name': 'p', 'spec': bad}])}",
+            check=False,
+        )  # fmt: skip
+        assert result.returncode != 0 and field in result.stderr, result.stderr

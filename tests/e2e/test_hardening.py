@@ -20,6 +20,7 @@ import pytest
 from tests.e2e.conftest import ACCESS_KEY_ID, ACCESS_KEY_SECRET, OPERATOR_ENV, STS_TOKEN, Runs, wait_for
 from tests.support.controlplane import ControlPlane
 from tests.support.operator_process import REPO, OperatorProcess
+from tests.support.policies import install_test_policy
 
 from paiflow_emulator.faults import FaultKind
 from paiflow_emulator.server import Emulator
@@ -39,6 +40,7 @@ def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cont
         cp.kubectl("apply", "-f", str(REPO / "crds"))
         cp.kubectl("apply", "-k", str(REPO / "deploy" / "base"))
         cp.kubectl("wait", "--for=condition=Established", "crd/paipipelineruns.paiflow-operator.dev", "--timeout=60s")
+        install_test_policy(cp)  # PaiAccessPolicy: these namespaces may use the operator
         kubeconfig = cp.service_account_kubeconfig(
             "paiflow-system", "paiflow-operator", tmp_path_factory.mktemp("sa") / "kubeconfig"
         )

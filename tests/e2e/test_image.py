@@ -31,6 +31,7 @@ from tests.e2e.conftest import Runs, wait_for
 from tests.e2e.test_chart import CHART, Helm
 from tests.support.controlplane import ControlPlane
 from tests.support.operator_process import REPO, free_port
+from tests.support.policies import TEST_POLICY
 
 from paiflow_emulator.server import Emulator
 from paiflow_emulator.thread import EmulatorThread
@@ -119,6 +120,8 @@ def chart_values(image: str, endpoint: str) -> dict[str, Any]:
     assert repository and "/" not in tag, f"image {image!r}: expected REPOSITORY:TAG"
     return {
         "image": {"repository": repository, "tag": tag},
+        # The test namespaces may use the operator, through the chart's own accessPolicies value.
+        "accessPolicies": [{"name": TEST_POLICY["metadata"]["name"], "spec": TEST_POLICY["spec"]}],
         "config": {
             "endpointOverride": endpoint,
             "healthPort": free_port(),

@@ -21,6 +21,7 @@ import pytest
 from tests.e2e.conftest import OPERATOR_ENV, wait_for
 from tests.support.controlplane import ControlPlane
 from tests.support.operator_process import REPO, OperatorProcess
+from tests.support.policies import install_test_policy
 
 from paiflow_emulator.server import Emulator
 from paiflow_emulator.thread import EmulatorThread
@@ -66,6 +67,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         cp.kubectl("apply", "-f", str(REPO / "crds"))
         cp.kubectl("apply", "-k", str(REPO / "deploy" / "base"))
         cp.kubectl("wait", "--for=condition=Established", "crd/paipipelineruns.paiflow-operator.dev", "--timeout=60s")
+        install_test_policy(cp)  # PaiAccessPolicy: these namespaces may use the operator
         cp.kubectl("create", "namespace", NAMESPACE)
         kubeconfig = cp.service_account_kubeconfig("paiflow-system", "paiflow-operator", work / "sa.kubeconfig")
         with EmulatorThread(keys=KEYS) as thread:

@@ -14,6 +14,7 @@ from tests.integration.conftest import ACCESS_KEY
 from tests.unit.test_scheduler import FakeKube
 
 from paiflow_emulator import Emulator
+from paiflow_operator.access.view import AccessView
 from paiflow_operator.api.runs import PaiPipelineRunSpec
 from paiflow_operator.conditions import Event
 from paiflow_operator.pai.client import PaiClient
@@ -43,7 +44,9 @@ class Harness:
         self.kube = FakeKube()
         self.kube.secrets[("ns", "share")] = {"token": SHARE.encode()}
         self.client = PaiClient(endpoint_override=emulator.url)
-        self.access = PaiAccess(settings, self.client, self.kube, StaticCredentialSource(*ACCESS_KEY))
+        self.access = PaiAccess(
+            settings, self.client, self.kube, StaticCredentialSource(*ACCESS_KEY), policies=AccessView(allow_all=True)
+        )
         self.runs: dict[Key, Tracked] = {}
         self.writes: list[tuple[Key, dict[str, Any], list[Event]]] = []
         self.reader = InsideReader(settings, self.access, self.runs.get, self.write, workers=2)

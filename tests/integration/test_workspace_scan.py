@@ -13,6 +13,7 @@ import pytest
 from tests.integration.conftest import ACCESS_KEY
 
 from paiflow_emulator import Emulator, Timeline
+from paiflow_operator.access.view import AccessView
 from paiflow_operator.conditions import Event
 from paiflow_operator.kube import KubeError, ObjectRef
 from paiflow_operator.pai.client import PaiClient
@@ -22,6 +23,9 @@ from paiflow_operator.runs.scheduler import Scheduler
 from paiflow_operator.runs.writes import RunWriter
 from paiflow_operator.settings import Settings
 from paiflow_operator.workspaces.scanner import WorkspaceScanner
+
+# Unit tests of the door and what uses it: every namespace allowed (policies: tests/unit/test_access_*.py).
+ALLOW_ALL = AccessView(allow_all=True)
 
 _uids = itertools.count(1)
 
@@ -89,7 +93,7 @@ async def parts(emulator: Emulator) -> AsyncIterator[tuple[Emulator, FakeKube, S
     creds = StaticCredentialSource(*ACCESS_KEY)
     # The scan compares PAI's times with the wall clock: the emulator's run clock is frozen in 2023.
     wall = datetime.fromtimestamp(emulator.clock.now(), tz=UTC)
-    access = PaiAccess(settings, client, kube, creds)
+    access = PaiAccess(settings, client, kube, creds, policies=ALLOW_ALL)
     scheduler = Scheduler(settings, access, RunWriter(kube, wallclock=lambda: wall), wallclock=lambda: wall)
     scanner = WorkspaceScanner(settings, access, kube, scheduler.scans, scheduler.ownership, wallclock=lambda: wall)
     try:
@@ -254,7 +258,7 @@ async def test_only_the_replica_that_owns_the_workspace_scans_it(emulator: Emula
     replicas = []
     for index in range(2):
         kube = FakeKube()
-        access = PaiAccess(settings, client, kube, creds)
+        access = PaiAccess(settings, client, kube, creds, policies=ALLOW_ALL)
         scheduler = Scheduler(
             settings,
             access,
@@ -322,7 +326,7 @@ async def test_new_hand_written_runs_bring_the_scan_forward(emulator: Emulator) 
     client = PaiClient(endpoint_override=emulator.url)
     kube = FakeKube()
     wall = datetime.fromtimestamp(emulator.clock.now(), tz=UTC)
-    access = PaiAccess(settings, client, kube, StaticCredentialSource(*ACCESS_KEY))
+    access = PaiAccess(settings, client, kube, StaticCredentialSource(*ACCESS_KEY), policies=ALLOW_ALL)
     scheduler = Scheduler(settings, access, RunWriter(kube, wallclock=lambda: wall), wallclock=lambda: wall)
     scanner = WorkspaceScanner(settings, access, kube, scheduler.scans, scheduler.ownership, wallclock=lambda: wall)
     try:

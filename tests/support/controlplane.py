@@ -3,8 +3,9 @@ tests and the demo.
 
 No kubelet or scheduler: the operator only talks to the API server, and that is the part whose behaviour
 (validation, CEL rules, the status subresource, RBAC, watches, resourceVersion conflicts) mocks get wrong.
-kube-controller-manager runs only its garbage collector and namespace controller, so deleting an owner
-removes what it owns (imported PaiPipelineRuns) and a deleted namespace really goes away. ServiceAccounts
+kube-controller-manager runs only its garbage collector, namespace and ClusterRole-aggregation controllers, so
+deleting an owner removes what it owns (imported PaiPipelineRuns), a deleted namespace really goes away, and
+aggregated roles reach edit and view. ServiceAccounts
 get no token Secrets and no "default" ServiceAccount (tokens come from the TokenRequest API instead), and
 pods are never scheduled.
 
@@ -55,8 +56,9 @@ K8S_VERSION = "v1.37.2"  # keep in step with K8S_VERSION in the Makefile and tes
 ENV_BIN_DIR = "PAIFLOW_K8S_BIN"
 ENV_KUBECONFIG = "PAIFLOW_TEST_KUBECONFIG"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
-# Only what the tests rely on: garbage collection by ownerReferences and namespace deletion.
-CONTROLLERS = "garbage-collector-controller,namespace-controller"
+# Only what the tests rely on: garbage collection by ownerReferences, namespace deletion, and the aggregation of
+# ClusterRoles into edit/view (the shipped paiflow-operator-edit/-view roles).
+CONTROLLERS = "garbage-collector-controller,namespace-controller,clusterrole-aggregation-controller"
 
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"

@@ -46,6 +46,20 @@ IMPORTED = [
 ]
 
 
+def demo_policy() -> dict[str, Any]:
+    workspaces = [scenario.DEMO_WORKSPACE, "15945", LAUNCH_WORKSPACE, IMPORT_WORKSPACE]
+    return {
+        "apiVersion": "paiflow-operator.dev/v1alpha1",
+        "kind": "PaiAccessPolicy",
+        "metadata": {"name": "demo-ml"},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}},
+            "workspaceIds": workspaces,
+            "actions": ["Follow", "Import", "Launch", "Terminate", "Verbose", "Inspect"],
+        },
+    }
+
+
 def _manifest(name: str, run_id: str, **spec: object) -> dict[str, object]:
     return {
         "apiVersion": "paiflow-operator.dev/v1alpha1",
@@ -112,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
                 "--for=condition=Established",
                 "crd/paipipelineruns.paiflow-operator.dev",
                 "crd/paiworkspaces.paiflow-operator.dev",
+                "crd/paiaccesspolicies.paiflow-operator.dev",
             )
+            # Nothing works for a namespace until a PaiAccessPolicy allows it: the demo's namespace may reach the
+            # demo's four workspaces, with the operator's own credentials.
+            cp.kubectl("apply", "-f", "-", input=json.dumps(demo_policy()))
             sa = cp.service_account_kubeconfig("paiflow-system", "paiflow-operator", workdir / "operator.kubeconfig")
             operator = OperatorProcess(
                 sa,

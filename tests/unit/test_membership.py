@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from tests.unit.test_scheduler import DEFAULT_KEYS, FakeClock, FakeKube, FakePai
 
+from paiflow_operator.access.view import AccessView
 from paiflow_operator.kube import KubeError
 from paiflow_operator.pai_access import PaiAccess
 from paiflow_operator.replicas.handover import Handover
@@ -32,6 +33,9 @@ from paiflow_operator.replicas.sharding import StaticShards, rendezvous_owner
 from paiflow_operator.runs.scheduler import Scheduler
 from paiflow_operator.runs.writes import RunWriter
 from paiflow_operator.settings import Settings
+
+# Unit tests of the door and what uses it: every namespace allowed (policies: tests/unit/test_access_*.py).
+ALLOW_ALL = AccessView(allow_all=True)
 
 NAMESPACE = "paiflow-system"
 UIDS = [f"{i:08x}-5f1c-4c1e-9d7a-{i * 7919:012x}" for i in range(10_000)]
@@ -378,7 +382,7 @@ def test_handover_moves_runs_between_the_scheduler_and_the_others_store_as_membe
     clock = FakeClock()
     switch = Switch(["a", "b", "c"], "a")
     kube = FakeKube()
-    access = PaiAccess(Settings(), FakePai(clock), kube, DEFAULT_KEYS, clock=clock)
+    access = PaiAccess(Settings(), FakePai(clock), kube, DEFAULT_KEYS, clock=clock, policies=ALLOW_ALL)
     scheduler = Scheduler(Settings(), access, RunWriter(kube), rng=random.Random(1), clock=clock, ownership=switch)
     handover = Handover(scheduler, switch)
     for i in range(900):

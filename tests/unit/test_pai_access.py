@@ -13,6 +13,8 @@ import pytest
 from tests.unit.test_launcher import Factory, harness
 from tests.unit.test_scheduler import DEFAULT_KEYS, FakeKube
 
+from paiflow_operator.access.policy import Allowed
+from paiflow_operator.access.view import AccessView
 from paiflow_operator.api.runs import CredentialsSecretRef
 from paiflow_operator.pai.api import PaiApi
 from paiflow_operator.pai.models import (
@@ -28,6 +30,9 @@ from paiflow_operator.pai.models import (
 )
 from paiflow_operator.pai_access import Action, Caller, PaiAccess
 from paiflow_operator.settings import Settings
+
+# Unit tests of the door and what uses it: every namespace allowed (policies: tests/unit/test_access_*.py).
+ALLOW_ALL = AccessView(allow_all=True)
 
 __all__ = ["harness"]  # the fixture, imported for pytest
 
@@ -159,12 +164,16 @@ async def test_every_operation_is_authorized_then_keyed_then_slotted_then_rate_l
     log: list[str] = []
     kube = FakeKube()
     kube.secrets[("team-a", "keys")] = {"id": b"LTAIteam", "secret": b"team-secret"}
-    access = PaiAccess(Settings(), RecordingPai(log), kube, DEFAULT_KEYS, limiter=RecordingLimiter(log))
+    access = PaiAccess(
+        Settings(), RecordingPai(log), kube, DEFAULT_KEYS, limiter=RecordingLimiter(log), policies=ALLOW_ALL
+    )
     checked: list[Caller] = []
+    real = access._authorize
 
-    def authorize(who: Caller) -> None:
+    def authorize(who: Caller, workspace_id: str | None = None) -> Allowed:
         log.append("authorize")
         checked.append(who)
+        return real(who, workspace_id)
 
     monkeypatch.setattr(access, "_authorize", authorize)
     ref = CredentialsSecretRef(name="keys", accessKeyIdKey="id", accessKeySecretKey="secret")
@@ -181,9 +190,11 @@ async def test_a_refusal_at_the_check_reads_no_keys_and_sends_nothing(monkeypatc
 
     log: list[str] = []
     kube = FakeKube()
-    access = PaiAccess(Settings(), RecordingPai(log), kube, DEFAULT_KEYS, limiter=RecordingLimiter(log))
+    access = PaiAccess(
+        Settings(), RecordingPai(log), kube, DEFAULT_KEYS, limiter=RecordingLimiter(log), policies=ALLOW_ALL
+    )
 
-    def refuse(who: Caller) -> None:
+    def refuse(who: Caller, workspace_id: str | None = None) -> Allowed:
         raise AuthError(f"namespace {who.namespace} may not {who.action}", code="Forbidden")
 
     monkeypatch.setattr(access, "_authorize", refuse)
@@ -210,9 +221,10 @@ async def test_every_pai_call_of_a_launch_and_its_polls_passes_the_door(harness:
         setattr(h.pai, name, counting)
     real_authorize = h.access._authorize
 
-    def authorize(who: Caller) -> None:
-        authorized.append(who.action)
-        real_authorize(who)
+    def authorize(who: Caller, workspace_id: str | None = None) -> Allowed:
+        if workspace_id is None:  # once per call (a run's answer is checked once more, on its workspace)
+            authorized.append(who.action)
+        return real_authorize(who, workspace_id)
 
     h.access._authorize = authorize  # type: ignore[method-assign]
     key = h.launch("stop", deletionPolicy="Terminate")
@@ -239,7 +251,13 @@ async def test_priced_calls_take_their_own_budget_before_a_slot_and_the_global_t
             log.append(f"budget {tenant}")
 
     access = PaiAccess(
-        Settings(), RecordingPai(log), FakeKube(), DEFAULT_KEYS, limiter=RecordingLimiter(log), inside_limiter=Budget()
+        Settings(),
+        RecordingPai(log),
+        FakeKube(),
+        DEFAULT_KEYS,
+        limiter=RecordingLimiter(log),
+        inside_limiter=Budget(),
+        policies=ALLOW_ALL,
     )
     who = Caller("team-a", "PaiPipelineRun", "r", Action.INSPECT, access.region(None))
     await getattr(access, operation)(who, *ARGS[operation](who), **KWARGS.get(operation, {}))
@@ -254,7 +272,13 @@ async def test_status_calls_never_wait_for_the_priced_budget() -> None:
             log.append("budget")
 
     access = PaiAccess(
-        Settings(), RecordingPai(log), FakeKube(), DEFAULT_KEYS, limiter=RecordingLimiter(log), inside_limiter=Budget()
+        Settings(),
+        RecordingPai(log),
+        FakeKube(),
+        DEFAULT_KEYS,
+        limiter=RecordingLimiter(log),
+        inside_limiter=Budget(),
+        policies=ALLOW_ALL,
     )
     who = Caller("team-a", "PaiPipelineRun", "r", Action.FOLLOW, access.region(None))
     for operation in sorted(set(OPERATIONS) - set(PRICED)):
@@ -270,6 +294,7 @@ async def test_the_priced_budget_is_a_share_of_qps() -> None:
         FakeKube(),
         DEFAULT_KEYS,
         clock=lambda: clock[0],
+        policies=ALLOW_ALL,
     )
     who = Caller("team-a", "PaiPipelineRun", "r", Action.INSPECT, access.region(None))
     import asyncio

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from paiflow_operator.access.view import AccessView
 from paiflow_operator.conditions import Event
 from paiflow_operator.guards import ratelimit
 from paiflow_operator.guards.ratelimit import TokenBucket
@@ -31,6 +32,9 @@ from paiflow_operator.runs.launcher import Launcher
 from paiflow_operator.runs.scheduler import Key, Scheduler, Tracked
 from paiflow_operator.runs.writes import RunWriter
 from paiflow_operator.settings import Settings
+
+# Unit tests of the door and what uses it: every namespace allowed (policies: tests/unit/test_access_*.py).
+ALLOW_ALL = AccessView(allow_all=True)
 
 SAMPLE_PATH = Path(__file__).parent / "data" / "get_pipeline_run_sample.json"
 EPOCH = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -206,7 +210,7 @@ class Harness:
         self.pai = self.make_pai()
         self.kube = self.make_kube()
         self.settings = settings
-        self.access = PaiAccess(settings, self.pai, self.kube, DEFAULT_KEYS, clock=self.clock)
+        self.access = PaiAccess(settings, self.pai, self.kube, DEFAULT_KEYS, clock=self.clock, policies=ALLOW_ALL)
         self.writer = RunWriter(self.kube, wallclock=self.clock.wall)
         self.sched = Scheduler(
             settings,
@@ -824,7 +828,9 @@ def test_shards_split_uids_with_no_overlap_and_no_gap(count: int) -> None:
     for index in range(count):
         settings = Settings(shard_count=count, shard_index=index)
         kube = FakeKube()
-        sched = Scheduler(settings, PaiAccess(settings, FakePai(FakeClock()), kube, DEFAULT_KEYS), RunWriter(kube))
+        sched = Scheduler(
+            settings, PaiAccess(settings, FakePai(FakeClock()), kube, DEFAULT_KEYS, policies=ALLOW_ALL), RunWriter(kube)
+        )
         for uid in uids:
             if sched.owns(uid):
                 owners[uid].append(index)

@@ -12,7 +12,7 @@ from paiflow_operator.pai.models import PipelineRun
 
 __all__ = ["harness"]  # the fixture, imported for pytest
 
-KEY = ("cn-hangzhou", "ws-1", None)
+KEY = ("cn-hangzhou", "ws-1", ("team-a", "", "", "", ""))  # scans serve one namespace (policies differ)
 
 
 def row(run_id: str, status: str, **extra: Any) -> PipelineRun:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,12 +20,31 @@ from typing import Any, Protocol, runtime_checkable
 from .errors import CredentialsError
 
 __all__ = [
+    "AssumeRoleSource",
     "CredentialSource",
     "Credentials",
     "DefaultChainSource",
     "StaticCredentialSource",
+    "check_sts_endpoint",
     "mask_key_id",
 ]
+
+# STS hosts of Alibaba Cloud: sts.aliyuncs.com, sts.<region>.aliyuncs.com, sts-vpc.<region>.aliyuncs.com.
+_STS_HOST = re.compile(r"^sts(-vpc)?(\.[a-z0-9-]+)?\.aliyuncs\.com$")
+_LOOPBACK_URL = re.compile(r"^http://(127\.[0-9]+\.[0-9]+\.[0-9]+|localhost|\[::1\])(:[0-9]{1,5})?$")
+
+
+def check_sts_endpoint(value: str) -> str:
+    """The STS endpoint AssumeRole is sent to: Alibaba Cloud's own STS hosts (https, as the vendor library
+    always uses for a bare host), or http on a loopback address for the emulator. The request carries the
+    operator's key id and, with RRSA, its STS token: it must never go anywhere else."""
+    value = value.strip()
+    if _STS_HOST.fullmatch(value) or _LOOPBACK_URL.fullmatch(value):
+        return value
+    raise ValueError(
+        "sts_endpoint must be an Alibaba Cloud STS host (sts.aliyuncs.com, sts[-vpc].<region>.aliyuncs.com) "
+        "or http://127.0.0.1:<port> for an emulator"
+    )
 
 
 def mask_key_id(access_key_id: str) -> str:
@@ -108,11 +128,14 @@ class DefaultChainSource:
         cache_seconds: float = 60.0,
         provider_factory: Callable[[], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        what: str = "default credential chain",
     ) -> None:
         self._cache_seconds = cache_seconds
         self._provider_factory = provider_factory or _default_provider_factory
         self._clock = clock
+        self._what = what
         self._provider: Any = None
+        self._provider_lock = threading.Lock()
         self._cached: Credentials | None = None
         self._cached_at = 0.0
         self._lock = asyncio.Lock()
@@ -138,9 +161,7 @@ class DefaultChainSource:
     def _resolve(self) -> Credentials:
         """Runs in a worker thread. Blocking I/O (metadata server, STS, files) is fine here."""
         try:
-            if self._provider is None:
-                self._provider = self._provider_factory()
-            raw = self._provider.get_credentials()
+            raw = self.vendor_provider().get_credentials()
             key_id = raw.get_access_key_id() or ""
             secret = raw.get_access_key_secret() or ""
             token = raw.get_security_token() or None
@@ -148,11 +169,18 @@ class DefaultChainSource:
             # The library's message lists which providers failed and why; scrub it in case one quotes
             # a token, and drop the chained exception so tracebacks cannot show more.
             raise CredentialsError(
-                f"default credential chain found no usable credentials: {type(exc).__name__}: {_scrub(str(exc))}"
+                f"{self._what} found no usable credentials: {type(exc).__name__}: {_scrub(str(exc))}"
             ) from None
         if not key_id or not secret:
-            raise CredentialsError("default credential chain returned an empty access key")
+            raise CredentialsError(f"{self._what} returned an empty access key")
         return Credentials(key_id, secret, token)
+
+    def vendor_provider(self) -> Any:
+        """The vendor library's provider behind this source (made once): the source of an AssumeRole."""
+        with self._provider_lock:
+            if self._provider is None:
+                self._provider = self._provider_factory()
+            return self._provider
 
     def invalidate(self) -> None:
         """Forget the memoised answer, e.g. after PAI rejected the token as expired."""
@@ -160,3 +188,53 @@ class DefaultChainSource:
 
     def __repr__(self) -> str:
         return "DefaultChainSource()"
+
+
+class AssumeRoleSource(DefaultChainSource):
+    """STS AssumeRole into a RAM role from another source's credentials (alibabacloud-credentials'
+    RamRoleArn provider, with the operator's own provider as its source).
+
+    The vendor provider caches the temporary keys and refreshes them 15 minutes before they expire (as it does
+    for RRSA's); on top, this class memoises for ``cache_seconds`` and serialises lookups like any
+    DefaultChainSource. PAI and ActionTrail then see the role, so the role's own RAM policy bounds what the
+    calls can do.
+    """
+
+    DURATION_SECONDS = 3600
+
+    def __init__(
+        self,
+        role_arn: str,
+        source: DefaultChainSource,
+        *,
+        sts_endpoint: str = "sts.aliyuncs.com",
+        session_name: str = "paiflow-operator",
+        cache_seconds: float = 60.0,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        endpoint = check_sts_endpoint(sts_endpoint)
+        self.role_arn = role_arn
+
+        def factory() -> Any:
+            from alibabacloud_credentials.http import HttpOptions
+            from alibabacloud_credentials.provider import RamRoleArnCredentialsProvider
+
+            return RamRoleArnCredentialsProvider(
+                credentials_provider=source.vendor_provider(),
+                role_arn=role_arn,
+                role_session_name=session_name,
+                duration_seconds=self.DURATION_SECONDS,
+                sts_endpoint=endpoint,
+                http_options=HttpOptions(
+                    connect_timeout=int(connect_timeout * 1000), read_timeout=int(read_timeout * 1000)
+                ),
+            )
+
+        super().__init__(
+            cache_seconds=cache_seconds, provider_factory=factory, clock=clock, what=f"AssumeRole into {role_arn}"
+        )
+
+    def __repr__(self) -> str:
+        return f"AssumeRoleSource({self.role_arn!r})"

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from paiflow_operator import metrics
+from paiflow_operator.access.policy import Allowed
+from paiflow_operator.access.view import AccessDenied
 from paiflow_operator.api.runs import FINALIZER
 from paiflow_operator.kube import KubeError
 from paiflow_operator.pai.errors import BadRequestError, PaiError
@@ -105,6 +107,11 @@ class Launcher:
             if step is core.Step.CLAIM:
                 if not self.ownership.owns(tracked.uid):
                     return Retry.STOP  # handed over (Lease membership changed): the new owner launches
+                # A launch the access policies refuse writes no claim: that would only make its first allowed
+                # attempt wait the settle time for a create that was never sent.
+                allowed = self.access.decide(caller(tracked, Action.LAUNCH, self.access.region(tracked.spec.regionId)))
+                if not isinstance(allowed, Allowed):
+                    return await self._failed(tracked, "CreatePipelineRun", AccessDenied(allowed))
                 written = await self._write(tracked, core.claim(view, now), conditional=True)
                 if written is not True:
                     return written

@@ -12,15 +12,16 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from paiflow_operator.access.policy import Allowed
 from paiflow_operator.pai.models import PipelineRun
-from paiflow_operator.pai_access import IdentityKey, PaiAccess, identity_key
+from paiflow_operator.pai_access import Action, IdentityKey, PaiAccess, identity_key
 from paiflow_operator.runs.due import DueQueue
 from paiflow_operator.runs.reconcile import is_finished
 from paiflow_operator.runs.registry import Registry
-from paiflow_operator.runs.tracked import Tracked
+from paiflow_operator.runs.tracked import Tracked, caller
 from paiflow_operator.settings import Settings
 
-# (region, PAI workspace id, credentials: None for the operator's own, else (namespace, Secret ref fields))
+# (region, PAI workspace id, whose: (namespace, Secret ref fields or "") - a scan serves one namespace)
 ScanKey = tuple[str, str, IdentityKey]
 
 
@@ -137,6 +138,9 @@ class ScanFeed:
                 spec = tracked.spec
                 if spec.suspend or spec.tokenSecretRef is not None or self.scans.scan_key(tracked) != key:
                     continue
+                who = caller(tracked, Action.FOLLOW, key[0])
+                if not isinstance(self.scans.access.decide(who, key[1]), Allowed):
+                    continue  # the scan may import, this run may not be followed: its own poll shows why
                 if tracked.busy:
                     # A poll or a write is in flight. Dropping a row that says something else would leave the
                     # change to the safety net: this scan's cut-off moves past it, and the next scan never reads

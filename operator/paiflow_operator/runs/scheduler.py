@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from paiflow_operator import metrics
-from paiflow_operator.conditions import Event
+from paiflow_operator.access.policy import ACCESS_REASONS
+from paiflow_operator.conditions import Event, find_condition
 from paiflow_operator.guards.circuit import CircuitBreaker
 from paiflow_operator.pai_access import PaiAccess
 from paiflow_operator.replicas.sharding import Ownership, StaticShards
@@ -50,6 +51,7 @@ class Scheduler:
         ownership: Ownership | None = None,
     ) -> None:
         rng = rng or random.Random()
+        self.clock, self.rng = clock, rng
         self.ownership: Ownership = ownership or StaticShards(settings.shard_count, settings.shard_index)
         self.breaker = CircuitBreaker(
             settings.circuit_failures,
@@ -120,6 +122,19 @@ class Scheduler:
         for body in released:
             self.inside.forget((body["metadata"]["namespace"], body["metadata"]["name"]))
         return released
+
+    def recheck_denied(self) -> None:
+        """The access policies changed: every run they held back is looked at again at once (spread over a
+        second), so it recovers without waiting for its slow retry. Runs still allowed are untouched; runs no
+        longer allowed stop at their next call, which the door refuses."""
+        now = self.clock()
+        for tracked in list(self.runs.values()):
+            ready = find_condition(list(tracked.status.get("conditions") or []), "Ready")
+            if ready is None or ready.get("reason") not in ACCESS_REASONS or tracked.busy:
+                continue
+            if tracked.spec.suspend and not tracked.deleting:
+                continue
+            self.due.schedule(tracked, now + self.rng.uniform(0, 1.0))
 
     def snapshot(self) -> Iterable[metrics.RunSnapshot]:
         return self.registry.snapshot(lambda run: self.outage.is_held(run, self.sync.region(run.spec)))

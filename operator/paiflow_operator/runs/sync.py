@@ -36,8 +36,11 @@ log = logging.getLogger(__name__)
 
 
 def observation_is_answer(observation: Observation) -> bool:
-    """Any answer from PAI but a retryable error: PAI is up, even if it says a run is missing."""
-    return not (isinstance(observation, PaiError) and observation.retryable)
+    """Any answer from PAI but a retryable error: PAI is up, even if it says a run is missing. A refusal before
+    any call (no credentials, an access policy) says nothing about PAI."""
+    return not (
+        isinstance(observation, PaiError) and (observation.retryable or observation.kind is ErrorKind.CREDENTIALS)
+    )
 
 
 class Sync:

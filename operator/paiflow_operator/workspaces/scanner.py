@@ -21,9 +21,10 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from paiflow_operator import metrics
+from paiflow_operator.access.policy import ACCESS_REASONS
 from paiflow_operator.api.runs import CredentialsSecretRef, parse_duration
 from paiflow_operator.api.workspaces import PaiWorkspaceSpec
-from paiflow_operator.conditions import Event
+from paiflow_operator.conditions import Event, find_condition
 from paiflow_operator.guards.ratelimit import TokenBucket
 from paiflow_operator.kube import KubeError, ObjectRef
 from paiflow_operator.pai.errors import PaiError
@@ -211,6 +212,15 @@ class WorkspaceScanner:
             watched.task.cancel()
         if watched.key is not None:
             self.runs.end_scan(watched.key)
+
+    def recheck_denied(self) -> None:
+        """The access policies changed: workspaces they held back scan again now (allowed ones that are now
+        denied stop at their next scan, which the door refuses)."""
+        for ws in self.workspaces.values():
+            ready = find_condition(list(ws.status.get("conditions") or []), "Ready")
+            if ready is not None and ready.get("reason") in ACCESS_REASONS:
+                ws.cutoff = None
+                ws.wake.set()
 
     async def stop(self) -> None:
         tasks = [w.task for w in self.workspaces.values() if w.task is not None]
