@@ -7,6 +7,7 @@ controller-gen does for Go types): one YAML file per CRD.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,7 +123,8 @@ def _structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         elif key == "const":
             out["enum"] = [value]
         else:
-            out[key] = value
+            # A copy: a type used twice would otherwise share its lists, which YAML prints as &anchors.
+            out[key] = copy.deepcopy(value)
     if "enum" in out and "type" not in out:
         out["type"] = "string"
     if out.get("x-kubernetes-preserve-unknown-fields"):

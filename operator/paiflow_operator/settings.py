@@ -81,6 +81,17 @@ class Settings(BaseSettings):
     # PAI documents no maximum; a batch it refuses as a bad request falls back to one call per run.
     batch_size: int = Field(default=200, ge=1, le=1000, description="Run ids per ListPipelineRunsStatus.")
     batch_status: bool = True
+    # What a run holds inside (issue 19): node, log and output calls are priced. They take at most this share of
+    # `qps` (a budget of their own, on top of the global limit), progress of active runs is refreshed at this
+    # slower cadence, and failure details and outputs are read once when a run ends.
+    inside: bool = Field(
+        default=True, description="Read progress, failure details and outputs of runs that leave spec.inside unset."
+    )
+    inside_qps_share: float = Field(default=0.2, gt=0, le=0.5, description="Share of qps for node/log/output calls.")
+    inside_burst: int = Field(default=2, ge=1)
+    progress_interval: Duration = timedelta(minutes=2)
+    # GetPipelineRunNode's Depth: levels of nested Dags read in one call (PAI's default, 2, is the root's children).
+    inside_depth: int = Field(default=10, ge=2, le=32)
     # Runs due within this window are polled together so that their status queries batch.
     batch_window: Duration = timedelta(seconds=2)
 
@@ -167,7 +178,13 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if not self.min_poll_interval <= self.default_poll_interval <= self.max_poll_interval:
             raise ValueError("default_poll_interval must lie between min_poll_interval and max_poll_interval")
-        for name in ("min_poll_interval", "backoff_base", "slow_retry_interval", "heartbeat_interval"):
+        for name in (
+            "min_poll_interval",
+            "backoff_base",
+            "slow_retry_interval",
+            "heartbeat_interval",
+            "progress_interval",
+        ):
             if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"{name} must be positive")
         if self.backoff_base > self.backoff_max:

@@ -159,6 +159,16 @@ async def test_verbose_needs_verbose_on_top_of_follow() -> None:
     await door(both)[0].get_pipeline_run(who(Action.VERBOSE), "flow-1", verbose=True)
 
 
+async def test_inspect_needs_inspect_on_top_of_follow() -> None:
+    # A run's nodes, log lines and outputs are its pipeline's own output (issue 19): an action of their own.
+    only_follow = view_of(policy_body("a", "team-a", ["ws-1"], ["Follow"]))
+    with pytest.raises(AccessDenied, match="allows Inspect"):
+        await door(only_follow)[0].get_pipeline_run_node(who(Action.INSPECT), "flow-1", "node-1", depth=2)
+    only_inspect = view_of(policy_body("a", "team-a", ["ws-1"], ["Inspect"]))
+    with pytest.raises(AccessDenied, match="allows Follow"):
+        await door(only_inspect)[0].list_pipeline_run_node_logs(who(Action.INSPECT), "flow-1", "node-1", page_size=5)
+
+
 async def test_a_conflict_refuses_every_call_of_the_namespace() -> None:
     view = view_of(
         policy_body("a", "team-a", ["*"], ["Follow"], identity={"type": "AssumeRole", "roleArn": ROLE}),

@@ -160,6 +160,8 @@ def test_production_wheel_holds_the_operator_but_not_the_emulator(tmp_path: Path
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "paiflow-operator = paiflow_operator.__main__:main" in text and "emulator" not in text
+    # The kubectl plugin ships with the package, named so that kubectl finds it on PATH.
+    assert "kubectl-paiflow = paiflow_operator.kubectl_plugin:main" in text
 
 
 # ---- the chart ---------------------------------------------------------------------------------------------

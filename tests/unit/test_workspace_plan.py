@@ -108,7 +108,11 @@ def test_imported_run_body_is_owned_labelled_and_templated() -> None:
             "securityTokenKey": "securityToken",
         },
         "pollInterval": "1m",
+        # Priced reads (nodes, logs, outputs) are off for imported runs unless the template asks.
+        "inside": False,
     }
+    asked = plan(WS, spec(template={"inside": True}), [row("flow-b")], [], NOW)
+    assert asked.creates[0]["spec"]["inside"] is True
 
 
 def test_window_filters_and_already_followed_runs() -> None:

@@ -11,7 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from paiflow_operator.api.runs import REGION_PATTERN, WORKSPACE_PATTERN, Condition, _cel, _Model
+from paiflow_operator.api.common import _cel, _Model
+from paiflow_operator.api.runs import REGION_PATTERN, WORKSPACE_PATTERN, Condition
 from paiflow_operator.api.workspaces import LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN, MAX_RUNS_LIMIT
 
 KIND = "PaiAccessPolicy"
@@ -20,10 +21,11 @@ SINGULAR = "paiaccesspolicy"
 SHORT_NAMES = ["paipol"]
 CATEGORIES = ["pai"]
 
-# What a namespace may have the operator do for it. Verbose is separate from Follow: a run's manifest,
-# arguments and options carry a team's code and parameters, its status does not.
-Action = Literal["Follow", "Import", "Launch", "Terminate", "Verbose"]
-ACTIONS: tuple[Action, ...] = ("Follow", "Import", "Launch", "Terminate", "Verbose")
+# What a namespace may have the operator do for it. Verbose and Inspect are separate from Follow: a run's
+# manifest, arguments and options carry a team's code and parameters, its nodes' log lines and outputs its
+# pipeline's own output; its status does neither.
+Action = Literal["Follow", "Import", "Launch", "Terminate", "Verbose", "Inspect"]
+ACTIONS: tuple[Action, ...] = ("Follow", "Import", "Launch", "Terminate", "Verbose", "Inspect")
 ANY_WORKSPACE = "*"
 # acs:ram::<16-digit account>:role/<role name> (RAM role names: letters, digits, '.', '-', up to 64).
 ROLE_ARN_PATTERN = r"^acs:ram::[0-9]{16}:role/[A-Za-z0-9.-]{1,64}$"
@@ -189,9 +191,10 @@ class PaiAccessPolicySpec(_Model):
     )
     actions: list[Action] = Field(
         min_length=1,
-        max_length=5,
+        max_length=6,
         description="Follow: mirror a run's status by id. Import: PaiWorkspace. Launch: spec.launch creates runs. "
-        "Terminate: spec.terminate and deletionPolicy Terminate. Verbose: also mirror manifest, arguments, options.",
+        "Terminate: spec.terminate and deletionPolicy Terminate. Verbose: also mirror manifest, arguments, options. "
+        "Inspect: also read progress, failed nodes' log tails and outputs (status.progress, nodes, failure, outputs).",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     identity: PolicyIdentity | None = Field(

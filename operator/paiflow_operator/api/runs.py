@@ -7,7 +7,10 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from paiflow_operator.api.common import _cel, _Model
+from paiflow_operator.api.inside import MAX_STATUS_OUTPUTS, NodesSummary, RunFailure, RunOutput
 
 GROUP = "paiflow-operator.dev"
 VERSION = "v1alpha1"
@@ -54,14 +57,6 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 2m, 1h)")
     seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
     return timedelta(seconds=seconds)
-
-
-def _cel(rule: str, message: str, **extra: str) -> dict[str, Any]:
-    return {"rule": rule, "message": message, **extra}
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
 class SecretKeySelector(_Model):
@@ -269,6 +264,12 @@ class PaiPipelineRunSpec(_Model):
         },
     )
     suspend: bool = Field(default=False, description="Stop polling PAI without deleting the resource.")
+    inside: bool | None = Field(
+        default=None,
+        description="Read the run's progress, failure details and outputs (status.progress, nodes, failure, "
+        "outputs): calls PAI prices, on a budget of their own. Unset: the operator's default (true unless "
+        "PAIFLOW_INSIDE=false); runs a PaiWorkspace imports get false unless its template sets inside.",
+    )
     launch: PipelineLaunch | None = Field(
         default=None,
         description="Start a new PAI run (once) and follow it. Immutable. Exactly one of pipelineRunId and launch.",
@@ -390,6 +391,21 @@ class PaiPipelineRunStatus(_Model):
     truncatedFields: list[str] | None = Field(
         default=None, description="Fields cut to the size limit (manifest, arguments, options)."
     )
+    progress: str | None = Field(
+        default=None,
+        description="Leaf nodes ended of all leaf nodes, as done/total (e.g. 3/5), refreshed less often than "
+        "runStatus while the run is active.",
+        max_length=32,
+        pattern=r"^[0-9]+/[0-9]+$",
+    )
+    nodes: NodesSummary | None = Field(default=None, description="A bounded summary of the run's nodes.")
+    failure: RunFailure | None = Field(default=None, description="Set once when the run has failed.")
+    outputs: list[RunOutput] | None = Field(
+        default=None,
+        max_length=MAX_STATUS_OUTPUTS,
+        description="Set once when the run has succeeded: its Model, DataSet and Metrics outputs.",
+    )
+    outputsOmitted: int | None = Field(default=None, ge=0, description="Outputs left out (bound or type).")
     requestId: str | None = Field(default=None, description="PAI RequestId of the last answer written.")
     lastSyncTime: datetime | None = Field(
         default=None,
@@ -418,6 +434,7 @@ class PaiPipelineRun(_Model):
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Run ID", "type": "string", "jsonPath": ".status.pipelineRunId"},
     {"name": "Status", "type": "string", "jsonPath": ".status.runStatus", "description": "PAI's Status"},
+    {"name": "Progress", "type": "string", "jsonPath": ".status.progress", "description": "Leaf nodes done/total"},
     {"name": "Duration", "type": "integer", "jsonPath": ".status.duration", "description": "Seconds"},
     {"name": "Started", "type": "date", "jsonPath": ".status.startedAt"},
     {

@@ -11,7 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from paiflow_operator.api.runs import Condition, PaiPipelineRunSpec, _cel, _Model
+from paiflow_operator.api.common import _cel, _Model
+from paiflow_operator.api.runs import Condition, PaiPipelineRunSpec
 from paiflow_operator.api.workspaces import LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN
 
 KIND = "PaiPipelineSchedule"

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, field_validator
 
+from paiflow_operator.api.common import _cel, _Model
 from paiflow_operator.api.runs import (
     DURATION_PATTERN,
     MAX_POLL_INTERVAL,
@@ -20,8 +21,6 @@ from paiflow_operator.api.runs import (
     WORKSPACE_PATTERN,
     Condition,
     CredentialsSecretRef,
-    _cel,
-    _Model,
     parse_duration,
 )
 
@@ -133,6 +132,12 @@ class RunTemplate(_Model):
         pattern=DURATION_PATTERN,
         max_length=32,
         json_schema_extra=_duration_between(MIN_POLL_INTERVAL, MAX_POLL_INTERVAL, "template.pollInterval"),
+    )
+
+    inside: bool = Field(
+        default=False,
+        description="Also read each imported run's progress, failure details and outputs (spec.inside): calls PAI "
+        "prices, so off unless asked.",
     )
 
     @field_validator("labels")

@@ -15,7 +15,20 @@ from .errors import (
     ThrottledError,
     TransportError,
 )
-from .models import TERMINAL_STATUSES, PipelineRun, RunList, RunStatus, RunStatusList, RunStatusSummary
+from .models import (
+    TERMINAL_STATUSES,
+    NodeLogs,
+    NodeOutput,
+    NodeOutputList,
+    NodeStatusList,
+    NodeStatusRow,
+    PipelineRun,
+    PipelineRunNode,
+    RunList,
+    RunStatus,
+    RunStatusList,
+    RunStatusSummary,
+)
 from .regions import PAI_REGIONS
 
 __all__ = [
@@ -32,10 +45,16 @@ __all__ = [
     "DefaultChainSource",
     "ErrorKind",
     "MalformedResponseError",
+    "NodeLogs",
+    "NodeOutput",
+    "NodeOutputList",
+    "NodeStatusList",
+    "NodeStatusRow",
     "NotFoundError",
     "PaiClient",
     "PaiError",
     "PipelineRun",
+    "PipelineRunNode",
     "RunList",
     "RunStatus",
     "RunStatusList",

@@ -159,6 +159,8 @@ def run_body(ws: WorkspaceRef, spec: PaiWorkspaceSpec, row: PipelineRun) -> dict
         run_spec["credentialsSecretRef"] = spec.credentialsSecretRef.model_dump()
     if template is not None and template.pollInterval:
         run_spec["pollInterval"] = template.pollInterval
+    # Imported runs read no node, log or output (priced calls) unless the workspace asks.
+    run_spec["inside"] = bool(template is not None and template.inside)
     metadata: dict[str, Any] = {
         "name": resource_name(row.pipeline_run_id),
         "namespace": ws.namespace,
