@@ -22,10 +22,12 @@ RUN python -m venv /opt/uv \
  && /opt/uv/bin/pip install --no-cache-dir --disable-pip-version-check --require-hashes -r /tmp/uv-requirements.txt
 ENV UV=/opt/uv/bin/uv UV_NO_CACHE=1 UV_PYTHON_DOWNLOADS=never
 COPY pyproject.toml uv.lock README.md ./
-# uv.lock pins every version and hash; --no-emit-project leaves the operator itself to the wheel below.
+# uv.lock pins every version and hash; --no-emit-project leaves the operator itself to the wheel below. An sdist
+# among them is built with the backend pinned (with hashes) in build-requirements.txt, never an unpinned one.
 RUN $UV export --frozen --no-dev --no-emit-project --format requirements-txt -o /tmp/requirements.txt \
  && $UV venv --python /usr/local/bin/python3 /opt/venv \
  && $UV pip install --python /opt/venv/bin/python --require-hashes --no-deps -r /tmp/requirements.txt \
+      --build-constraint /tmp/build-requirements.txt \
  && $UV venv --python /usr/local/bin/python3 /opt/build \
  && $UV pip install --python /opt/build/bin/python --require-hashes -r /tmp/build-requirements.txt
 COPY operator ./operator

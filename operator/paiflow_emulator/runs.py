@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .clock import iso_utc
+from .nodes import NodeSpec, NodeView, build_tree, specs_from_json
 from .timeline import TERMINAL, RunState, Timeline
 from .vendor import DEFAULT_REGION
 
@@ -58,6 +59,8 @@ class Run:
     pending_timeline: Timeline | None = None
     # Run-clock time from which ListPipelineRuns shows the run (the emulator's list lag for created runs).
     listed_from: float = 0.0
+    # The root node's children (nodes.py); none: one leaf, "main", as long as the run.
+    nodes: tuple[NodeSpec, ...] = ()
     _manifest_cache: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -78,10 +81,26 @@ class Run:
                 kwargs[attr] = _json_text(kwargs[attr])
         if "manifest_size" in kwargs:
             kwargs["manifest_size"] = int(kwargs["manifest_size"])
+        if "nodes" in kwargs:
+            kwargs["nodes"] = specs_from_json(kwargs["nodes"])
         return cls(timeline=timeline, created_at=created_at, **kwargs)
 
     def state(self, now: float) -> RunState:
         return self.timeline.state_at(now - self.created_at)
+
+    def tree(self, now: float) -> NodeView:
+        """The run's node tree at ``now``, its root being ``node_id``."""
+        state = self.state(now)
+        return build_tree(
+            run_id=self.run_id,
+            root_id=self.node_id,
+            root_name=self.name,
+            specs=self.nodes,
+            created_at=self.created_at,
+            state=state,
+            run_status=state.status,
+            now=now,
+        )
 
     @property
     def uri(self) -> str:
@@ -231,6 +250,7 @@ _JSON_FIELDS = {
     "manifestSize": "manifest_size",
     "shareToken": "share_token",
     "region": "region",
+    "nodes": "nodes",
 }
 
 

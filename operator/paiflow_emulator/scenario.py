@@ -15,6 +15,31 @@ DEMO: dict[str, Any] = {
             "id": "flow-demo-succeeds",
             "name": "train-resnet",
             "timeline": [["Initialized", 5], ["Running", 40], ["Succeeded", None]],
+            "nodes": [
+                {"name": "prepare", "duration": 8, "logs": ["reading oss://demo/images/", "12,800 images"]},
+                {
+                    "name": "features",
+                    "children": [
+                        {"name": "augment", "start": 8, "duration": 8},
+                        {"name": "normalize", "start": 8, "duration": 6},
+                    ],
+                },
+                {
+                    "name": "train",
+                    "start": 16,
+                    "duration": 18,
+                    "logs": [[2, "epoch 1/3 loss=1.92"], [8, "epoch 2/3 loss=0.88"], [16, "epoch 3/3 loss=0.41"]],
+                    "outputs": [
+                        {"name": "resnet50", "type": "Model", "info": {"uri": "oss://demo/models/resnet50/v7/"}}
+                    ],
+                },
+                {
+                    "name": "evaluate",
+                    "start": 34,
+                    "duration": 6,
+                    "outputs": [{"name": "accuracy", "type": "Metrics", "info": {"uri": "oss://demo/metrics/v7.json"}}],
+                },
+            ],
         },
         {
             "id": "flow-demo-fails",
@@ -23,6 +48,22 @@ DEMO: dict[str, Any] = {
                 ["Initialized", 5],
                 ["Running", 25],
                 ["Failed", None, "Node 'transform' exited with code 137 (OOMKilled)"],
+            ],
+            "nodes": [
+                {"name": "extract", "duration": 8, "logs": ["SELECT * FROM sales_daily", "3,120,044 rows"]},
+                {
+                    "name": "transform",
+                    "start": 8,
+                    "duration": 17,
+                    "fail": True,
+                    "logs": [
+                        [1, "join sales_daily x stores"],
+                        [6, "shuffle: 48 GiB in memory"],
+                        [15, "java.lang.OutOfMemoryError: Java heap space"],
+                        [16.5, "Killed (exit code 137, OOMKilled)"],
+                    ],
+                },
+                {"name": "load", "start": 25, "duration": 5},
             ],
         },
         {

@@ -12,6 +12,15 @@ PAI Flow actions (ROA style, ACS3-signed, dispatched on method+path and checked 
 - StartPipelineRun        PUT /api/v1/pipelineruns/{id}/start       (no body)
 - TerminatePipelineRun    PUT /api/v1/pipelineruns/{id}/termination (no body)
 - DeletePipelineRun       DELETE /api/v1/pipelineruns/{id}          (no body)
+- GetPipelineRunNode      GET .../{id}/nodes/{NodeId}               query Depth (default 2), Type, TokenId
+- ListPipelineRunNodeStatus GET .../{id}/nodes/{NodeId}/status      query Depth (default 2), Type, TokenId
+- ListPipelineRunNodeLogs GET .../{id}/nodes/{NodeId}/logs          query Offset, PageSize, FromTimeInSeconds,
+                                                                     ToTimeInSeconds, Keyword, Reverse, TokenId
+- ListPipelineRunNodeOutputs GET .../{id}/nodes/{NodeId}/outputs    query Depth (required), Name, Type,
+                                                                     PageNumber, PageSize, SortBy, Order, TokenId
+
+Node trees, their logs and outputs are scripted per run (``nodes``; see ``nodes.py`` for the JSON and for
+what the emulator chose where PAI documents nothing).
 
 Created runs play their pipeline's timeline (or ``created_timeline``) from the moment they start; with
 NoConfirmRequired=false they wait in Initialized for StartPipelineRun (true, PAI's documented default, starts
@@ -57,7 +66,7 @@ STS (RPC style, HMAC-SHA1 in the query, as alibabacloud-credentials' RamRoleArn 
 Run JSON: {"id"?, "timeline"?: [["Initialized", 2], ["Running", 30], ["Failed", null, "msg"]],
 "createdAt"? (epoch) | "age"? (seconds before now), "workspaceId"?, "name"?, "pipelineId"?, "nodeId"?,
 "userId"?, "parentUserId"?, "sourceType"?, "sourceId"?, "accessibility"?, "arguments"?, "options"?,
-"manifest"?, "manifestSize"?, "shareToken"?, "region"?}.
+"manifest"?, "manifestSize"?, "shareToken"?, "region"?, "nodes"?: [node, ...] (nodes.py)}.
 Fault JSON: see ``faults.Fault.from_json``.
 """
 
@@ -84,6 +93,7 @@ from .auth import AuthFailure, Verifier, collect_headers
 from .clock import Clock, iso_utc
 from .counters import HANG, MALFORMED, OK, Counters
 from .faults import Fault, FaultKind, FaultSet, Selection
+from .nodes import NodeView, log_lines, node_body, outputs, status_rows
 from .runs import MANIFEST_TYPES, MODIFIED_TIME_MODES, Run, add_trailing_newlines, new_id
 from .sts import Sts, StsError
 from .timeline import TERMINAL, Phase, Step, Timeline
@@ -99,9 +109,19 @@ TERMINATE_RUN = "TerminatePipelineRun"
 DELETE_RUN = "DeletePipelineRun"
 # The states PAI's DeletePipelineRun page allows the call in ("the pipeline job must be in the following states").
 DELETABLE = frozenset({"Initialized", "Terminated", "Succeeded", "Failed"})
+GET_NODE = "GetPipelineRunNode"
+NODE_STATUS = "ListPipelineRunNodeStatus"
+NODE_LOGS = "ListPipelineRunNodeLogs"
+NODE_OUTPUTS = "ListPipelineRunNodeOutputs"
+NODE_ACTIONS = (GET_NODE, NODE_STATUS, NODE_LOGS, NODE_OUTPUTS)
+_NODE_VERBS = {"": GET_NODE, "status": NODE_STATUS, "logs": NODE_LOGS, "outputs": NODE_OUTPUTS}
 RUNS_PATH = "/api/v1/pipelineruns"
 CONTROL_PREFIX = "/_emulator"
 JSON_TYPE = "application/json;charset=utf-8"
+
+_OUTPUT_SORTABLE = ("Name", "Type", "GmtCreateTime")
+# PAI documents no maximum page size for logs; 1,000 lines is the emulator's (pai-python-sdk asks for 100).
+MAX_LOG_PAGE = 1000
 
 _SORTABLE = {
     "GmtCreateTime",
@@ -448,7 +468,7 @@ class Emulator:
                 raise ApiError(vendor.MISSING_ACTION)
             if request.headers.get("x-acs-version") != vendor.API_VERSION:
                 raise ApiError(vendor.INVALID_VERSION)
-            routed, path_run_id = _route(request.method, raw_path)
+            routed, path_run_id, path_node_id = _route(request.method, raw_path)
             if routed is None or routed != header_action:
                 raise ApiError(vendor.ACTION_NOT_FOUND)
             try:
@@ -473,7 +493,7 @@ class Emulator:
                 known = self._runs.get(path_run_id)
                 workspace = known.workspace_id if known is not None else ""
 
-            single = routed in (GET_RUN, START_RUN, TERMINATE_RUN, DELETE_RUN)
+            single = routed in (GET_RUN, START_RUN, TERMINATE_RUN, DELETE_RUN, *NODE_ACTIONS)
             selection = self.faults.select(routed, run_ids, self.clock.now(), multi=not single)
             delay = self.latency + selection.delay
             if delay > 0:
@@ -500,6 +520,9 @@ class Emulator:
             elif routed in (START_RUN, TERMINATE_RUN, DELETE_RUN):
                 assert path_run_id is not None
                 result = self._run_action(routed, path_run_id, force_missing=missing)
+            elif routed in NODE_ACTIONS:
+                assert path_run_id is not None and path_node_id is not None
+                result = self._node_action(routed, path_run_id, path_node_id, query, force_missing=missing)
             elif routed == LIST_RUNS:
                 result = self._list_runs(query, selection, nothing=missing)
             else:
@@ -564,6 +587,29 @@ class Emulator:
         verbose = query.get("Verbose", "false").lower() == "true"
         manifest_type = _manifest_type(query.get("ManifestType"))
         return run.detail(self.clock.now(), verbose=verbose, manifest_type=manifest_type, modified=self.modified_time)
+
+    def _node_action(
+        self, action: str, run_id: str, node_id: str, query: Mapping[str, str], *, force_missing: bool
+    ) -> dict[str, Any]:
+        run = self._runs.get(run_id)
+        if run is None or run.deleted or force_missing:
+            raise ApiError(vendor.RUN_NOT_FOUND, f"The pipeline run {run_id} does not exist.")
+        if run.share_token is not None and query.get("TokenId") != run.share_token:
+            raise ApiError(vendor.NO_PERMISSION)
+        # Type: Logical|Physical for the node calls, the output type for ListPipelineRunNodeOutputs.
+        if action in (GET_NODE, NODE_STATUS) and (query.get("Type") or "Logical") not in ("Logical", "Physical"):
+            raise ApiError(vendor.INVALID_PARAMETER, f"Type {query['Type']!r} is not valid.")
+        now = self.clock.now()
+        node = run.tree(now).find(node_id)
+        if node is None:
+            raise ApiError(vendor.NODE_NOT_FOUND, f"The node {node_id} does not exist in pipeline run {run_id}.")
+        if action == GET_NODE:
+            return node_body(node, _int_param(query, "Depth", 2, low=1))
+        if action == NODE_STATUS:
+            return {"Status": status_rows(node, _int_param(query, "Depth", 2, low=1))}
+        if action == NODE_LOGS:
+            return _logs(node, query, now)
+        return _outputs(node, query)
 
     def _list_runs(self, query: Mapping[str, str], selection: Selection, *, nothing: bool) -> dict[str, Any]:
         if self.list_hook is not None:
@@ -914,22 +960,73 @@ def _control(
     return wrapped
 
 
-def _route(method: str, raw_path: str) -> tuple[str | None, str | None]:
-    """(action, run id) for a method and raw path; (None, None) if no PAI action lives there."""
+def _route(method: str, raw_path: str) -> tuple[str | None, str | None, str | None]:
+    """(action, run id, node id) for a method and raw path; Nones if no PAI action lives there."""
     path = raw_path.rstrip("/") or "/"
     if path == RUNS_PATH:
-        return {"GET": LIST_RUNS, "PUT": LIST_STATUS, "POST": CREATE_RUN}.get(method), None
+        return {"GET": LIST_RUNS, "PUT": LIST_STATUS, "POST": CREATE_RUN}.get(method), None, None
     prefix = RUNS_PATH + "/"
     if path.startswith(prefix):
         rest = path[len(prefix) :]
         if rest and "/" not in rest and method == "GET":
-            return GET_RUN, unquote(rest)
+            return GET_RUN, unquote(rest), None
         if rest and "/" not in rest and method == "DELETE":
-            return DELETE_RUN, unquote(rest)
+            return DELETE_RUN, unquote(rest), None
         run_id, _, verb = rest.partition("/")
         if run_id and method == "PUT" and verb in ("start", "termination"):
-            return (START_RUN if verb == "start" else TERMINATE_RUN), unquote(run_id)
-    return None, None
+            return (START_RUN if verb == "start" else TERMINATE_RUN), unquote(run_id), None
+        parts = rest.split("/")
+        if method == "GET" and len(parts) in (3, 4) and parts[1] == "nodes" and parts[0] and parts[2]:
+            action = _NODE_VERBS.get(parts[3] if len(parts) == 4 else "")
+            if action is not None:
+                return action, unquote(parts[0]), unquote(parts[2])
+    return None, None, None
+
+
+def _logs(node: NodeView, query: Mapping[str, str], now: float) -> dict[str, Any]:
+    offset = _int_param(query, "Offset", 0, low=0)
+    page_size = _int_param(query, "PageSize", 100, low=1, high=MAX_LOG_PAGE)
+    low = _int_param(query, "FromTimeInSeconds", 0, low=0)
+    high = _int_param(query, "ToTimeInSeconds", 0, low=0)
+    keyword = (query.get("Keyword") or "").lower()
+    reverse = _bool_param(query, "Reverse")
+    lines = [
+        text
+        for at, text in log_lines(node, now)
+        if at >= low and (not high or at <= high) and (not keyword or keyword in text.lower())
+    ]
+    if reverse:
+        lines.reverse()
+    return {"Logs": lines[offset : offset + page_size], "TotalCount": len(lines)}
+
+
+def _outputs(node: NodeView, query: Mapping[str, str]) -> dict[str, Any]:
+    if not query.get("Depth"):
+        raise ApiError(vendor.INVALID_PARAMETER, "Depth is mandatory for this action.")
+    depth = _int_param(query, "Depth", 1, low=1, high=99999)
+    page_number = _int_param(query, "PageNumber", 1, low=1)
+    page_size = _int_param(query, "PageSize", 20, low=1, high=100)
+    sort_by = query.get("SortBy") or "GmtCreateTime"
+    if sort_by not in _OUTPUT_SORTABLE:
+        raise ApiError(vendor.INVALID_PARAMETER, f"SortBy {sort_by!r} is not supported.")
+    order = (query.get("Order") or "DESC").upper()
+    if order not in ("ASC", "DESC"):
+        raise ApiError(vendor.INVALID_PARAMETER, f"Order {order!r} is not valid.")
+    rows = outputs(node, depth)
+    if query.get("Type"):
+        rows = [row for row in rows if row["Type"] == query["Type"]]
+    if query.get("Name"):
+        rows = [row for row in rows if query["Name"].lower() in row["Name"].lower()]
+    rows.sort(key=lambda r: (str(r[sort_by]), r["Id"]), reverse=order == "DESC")
+    start = (page_number - 1) * page_size
+    return {"Outputs": rows[start : start + page_size], "TotalCount": len(rows)}
+
+
+def _bool_param(query: Mapping[str, str], name: str) -> bool:
+    raw = (query.get(name) or "false").lower()
+    if raw not in ("true", "false"):
+        raise ApiError(vendor.INVALID_PARAMETER, f"{name} must be true or false.")
+    return raw == "true"
 
 
 def _text_param(payload: Mapping[str, Any], name: str) -> str | None:

@@ -34,6 +34,7 @@ is plain data here, so the tests and the operator can read it rather than copy i
 | CreatePipelineRun: workspace unknown (ours) | 400  | WorkspaceNotExist                            |
 | Start/Terminate/Delete in a wrong state     | 400  | PipelineRunStatusInvalid                     |
 |   (ours; PAI documents Delete's states only)|      |                                              |
+| node id not in the run's tree (ours)        | 404  | PipelineRunNodeNotFound                      |
 
 Throttling: the gateway's documented answer for per-user flow control is HTTP 400 ``Throttling.User``
 ("Request was denied due to user flow control."); a fault may override the status (e.g. 429) and add the
@@ -99,3 +100,4 @@ WORKSPACE_NOT_FOUND = VendorError(400, "WorkspaceNotExist", "The specified works
 RUN_STATUS_INVALID = VendorError(
     400, "PipelineRunStatusInvalid", "The operation is not allowed in the pipeline run's current status."
 )
+NODE_NOT_FOUND = VendorError(404, "PipelineRunNodeNotFound", "The specified node does not exist in the pipeline run.")

@@ -1,4 +1,4 @@
-"""Generates crds/ from the pydantic models in api/runs.py, api/workspaces.py and api/policies.py (the way
+"""Generates crds/ from the pydantic models in api/ (runs.py, workspaces.py, policies.py, schedules.py) (the way
 controller-gen does for Go types): one YAML file per CRD.
 
 `make crds` writes the YAML; a unit test regenerates it in memory and fails when a committed file drifts.
@@ -7,6 +7,7 @@ controller-gen does for Go types): one YAML file per CRD.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from pydantic import BaseModel
 
 from paiflow_operator.api import policies as policies_api
 from paiflow_operator.api import runs as runs_api
+from paiflow_operator.api import schedules as schedules_api
 from paiflow_operator.api import workspaces as workspaces_api
 
 
@@ -32,6 +34,9 @@ class CrdSource:
     module: str
     selectable_fields: list[dict[str, Any]] | None = None
     scope: str = "Namespaced"
+    # Properties (a path of property names) holding an embedded spec whose transition rules (oldSelf) apply to
+    # the kind it describes, not to this one: a schedule's run template stays editable.
+    embedded: tuple[tuple[str, ...], ...] = ()
 
     @property
     def filename(self) -> str:
@@ -71,7 +76,18 @@ POLICIES = CrdSource(
     "api/policies.py",
     scope="Cluster",
 )
-SOURCES = (RUNS, WORKSPACES, POLICIES)
+SCHEDULES = CrdSource(
+    schedules_api.PaiPipelineSchedule,
+    schedules_api.KIND,
+    schedules_api.PLURAL,
+    schedules_api.SINGULAR,
+    schedules_api.SHORT_NAMES,
+    schedules_api.CATEGORIES,
+    schedules_api.PRINTER_COLUMNS,
+    "api/schedules.py",
+    embedded=(("spec", "runTemplate", "spec"),),
+)
+SOURCES = (RUNS, WORKSPACES, POLICIES, SCHEDULES)
 CRD_FILENAME = RUNS.filename
 _DROP_KEYS = {"title", "$defs"}
 _CEL = "x-kubernetes-validations"
@@ -107,7 +123,8 @@ def _structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         elif key == "const":
             out["enum"] = [value]
         else:
-            out[key] = value
+            # A copy: a type used twice would otherwise share its lists, which YAML prints as &anchors.
+            out[key] = copy.deepcopy(value)
     if "enum" in out and "type" not in out:
         out["type"] = "string"
     if out.get("x-kubernetes-preserve-unknown-fields"):
@@ -116,11 +133,31 @@ def _structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _without_transition_rules(schema: dict[str, Any]) -> dict[str, Any]:
+    out = dict(schema)
+    if _CEL in out:
+        rules = [r for r in out[_CEL] if "oldSelf" not in r["rule"]]
+        if rules:
+            out[_CEL] = rules
+        else:
+            del out[_CEL]
+    if "properties" in out:
+        out["properties"] = {k: _without_transition_rules(v) for k, v in out["properties"].items()}
+    if "items" in out:
+        out["items"] = _without_transition_rules(out["items"])
+    return out
+
+
 def openapi_schema(source: CrdSource = RUNS) -> dict[str, Any]:
     raw = source.model.model_json_schema(by_alias=True)
     defs = raw.get("$defs", {})
     body = _structural(raw, defs)
     body.pop("description", None)
+    for path in source.embedded:
+        parent = body
+        for name in path[:-1]:
+            parent = parent["properties"][name]
+        parent["properties"][path[-1]] = _without_transition_rules(parent["properties"][path[-1]])
     properties = {
         "apiVersion": {"type": "string"},
         "kind": {"type": "string"},

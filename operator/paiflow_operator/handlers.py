@@ -22,6 +22,7 @@ from paiflow_operator.access.status import PolicyStatusWriter
 from paiflow_operator.access.view import AccessView
 from paiflow_operator.api import policies as policies_api
 from paiflow_operator.api import runs as runs_api
+from paiflow_operator.api import schedules as schedules_api
 from paiflow_operator.api import workspaces as workspaces_api
 from paiflow_operator.kube import KubeApi, load_client_configuration
 from paiflow_operator.pai_access import PaiAccess
@@ -31,8 +32,10 @@ from paiflow_operator.replicas.membership import LeaseMembership, default_identi
 from paiflow_operator.replicas.sharding import KeyOwnership, StaticShards
 from paiflow_operator.runs.events import EventQueue
 from paiflow_operator.runs.launcher import Launcher
+from paiflow_operator.runs.notify import Notifier, PolicySinks
 from paiflow_operator.runs.scheduler import Scheduler
 from paiflow_operator.runs.writes import RunWriter
+from paiflow_operator.schedules.controller import ScheduleController
 from paiflow_operator.settings import Settings, get_settings
 from paiflow_operator.workspaces.scanner import WorkspaceScanner
 
@@ -78,6 +81,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     scheduler = Scheduler(config, access, writer, launcher=launcher, ownership=ownership)
     memo.access, memo.kube, memo.scheduler = access, kube, scheduler
     memo.scanner = WorkspaceScanner(config, access, kube, scheduler.scans, ownership)
+    memo.schedules = ScheduleController(config, kube, ownership.owns)
+    memo.notifier = notifier = Notifier(config, kube, ownership.owns, sinks=PolicySinks(policies, config.notify_sink))
+    if notifier.enabled:
+        writer.on_written = notifier.written
     memo.policies = await _start_policies(config, kube, policies, access, ownership, membership)
     # A policy or namespace label change: denied resources are looked at again at once (allowed ones stop at their
     # next call, which the door refuses).
@@ -88,6 +95,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     if membership is not None:
         handover = Handover(scheduler, membership)
         membership.subscribe(handover.rebalance)
+        membership.subscribe(notifier.rebalance)
+        membership.subscribe(memo.schedules.rebalance)
         memo.feed = handover.observe
         # Before kopf starts watching: the first events already know the members.
         await membership.start()
@@ -98,6 +107,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         )
     loop = asyncio.get_running_loop()
     memo.scheduler_task = loop.create_task(scheduler.run(), name="paiflow-scheduler")
+    memo.notifier_task = loop.create_task(notifier.run(), name="paiflow-notifier")
     memo.trim_task = loop.create_task(_return_freed_memory(), name="paiflow-malloc-trim")
     metrics.register_runs_collector(scheduler.snapshot)
     if config.metrics_port:
@@ -140,6 +150,8 @@ async def watch(event: kopf.RawEvent, uid: str | None, memo: kopf.Memo, **_: Any
     memo.feed(event["object"], event["type"])
     metrics.namespace_seen(event["object"].get("metadata", {}).get("namespace", ""))
     memo.scanner.observe_run(event["object"], event["type"])
+    memo.schedules.observe_run(event["object"], event["type"])
+    memo.notifier.offer(event["object"], event["type"])  # after a restart: ended runs whose event is still owed
     membership: LeaseMembership | None = memo.membership
     if membership is not None and membership.joining:
         listing: Listing = memo.listing
@@ -208,6 +220,12 @@ async def watch_workspaces(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> N
     memo.scanner.observe_workspace(event["object"], event["type"])
 
 
+@kopf.on.event(runs_api.GROUP, runs_api.VERSION, schedules_api.PLURAL)
+async def watch_schedules(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    # One task per PaiPipelineSchedule (schedules/controller.py); no finalizer, no annotations.
+    memo.schedules.observe_schedule(event["object"], event["type"])
+
+
 @kopf.on.probe(id="trackedRuns")
 def tracked_runs(memo: kopf.Memo, **_: Any) -> int:
     task: asyncio.Task[None] = memo.scheduler_task
@@ -227,6 +245,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         drain = config.lease_renew_interval + config.initial_jitter + config.batch_window
         await membership.leave(drain.total_seconds())
     await memo.scanner.stop()
+    await memo.schedules.stop()
     await memo.scheduler.stop()
     await memo.policies.status_writer.stop()
     await memo.events.stop()
@@ -235,7 +254,9 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         await membership.stop()
     memo.scheduler_task.cancel()
     memo.trim_task.cancel()
-    await asyncio.gather(memo.scheduler_task, memo.trim_task, return_exceptions=True)
+    memo.notifier_task.cancel()
+    await asyncio.gather(memo.scheduler_task, memo.trim_task, memo.notifier_task, return_exceptions=True)
+    await memo.notifier.stop()
     await memo.access.aclose()
     memo.kube.close()
     log.info("paiflow-operator stopped")

@@ -24,6 +24,7 @@ import urllib3
 
 from paiflow_operator.api import policies as policies_api
 from paiflow_operator.api import runs as runs_api
+from paiflow_operator.api import schedules as schedules_api
 from paiflow_operator.api import workspaces as workspaces_api
 from paiflow_operator.conditions import Event, timestamp
 
@@ -218,6 +219,29 @@ class KubeApi:
         path = (
             f"/apis/{runs_api.GROUP}/{runs_api.VERSION}/namespaces/{namespace}/"
             f"{workspaces_api.PLURAL}/{name}/status?fieldManager={FIELD_MANAGER}"
+        )
+        result: dict[str, Any] = await self._call(
+            "PATCH", path, {"status": patch}, content_type="application/merge-patch+json"
+        )
+        return result
+
+    async def patch_run_spec(self, namespace: str, name: str, patch: dict[str, Any], uid: str) -> dict[str, Any]:
+        """A schedule's only spec write, to a run it owns: `terminate: true` (concurrencyPolicy Replace).
+        A JSON patch with a uid test, so a namesake created since is never touched."""
+        ops = [{"op": "test", "path": "/metadata/uid", "value": uid}]
+        ops += [{"op": "add", "path": f"/spec/{key}", "value": value} for key, value in patch.items()]
+        result: dict[str, Any] = await self._call(
+            "PATCH",
+            f"{self._object_path(namespace, name)}?fieldManager={FIELD_MANAGER}",
+            ops,
+            content_type="application/json-patch+json",
+        )
+        return result
+
+    async def patch_schedule_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        path = (
+            f"/apis/{runs_api.GROUP}/{runs_api.VERSION}/namespaces/{namespace}/"
+            f"{schedules_api.PLURAL}/{name}/status?fieldManager={FIELD_MANAGER}"
         )
         result: dict[str, Any] = await self._call(
             "PATCH", path, {"status": patch}, content_type="application/merge-patch+json"

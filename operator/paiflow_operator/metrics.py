@@ -51,6 +51,11 @@ RUNS_COMPLETED = Counter(
     "PAI runs seen ending (status written as Succeeded, Failed, Terminated or Skipped), by namespace and status.",
     ["namespace", "status"],
 )
+# Completion CloudEvents (runs/notify.py): delivered (2xx), retried (not acknowledged), dropped (queue full).
+NOTIFICATIONS = Counter(
+    "paiflow_notifications_total", "Completion CloudEvents by outcome: delivered, retried, dropped.", ["outcome"]
+)
+NOTIFICATIONS_PENDING = Gauge("paiflow_notifications_pending", "Completion CloudEvents waiting to be delivered.")
 RUN_DURATION = Histogram(
     "paiflow_run_duration_seconds",
     "Duration of ended PAI runs as PAI reports it, by namespace and final status.",

@@ -10,13 +10,12 @@ client: the kinds (runs, workspaces) hold this door.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol, Required, TypedDict, TypeVar, Unpack, cast
+from typing import Protocol, Required, TypedDict, TypeVar, Unpack
 
 from paiflow_operator import metrics
 from paiflow_operator.access.identity import Identities
@@ -24,11 +23,22 @@ from paiflow_operator.access.policy import Allowed, Decision
 from paiflow_operator.access.view import AccessDenied, AccessView
 from paiflow_operator.api.policies import Action as PolicyAction
 from paiflow_operator.api.runs import CredentialsSecretRef, SecretKeySelector
-from paiflow_operator.guards.ratelimit import TokenBucket
+from paiflow_operator.guards.circuit import OPERATOR_IDENTITY
+from paiflow_operator.guards.ratelimit import FairLimiter, FairSemaphore
 from paiflow_operator.pai.api import PaiApi
 from paiflow_operator.pai.client import PaiClient
 from paiflow_operator.pai.credentials import CredentialSource, DefaultChainSource
-from paiflow_operator.pai.models import Acknowledged, CreatedRun, PipelineRun, RunList, RunStatusList
+from paiflow_operator.pai.models import (
+    Acknowledged,
+    CreatedRun,
+    NodeLogs,
+    NodeOutputList,
+    NodeStatusList,
+    PipelineRun,
+    PipelineRunNode,
+    RunList,
+    RunStatusList,
+)
 from paiflow_operator.secret_credentials import SecretCredentials, SecretReader
 from paiflow_operator.settings import Settings
 
@@ -49,6 +59,7 @@ class Action(StrEnum):
     IMPORT = "Import"  # scan a workspace's runs (PaiWorkspace)
     LAUNCH = "Launch"  # look a launched run up, create it, start it, delete its unstarted duplicates
     TERMINATE = "Terminate"  # check a launched run is this resource's, terminate it
+    INSPECT = "Inspect"  # read a run's nodes, a node's log lines, its outputs (the pipeline's own text and data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +119,12 @@ class Limiter(Protocol):
     async def acquire(self, tenant: str = "", weight: float = 1.0) -> None: ...
 
 
+class Slots(Protocol):
+    """The calls in flight; ``tenant`` lets a fair semaphore share the slots among namespaces."""
+
+    def slot(self, tenant: str = "", weight: float = 1.0) -> contextlib.AbstractAsyncContextManager[None]: ...
+
+
 def identity_key(namespace: str, ref: CredentialsSecretRef | None) -> IdentityKey:
     """Whose calls a resource's are: runs of one workspace share a status query (and a scan) only if equal, so
     only within one namespace, and with the same Secret if they name one."""
@@ -127,6 +144,7 @@ class PaiAccess:
         policies: AccessView,
         clock: Callable[[], float] = time.monotonic,
         limiter: Limiter | None = None,
+        inside_limiter: Limiter | None = None,
         identities: Identities | None = None,
     ) -> None:
         """``policies``: the live PaiAccessPolicies every call is checked against (AccessView(allow_all=True)
@@ -142,8 +160,15 @@ class PaiAccess:
             read_timeout=settings.read_timeout,
         )
         self.secrets = SecretCredentials(secrets, settings.secret_cache_ttl.total_seconds(), clock)
-        self.limiter: Limiter = limiter or TokenBucket(settings.qps, settings.burst, clock)
-        self.in_flight = asyncio.Semaphore(settings.concurrency)
+        # Both queues a flood of one namespace's calls would fill are shared between namespaces by weight.
+        self.limiter: Limiter = limiter or FairLimiter(settings.qps, settings.burst, clock)
+        self.in_flight: Slots = FairSemaphore(settings.concurrency)
+        # The node, log and output calls' own budget, a share of the PAI QPS: they take a token here first, then
+        # one of the global limit like any call, so however many there are they never take more than their
+        # share of it, and status polling keeps the rest.
+        self.inside_limiter: Limiter = inside_limiter or FairLimiter(
+            settings.qps * settings.inside_qps_share, settings.inside_burst, clock
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, secrets: SecretReader, policies: AccessView) -> PaiAccess:
@@ -161,6 +186,18 @@ class PaiAccess:
 
     async def aclose(self) -> None:
         await self._pai.aclose()
+
+    def identity(self, who: Caller) -> str:
+        """An opaque name of the identity that signs the caller's calls, for the circuit breaker (one circuit per
+        region and identity): "operator", "role:<arn>" or "secret:<reference>" (access.policy.Identity.key).
+        Never a key or a secret value."""
+        decision = self.decide(who)
+        if isinstance(decision, Allowed):
+            return decision.identity.key
+        # Refused callers make no call; they still need a circuit to be looked up in.
+        if who.credentials_ref is None:
+            return OPERATOR_IDENTITY
+        return "secret:" + "/".join(identity_key(who.namespace, who.credentials_ref) or ())
 
     def region(self, region_id: str | None) -> str:
         """The region a resource's calls go to: its own regionId, else the operator's default."""
@@ -231,6 +268,66 @@ class PaiAccess:
             lambda credentials, _: self._pai.terminate_pipeline_run(run_id, region=who.region, credentials=credentials),
         )
 
+    # ---- priced calls: what a run holds inside (issue 19), on their own budget -------------------------------
+
+    async def get_pipeline_run_node(self, who: Caller, run_id: str, node_id: str, *, depth: int) -> PipelineRunNode:
+        return await self._send(
+            who,
+            lambda credentials, token_id: self._pai.get_pipeline_run_node(
+                run_id, node_id, region=who.region, credentials=credentials, depth=depth, token_id=token_id
+            ),
+            with_token=True,
+            priced=True,
+        )
+
+    async def list_pipeline_run_node_status(
+        self, who: Caller, run_id: str, node_id: str, *, depth: int
+    ) -> NodeStatusList:
+        return await self._send(
+            who,
+            lambda credentials, token_id: self._pai.list_pipeline_run_node_status(
+                run_id, node_id, region=who.region, credentials=credentials, depth=depth, token_id=token_id
+            ),
+            with_token=True,
+            priced=True,
+        )
+
+    async def list_pipeline_run_node_logs(
+        self, who: Caller, run_id: str, node_id: str, *, page_size: int, reverse: bool | None = None
+    ) -> NodeLogs:
+        return await self._send(
+            who,
+            lambda credentials, token_id: self._pai.list_pipeline_run_node_logs(
+                run_id,
+                node_id,
+                region=who.region,
+                credentials=credentials,
+                page_size=page_size,
+                reverse=reverse,
+                token_id=token_id,
+            ),
+            with_token=True,
+            priced=True,
+        )
+
+    async def list_pipeline_run_node_outputs(
+        self, who: Caller, run_id: str, node_id: str, *, page_size: int, output_type: str | None = None
+    ) -> NodeOutputList:
+        return await self._send(
+            who,
+            lambda credentials, token_id: self._pai.list_pipeline_run_node_outputs(
+                run_id,
+                node_id,
+                region=who.region,
+                credentials=credentials,
+                page_size=page_size,
+                output_type=output_type,
+                token_id=token_id,
+            ),
+            with_token=True,
+            priced=True,
+        )
+
     # ---- what every call passes through ------------------------------------------------------------------
 
     def decide(self, who: Caller, workspace_id: str | None = None) -> Decision:
@@ -243,11 +340,14 @@ class PaiAccess:
             assert secret is not None
             return self.policies.for_secret(who.namespace, secret)
         named = workspace_id is None  # a workspace PAI told us may be another team's: never repeated
-        action: PolicyAction = "Follow" if who.action is Action.VERBOSE else cast(PolicyAction, who.action.value)
+        extras: dict[Action, PolicyAction] = {Action.VERBOSE: "Verbose", Action.INSPECT: "Inspect"}
+        extra = extras.get(who.action)
+        action: PolicyAction = "Follow" if extra is not None else who.action.value
         decision = self.policies.decide(who.namespace, action, workspace, who.region, name_workspace=named)
-        if who.action is Action.VERBOSE and isinstance(decision, Allowed):
-            # Verbose mirrors a run's manifest, arguments and options: an action of its own, on top of Follow.
-            decision = self.policies.decide(who.namespace, "Verbose", workspace, who.region, name_workspace=named)
+        if extra is not None and isinstance(decision, Allowed):
+            # Verbose mirrors a run's manifest, arguments and options, Inspect its nodes, log lines and outputs:
+            # each an action of its own, on top of Follow (a team's code, parameters and output, not a status).
+            decision = self.policies.decide(who.namespace, extra, workspace, who.region, name_workspace=named)
         return decision
 
     def _authorize(self, who: Caller, workspace_id: str | None = None) -> Allowed:
@@ -266,10 +366,14 @@ class PaiAccess:
         *,
         with_token: bool = False,
         ready: Callable[[], Awaitable[None]] | None = None,
+        priced: bool = False,
     ) -> T:
         allowed = self._authorize(who)
         credentials = await self._credentials_for(who, allowed)
         token_id = await self._token_id(who) if with_token else None
+        if priced:
+            # Before the slot: a priced call waiting for its budget holds no slot a status poll could use.
+            await self.inside_limiter.acquire(who.tenant, allowed.weight)
         async with self._slot(who, credentials, allowed.weight):
             if ready is not None:
                 await ready()
@@ -287,6 +391,10 @@ class PaiAccess:
             return self.identities.credentials(allowed.identity)
         return self.default_credentials
 
+    async def share_token(self, who: Caller) -> str | None:
+        """The caller's share token (its tokenSecretRef), e.g. to keep it out of text shown to users."""
+        return await self._token_id(who)
+
     async def _token_id(self, who: Caller) -> str | None:
         if who.token_ref is None:
             return None
@@ -300,7 +408,7 @@ class PaiAccess:
         (for a slot, or for the first credential lookup) would leave in a bunch with others and break the
         rate limit as PAI sees it.
         """
-        async with self.in_flight:
+        async with self.in_flight.slot(who.tenant, weight):
             await credentials.get()  # cached afterwards: the client's own get() is then immediate
             await self.limiter.acquire(who.tenant, weight)
             yield

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Annotated, Literal
 
@@ -81,6 +81,17 @@ class Settings(BaseSettings):
     # PAI documents no maximum; a batch it refuses as a bad request falls back to one call per run.
     batch_size: int = Field(default=200, ge=1, le=1000, description="Run ids per ListPipelineRunsStatus.")
     batch_status: bool = True
+    # What a run holds inside (issue 19): node, log and output calls are priced. They take at most this share of
+    # `qps` (a budget of their own, on top of the global limit), progress of active runs is refreshed at this
+    # slower cadence, and failure details and outputs are read once when a run ends.
+    inside: bool = Field(
+        default=True, description="Read progress, failure details and outputs of runs that leave spec.inside unset."
+    )
+    inside_qps_share: float = Field(default=0.2, gt=0, le=0.5, description="Share of qps for node/log/output calls.")
+    inside_burst: int = Field(default=2, ge=1)
+    progress_interval: Duration = timedelta(minutes=2)
+    # GetPipelineRunNode's Depth: levels of nested Dags read in one call (PAI's default, 2, is the root's children).
+    inside_depth: int = Field(default=10, ge=2, le=32)
     # Runs due within this window are polled together so that their status queries batch.
     batch_window: Duration = timedelta(seconds=2)
 
@@ -105,8 +116,32 @@ class Settings(BaseSettings):
     workspace_max_pages: int = Field(default=200, ge=1, description="Pages per scan at most.")
     workspace_create_qps: float = Field(default=50.0, gt=0, description="PaiPipelineRun creations per second.")
     workspace_create_burst: int = Field(default=50, ge=1)
+    # Imported PaiPipelineRuns a namespace holds at most, all its PaiWorkspaces together, whatever their maxRuns
+    # ask: a hard ceiling on what one tenant can make this operator track (an access policy may set a lower one).
+    max_imported_runs_per_namespace: int = Field(default=20_000, ge=0)
     # lastScanTime alone is written at most this often (a change of anything else writes at once).
     workspace_status_heartbeat: Duration = timedelta(minutes=5)
+
+    # PaiPipelineSchedules (schedules/controller.py). A schedule is re-read at least this often (ownership moves,
+    # a missed wake-up), besides its next slot and every change of it or its runs.
+    schedule_resync_interval: Duration = timedelta(seconds=30)
+    # Test only: the schedules' clock runs `schedule_clock_rate` times as fast as the wall clock from
+    # `schedule_clock_anchor` on (every replica and restart agrees on it), so tests see many slots in seconds.
+    schedule_clock_rate: float = Field(default=1.0, gt=0, le=3600)
+    schedule_clock_anchor: datetime | None = None
+
+    # Completion notifications (runs/notify.py): a CloudEvent per ended run, POSTed to this sink (http(s) URL;
+    # unset: none). Only the operator's administrator sets it, as for Tekton's default-cloud-events-sink.
+    notify_sink: str | None = Field(default=None, pattern=r"^https?://[^\s]+$", max_length=2048)
+    notify_timeout: float = Field(default=10.0, gt=0)
+    notify_backoff_base: Duration = timedelta(seconds=2)
+    notify_backoff_max: Duration = timedelta(minutes=5)
+    notify_concurrency: int = Field(default=4, ge=1, le=64)
+    # Pending deliveries held at most; past it new ones wait for the next restart's pass (counted in a metric).
+    notify_queue_size: int = Field(default=10_000, ge=1)
+    # A run found ended with no delivery recorded (after a restart, a new sink) is notified only if it ended this
+    # recently: turning a sink on must not replay a year of history.
+    notify_window: Duration = timedelta(hours=24)
 
     list_chunk_size: int = Field(default=500, ge=1, description="Objects per page of kopf's initial list.")
     max_text_field_bytes: int = Field(default=64 * 1024, ge=1024, le=256 * 1024)
@@ -148,7 +183,13 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if not self.min_poll_interval <= self.default_poll_interval <= self.max_poll_interval:
             raise ValueError("default_poll_interval must lie between min_poll_interval and max_poll_interval")
-        for name in ("min_poll_interval", "backoff_base", "slow_retry_interval", "heartbeat_interval"):
+        for name in (
+            "min_poll_interval",
+            "backoff_base",
+            "slow_retry_interval",
+            "heartbeat_interval",
+            "progress_interval",
+        ):
             if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"{name} must be positive")
         if self.backoff_base > self.backoff_max:

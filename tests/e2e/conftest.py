@@ -52,6 +52,10 @@ OPERATOR_ENV = {
     "PAIFLOW_ERROR_GRACE": "0s",
     # A create whose answer was lost is looked up again after this (production: 60s).
     "PAIFLOW_LAUNCH_SETTLE_TIME": "3s",
+    # Priced reads (nodes, logs, outputs) only for runs that ask (spec.inside: true, test_inside.py): other tests
+    # count the PAI calls of a run. Progress is read every second here (production: 2m).
+    "PAIFLOW_INSIDE": "false",
+    "PAIFLOW_PROGRESS_INTERVAL": "1s",
 }
 
 T = TypeVar("T")
@@ -78,6 +82,7 @@ def installed(control_plane: ControlPlane) -> ControlPlane:
         "--for=condition=Established",
         "crd/paipipelineruns.paiflow-operator.dev",
         "crd/paiworkspaces.paiflow-operator.dev",
+        "crd/paipipelineschedules.paiflow-operator.dev",
         "crd/paiaccesspolicies.paiflow-operator.dev",
         "--timeout=60s",
     )

@@ -113,9 +113,16 @@ def _create_workspace(runs: Runs, spec: dict[str, Any], name: str = "bad-ws") ->
         ({"workspaceId": "ws1", "template": {"pollInterval": "1s"}}, "template.pollInterval must be between 5s and 1h"),
         ({"workspaceId": "ws1", "template": {"labels": {"a b": "c"}}}, "template.labels must be valid"),
         ({"workspaceId": "ws1", "credentialsSecretRef": {}}, "spec.credentialsSecretRef.name: Required value"),
+        ({"workspaceId": "ws1", "template": {"labels": {f"team.example.com/k{i}": "v" * 63 for i in range(30)}}},
+         "template.labels must be at most 2048 bytes"),
+        ({"workspaceId": "ws1", "template": {"annotations": {f"a{i}": "x" * 1000 for i in range(5)}}},
+         "template.annotations must be at most 4096 bytes"),
+        ({"workspaceId": "ws1", "template": {"annotations": {"not a key": "x"}}},
+         "template.annotations keys must be valid"),
     ],
     ids=["no-workspace", "bad-workspace", "window-not-a-duration", "window-too-long", "negative-cap", "cap-too-big",
-         "ttl-in-days", "bad-source-type", "bad-status", "template-interval", "bad-label", "secret-without-name"],
+         "ttl-in-days", "bad-source-type", "bad-status", "template-interval", "bad-label", "secret-without-name",
+         "labels-too-large", "annotations-too-large", "bad-annotation-key"],
 )  # fmt: skip
 def test_invalid_workspaces_are_refused_with_the_field_named(runs: Runs, spec: dict[str, Any], expected: str) -> None:
     code, stderr = _create_workspace(runs, spec)
@@ -131,3 +138,49 @@ def test_workspace_id_is_immutable_and_defaults_apply(runs: Runs) -> None:
     assert (stored.get("status") or {}).get("observedGeneration") in (0, 1)
     code, stderr = _create_workspace(runs, {"workspaceId": "ws2"}, "imm")
     assert code != 0 and "workspaceId is immutable" in stderr, stderr
+
+
+def test_inside_fields_are_stored_bounded_and_shown_in_the_progress_column(runs: Runs) -> None:
+    # Written as the operator writes them (runs/inside.py), through the status subresource.
+    assert _create(runs, {"pipelineRunId": "flow-inside1"}, "inside")[0] == 0
+    status = {
+        "pipelineRunId": "flow-inside1",
+        "runStatus": "Failed",
+        "progress": "2/3",
+        "nodes": {
+            "total": 3,
+            "counts": {"succeeded": 1, "failed": 1, "skipped": 1},
+            "failed": [{"name": "transform", "nodeId": "node-t", "status": "Failed"}],
+            "final": True,
+        },
+        "failure": {"node": "transform", "nodeId": "node-t", "logTail": "OOMKilled", "logTruncated": False},
+        "outputs": [{"name": "model", "type": "Model", "uri": "oss://b/m/"}],
+    }
+
+    def patch(body: dict[str, Any]) -> Any:
+        return runs.cp.kubectl(
+            *("patch", "ppr", "inside", "-n", runs.namespace, "--subresource=status", "--type=merge"),
+            *("-p", json.dumps({"status": body})),
+            check=False,
+        )
+
+    assert patch(status).returncode == 0
+    table = runs.cp.kubectl("get", "ppr", "inside", "-n", runs.namespace).stdout.splitlines()
+    header, row = table[0].split(), table[1].split()
+    assert header[:4] == ["NAME", "RUN", "ID", "STATUS"] and header[4] == "PROGRESS"
+    assert row[1:4] == ["flow-inside1", "Failed", "2/3"]
+    got = runs.get("inside")["status"]
+    assert got["failure"]["logTail"] == "OOMKilled" and got["outputs"][0]["uri"] == "oss://b/m/"
+    model = runs.cp.kubectl(
+        "get", "ppr", "inside", "-n", runs.namespace, "-o", 'jsonpath={.status.outputs[?(@.type=="Model")].uri}'
+    ).stdout
+    assert model == "oss://b/m/"
+
+    for bad, field in [
+        ({"progress": "most"}, "status.progress"),
+        ({"failure": {"node": "x", "nodeId": "n", "logTail": "x" * 5000}}, "status.failure.logTail"),
+        ({"outputs": [{"name": f"m{i}", "type": "Model"} for i in range(21)]}, "status.outputs"),
+        ({"nodes": {"total": 1, "running": [{"name": "n", "nodeId": "n"}] * 21}}, "status.nodes.running"),
+    ]:
+        refused = patch(bad)
+        assert refused.returncode != 0 and field in refused.stderr, refused.stderr

@@ -239,6 +239,18 @@ def test_forged_terminal_statuses_are_corrected_live_and_after_a_restart(
         patch = json.dumps({"status": {"runStatus": "Succeeded"}})
         runs.cp.kubectl("patch", "ppr", name, "-n", ns, "--subresource=status", "--type=merge", "-p", patch)
 
+    def forge_conditions(name: str) -> None:
+        # A merge patch replaces the whole list: the failed run now says only that it succeeded.
+        forged = {"type": "Succeeded", "status": "True", "reason": "Succeeded", "message": "forged",
+                  "lastTransitionTime": "2030-01-01T00:00:00Z"}  # fmt: skip
+        patch = json.dumps({"status": {"conditions": [forged]}})
+        runs.cp.kubectl("patch", "ppr", name, "-n", ns, "--subresource=status", "--type=merge", "-p", patch)
+
+    def conditions_restored(name: str) -> bool:
+        types = {c["type"]: c for c in runs.status(name).get("conditions") or []}
+        succeeded = types.get("Succeeded") or {}
+        return set(types) == {"Ready", "Succeeded", "Reconciling", "Stalled"} and succeeded.get("status") == "False"
+
     try:
         runs.wait_status("running", "Running", timeout=60)
         runs.wait_status("failed", "Failed", timeout=60)
@@ -253,16 +265,25 @@ def test_forged_terminal_statuses_are_corrected_live_and_after_a_restart(
         assert calls < confirmed <= calls + 2
         time.sleep(3)
         assert pai.counters.calls_for(failed) == confirmed, "confirmed once, then left alone again"
+        # Conditions are derived data: forged on the finished run, they are put back from runStatus, no PAI call.
+        forge_conditions("failed")
+        wait_for(lambda: conditions_restored("failed"), 30, what="the forged conditions to be restored")
+        assert pai.counters.calls_for(failed) == confirmed
+        assert any(e["reason"] == "ConditionsRestored" for e in runs.events("failed"))
     finally:
         operator.stop()
-    # While the operator is down: a running run forged to Succeeded.
+    # While the operator is down: a running run forged to Succeeded, and the failed run's conditions forged.
     forge("running")
+    forge_conditions("failed")
     assert runs.status("running")["runStatus"] == "Succeeded"
+    calls = pai.counters.calls_for(failed)
     operator = start_operator(own_cluster, pai, runs, tmp_path)
     try:
         runs.wait_status("running", "Running", timeout=30)
+        wait_for(lambda: conditions_restored("failed"), 30, what="conditions forged while down to be restored")
         time.sleep(2)
         assert runs.status("failed")["runStatus"] == "Failed"
+        assert pai.counters.calls_for(failed) == calls, "restored at start-up without asking PAI"
     finally:
         operator.stop()
 

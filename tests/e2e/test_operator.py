@@ -51,8 +51,8 @@ def test_run_goes_through_its_states_and_status_follows(
 
     table = runs.cp.kubectl("get", "paipipelineruns", "-n", runs.namespace).stdout
     header, row = table.splitlines()[0].split(), table.splitlines()[1].split()
-    assert header[:5] == ["NAME", "RUN", "ID", "STATUS", "DURATION"]
-    assert row[:4] == ["train", rid, "Succeeded", "4"]
+    assert header[:6] == ["NAME", "RUN", "ID", "STATUS", "PROGRESS", "DURATION"]
+    assert row[:4] == ["train", rid, "Succeeded", "4"]  # no progress: the test operator reads none unless asked
     # The category and short names work too.
     assert "train" in runs.cp.kubectl("get", "pai", "-n", runs.namespace).stdout
     assert "train" in runs.cp.kubectl("get", "ppr", "-n", runs.namespace).stdout
@@ -303,5 +303,9 @@ def test_operator_identity_is_refused_what_it_does_not_need(
     assert can("patch", "paiworkspaces.paiflow-operator.dev", "--subresource=status", "-n", namespace) == "yes"
     assert can("patch", "paiworkspaces.paiflow-operator.dev", "-n", namespace) == "no"
     assert can("delete", "paiworkspaces.paiflow-operator.dev", "-n", namespace) == "no"
+    assert can("watch", "paipipelineschedules.paiflow-operator.dev", "-A") == "yes"
+    assert can("patch", "paipipelineschedules.paiflow-operator.dev", "--subresource=status", "-n", namespace) == "yes"
+    assert can("patch", "paipipelineschedules.paiflow-operator.dev", "-n", namespace) == "no"
+    assert can("delete", "paipipelineschedules.paiflow-operator.dev", "-n", namespace) == "no"
     denied = installed.kubectl("get", "secrets", "-n", "kube-system", kubeconfig=operator_kubeconfig, check=False)  # type: ignore[arg-type]
     assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()

@@ -230,3 +230,39 @@ async def test_latency_fault_below_the_timeout_still_succeeds(emulator: Emulator
     got = await client.get_pipeline_run(run.run_id, region=REGION, credentials=CREDS)
     assert got.status is RunStatus.INITIALIZED
     assert time.monotonic() - started >= 0.2
+
+
+async def test_node_calls_against_the_emulator(emulator: Emulator, client: PaiClient) -> None:
+    nodes = [
+        {"name": "prepare", "duration": 5, "logs": ["one", "two"]},
+        {"name": "train", "start": 5, "duration": 5, "outputs": [{"name": "m", "type": "Model", "info": {"a": 1}}]},
+    ]
+    timeline = [["Running", 10], ["Succeeded"]]
+    spec = {"id": "flow-nodes", "nodeId": "node-root", "age": 7, "timeline": timeline, "nodes": nodes}
+    run = emulator.load_scenario({"runs": [spec]})[0]
+    tree = await client.get_pipeline_run_node(run.run_id, "node-root", region=REGION, credentials=CREDS)
+    assert [(c.name, c.status_info.status) for c in tree.children] == [
+        ("prepare", RunStatus.SUCCEEDED),
+        ("train", RunStatus.RUNNING),
+    ]
+    rows = await client.list_pipeline_run_node_status(run.run_id, "node-root", region=REGION, credentials=CREDS)
+    assert [r.node_name for r in rows.status] == [run.name, "prepare", "train"]
+    prepare = tree.children[0].node_id
+    logs = await client.list_pipeline_run_node_logs(
+        run.run_id, prepare, region=REGION, credentials=CREDS, reverse=True, page_size=1
+    )
+    assert (logs.logs, logs.total_count) == (["two"], 2)
+    none_yet = await client.list_pipeline_run_node_outputs(run.run_id, "node-root", region=REGION, credentials=CREDS)
+    assert none_yet.outputs == []
+    emulator.advance(5)
+    got = await client.list_pipeline_run_node_outputs(run.run_id, "node-root", region=REGION, credentials=CREDS)
+    assert [(o.name, o.type, o.info) for o in got.outputs] == [("m", "Model", {"a": 1})]
+    with pytest.raises(NotFoundError) as missing:
+        await client.get_pipeline_run_node(run.run_id, "node-nope", region=REGION, credentials=CREDS)
+    assert missing.value.code == "PipelineRunNodeNotFound"
+    assert emulator.counters.snapshot().actions == {
+        "GetPipelineRunNode": 2,
+        "ListPipelineRunNodeStatus": 1,
+        "ListPipelineRunNodeLogs": 1,
+        "ListPipelineRunNodeOutputs": 2,
+    }

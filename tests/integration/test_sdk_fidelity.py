@@ -643,3 +643,184 @@ def test_delete_pipeline_run_follows_pai_state_rule(emulator_thread: EmulatorThr
     assert missing.value.code == "PipelineRunNotFound"
     by_action = emu.counters.snapshot(include_runs=False).by_action["DeletePipelineRun"]
     assert by_action == {"ok": 2, "PipelineRunStatusInvalid": 1, "PipelineRunNotFound": 1}
+
+
+# A run of three steps, the middle one a nested Dag of two; "train" fails 25 s in and writes log lines.
+NODE_TREE: list[dict[str, Any]] = [
+    {"name": "prepare", "start": 0, "duration": 10, "logs": ["reading table", "wrote 1200 rows"]},
+    {
+        "name": "features",
+        "children": [
+            {"name": "encode", "start": 10, "duration": 5, "outputs": [{"name": "encoded", "type": "DataSet"}]},
+            {"name": "scale", "start": 10, "duration": 8},
+        ],
+    },
+    {
+        "name": "train",
+        "start": 18,
+        "duration": 7,
+        "fail": True,
+        "logs": [[1, "epoch 1 loss=0.9"], [3, "epoch 2 loss=0.7"], [6, "CUDA error: out of memory"]],
+        "outputs": [{"name": "model", "type": "Model", "info": {"uri": "oss://bucket/model/"}}],
+    },
+]
+
+
+def node_run(thread: EmulatorThread, age: float, *, fail: bool = True, **extra: Any) -> Run:
+    tree = json.loads(json.dumps(NODE_TREE))
+    tree[2]["fail"] = fail
+    end = ("Failed", None, "train failed") if fail else ("Succeeded", None)
+    return thread.emulator.load_scenario(
+        {
+            "runs": [
+                {
+                    "id": extra.pop("run_id", "flow-nodetree"),
+                    "nodeId": "node-root",
+                    "createdAt": T0 - age,
+                    "timeline": [["Initialized", 2], ["Running", 25], list(end)],
+                    "nodes": tree,
+                    **extra,
+                }
+            ]
+        }
+    )[0]
+
+
+def test_sdk_reads_a_node_tree_that_moves_with_the_run(emulator_thread: EmulatorThread) -> None:
+    emu = emulator_thread.emulator
+    run = node_run(emulator_thread, age=14)  # 12 s into Running: prepare done, the Dag's two leaves running
+    client = sdk(emulator_thread)
+
+    got = client.get_pipeline_run_node(run.run_id, "node-root", pai_models.GetPipelineRunNodeRequest(depth=3)).body
+    assert REQUEST_ID.match(got.request_id)
+    assert (got.metadata.node_id, got.metadata.node_type, got.metadata.name) == ("node-root", "Dag", run.name)
+    assert (got.status_info.status, got.status_info.progress) == ("Running", "1/4")
+    assert got.status_info.started_at == iso_utc(T0 - 12)
+    assert got.spec.has_pipelines is True
+    children = {c["Metadata"]["Name"]: c for c in got.spec.pipelines}
+    assert {n: c["StatusInfo"]["Status"] for n, c in children.items()} == {
+        "prepare": "Succeeded",
+        "features": "Running",
+        "train": "ReadyToSchedule",
+    }
+    assert children["prepare"]["StatusInfo"]["FinishedAt"] == iso_utc(T0 - 2)
+    features = children["features"]
+    assert features["Metadata"]["NodeType"] == "Dag" and features["StatusInfo"]["Progress"] == "0/2"
+    assert [c["Metadata"]["Name"] for c in features["Spec"]["Pipelines"]] == ["encode", "scale"]
+
+    # Depth 2 (the default): the nested Dag comes without its children.
+    shallow = client.get_pipeline_run_node(run.run_id, "node-root", pai_models.GetPipelineRunNodeRequest()).body
+    nested = next(c for c in shallow.spec.pipelines if c["Metadata"]["Name"] == "features")
+    assert "Pipelines" not in nested["Spec"] and nested["Spec"]["HasPipelines"] is True
+
+    rows = client.list_pipeline_run_node_status(
+        run.run_id, "node-root", pai_models.ListPipelineRunNodeStatusRequest(depth=3)
+    ).body
+    assert [(r.node_name, r.status) for r in rows.status] == [
+        (run.name, "Running"),
+        ("prepare", "Succeeded"),
+        ("features", "Running"),
+        ("encode", "Running"),
+        ("scale", "Running"),
+        ("train", "ReadyToSchedule"),
+    ]
+    assert all(r.runtime_info == "{}" for r in rows.status)
+
+    emu.advance(30)  # the run has failed, with train
+    end = client.get_pipeline_run_node(run.run_id, "node-root", pai_models.GetPipelineRunNodeRequest(depth=3)).body
+    assert (end.status_info.status, end.status_info.progress) == ("Failed", "4/4")
+    assert end.status_info.finished_at == iso_utc(T0 - 14 + 27)
+    train_id = next(c["Metadata"]["NodeId"] for c in end.spec.pipelines if c["Metadata"]["Name"] == "train")
+    train = client.get_pipeline_run_node(run.run_id, train_id, pai_models.GetPipelineRunNodeRequest()).body
+    assert (train.metadata.node_type, train.status_info.status, train.status_info.progress) == ("Pod", "Failed", "1/1")
+
+
+def test_sdk_pages_node_logs_reverse_and_from_time(emulator_thread: EmulatorThread) -> None:
+    emu = emulator_thread.emulator
+    run = node_run(emulator_thread, age=24)  # train began 4 s ago: two of its three lines are written
+    client = sdk(emulator_thread)
+    tree = run.tree(emu.clock.now())
+    train = next(n for n in tree.children if n.name == "train")
+
+    def logs(**kw: Any) -> pai_models.ListPipelineRunNodeLogsResponseBody:
+        return client.list_pipeline_run_node_logs(
+            run.run_id, train.node_id, pai_models.ListPipelineRunNodeLogsRequest(**kw)
+        ).body
+
+    assert (logs().logs, logs().total_count) == (["epoch 1 loss=0.9", "epoch 2 loss=0.7"], 2)
+    emu.advance(10)
+    assert logs().total_count == 3
+    assert logs(reverse=True, page_size=1).logs == ["CUDA error: out of memory"]
+    assert logs(offset=1, page_size=1).logs == ["epoch 2 loss=0.7"]
+    train_started = int(T0 - 24 + 2 + 18)
+    assert logs(from_time_in_seconds=train_started + 2).logs == ["epoch 2 loss=0.7", "CUDA error: out of memory"]
+    assert logs(to_time_in_seconds=train_started + 2).logs == ["epoch 1 loss=0.9"]
+    assert logs(keyword="cuda").logs == ["CUDA error: out of memory"]
+
+    root = client.list_pipeline_run_node_logs(run.run_id, "node-root", pai_models.ListPipelineRunNodeLogsRequest())
+    assert (root.body.logs, root.body.total_count) == ([], 0)
+
+    with pytest.raises(ClientException) as bad:
+        logs(page_size=0)
+    assert (bad.value.status_code, bad.value.code) == (400, "InvalidParameter")
+    with pytest.raises(ClientException) as missing:
+        client.list_pipeline_run_node_logs(run.run_id, "node-nope", pai_models.ListPipelineRunNodeLogsRequest())
+    assert (missing.value.status_code, missing.value.code) == (404, "PipelineRunNodeNotFound")
+
+
+def test_sdk_lists_outputs_once_their_node_succeeded(emulator_thread: EmulatorThread) -> None:
+    run = node_run(emulator_thread, age=100, fail=False, run_id="flow-nodeoutputs")
+    client = sdk(emulator_thread)
+
+    def outputs(**kw: Any) -> pai_models.ListPipelineRunNodeOutputsResponseBody:
+        return client.list_pipeline_run_node_outputs(
+            run.run_id, "node-root", pai_models.ListPipelineRunNodeOutputsRequest(**kw)
+        ).body
+
+    every = outputs(depth=3, sort_by="Name", order="ASC")
+    assert every.total_count == 2
+    assert [(o.name, o.type, o.producer) for o in every.outputs] == [
+        ("encoded", "DataSet", "encode"),
+        ("model", "Model", "train"),
+    ]
+    model = every.outputs[1]
+    assert model.info == {"uri": "oss://bucket/model/"}
+    assert model.gmt_create_time == iso_utc(T0 - 100 + 2 + 25)
+    assert model.node_id == next(n.node_id for n in run.tree(T0).children if n.name == "train")
+    assert [o.name for o in outputs(depth=3, type="Model").outputs] == ["model"]
+    assert [o.name for o in outputs(depth=2).outputs] == ["model"]  # encode lies a level deeper
+    assert outputs(depth=3, page_size=1, page_number=2, sort_by="Name", order="ASC").outputs[0].name == "model"
+
+    with pytest.raises(ClientException) as no_depth:
+        outputs()
+    assert (no_depth.value.status_code, no_depth.value.code) == (400, "InvalidParameter")
+
+    failed = node_run(emulator_thread, age=100, fail=True, run_id="flow-nodefailed")
+    got = client.list_pipeline_run_node_outputs(
+        failed.run_id, "node-root", pai_models.ListPipelineRunNodeOutputsRequest(depth=3)
+    ).body
+    assert [o.name for o in got.outputs] == ["encoded"]  # the failed train made no model
+
+
+def test_sdk_node_calls_need_the_share_token(emulator_thread: EmulatorThread) -> None:
+    run = node_run(emulator_thread, age=100, run_id="flow-nodeshared", shareToken="eyJ0node")
+    client = sdk(emulator_thread)
+    with pytest.raises(ClientException) as denied:
+        client.get_pipeline_run_node(run.run_id, "node-root", pai_models.GetPipelineRunNodeRequest())
+    assert (denied.value.status_code, denied.value.code) == (403, "NoPermission")
+    ok = client.list_pipeline_run_node_status(
+        run.run_id, "node-root", pai_models.ListPipelineRunNodeStatusRequest(token_id="eyJ0node")
+    )
+    assert ok.body.status[0].status == "Failed"
+
+
+def test_a_run_without_scripted_nodes_has_one_leaf_as_long_as_the_run(emulator_thread: EmulatorThread) -> None:
+    emu = emulator_thread.emulator
+    run = emu.add_run(Timeline.succeeding(queued=2, running=10), age=5, node_id="node-plain")
+    client = sdk(emulator_thread)
+    body = client.get_pipeline_run_node(run.run_id, "node-plain", pai_models.GetPipelineRunNodeRequest()).body
+    assert (body.status_info.status, body.status_info.progress) == ("Running", "0/1")
+    assert [c["Metadata"]["Name"] for c in body.spec.pipelines] == ["main"]
+    emu.advance(10)
+    body = client.get_pipeline_run_node(run.run_id, "node-plain", pai_models.GetPipelineRunNodeRequest()).body
+    assert (body.status_info.status, body.status_info.progress) == ("Succeeded", "1/1")

@@ -26,6 +26,9 @@ from paiflow_emulator.timeline import Timeline
 
 ACCESS_KEY_ID = "LTAI5tDemoAccessKey01"
 ACCESS_KEY_SECRET = "demo-secret-never-printed"
+# A second key of the emulator, for you: `kubectl paiflow` calls PAI with the user's own keys, never the
+# operator's, so the demo prints these for you to export (they open nothing but this emulator).
+USER_KEY_ID, USER_KEY_SECRET = "LTAI5tDemoUserKey0001", "demo-user-key-for-kubectl-paiflow"
 NAMESPACE = "ml"
 THROTTLED_RUN = "flow-demo-throttled"
 EXAMPLE_RUN = "flow-j94y0000000000lf7a"  # the run deploy/examples/paipipelinerun.yaml refers to
@@ -52,7 +55,7 @@ def demo_policy() -> dict[str, Any]:
         "spec": {
             "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}},
             "workspaceIds": workspaces,
-            "actions": ["Follow", "Import", "Launch", "Terminate", "Verbose"],
+            "actions": ["Follow", "Import", "Launch", "Terminate", "Verbose", "Inspect"],
         },
     }
 
@@ -88,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             EmulatorThread(keys={ACCESS_KEY_ID: ACCESS_KEY_SECRET}) as emu,
         ):
             pai = emu.emulator
+            pai.add_key(USER_KEY_ID, USER_KEY_SECRET)
             pai.load_scenario(scenario.demo())
             pai.add_run(
                 Timeline.of(("Initialized", 5), ("Running", 30), ("Succeeded", None)),
@@ -122,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--for=condition=Established",
                 "crd/paipipelineruns.paiflow-operator.dev",
                 "crd/paiworkspaces.paiflow-operator.dev",
+                "crd/paipipelineschedules.paiflow-operator.dev",
                 "crd/paiaccesspolicies.paiflow-operator.dev",
             )
             # Nothing works for a namespace until a PaiAccessPolicy allows it: the demo's namespace may reach the
@@ -139,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                     "PAIFLOW_BACKOFF_BASE": "2s",
                     "PAIFLOW_BACKOFF_MAX": "8s",
                     "PAIFLOW_WORKSPACE_SCAN_INTERVAL": "5s",
+                    # Progress moves in seconds here; the default (2m) suits runs of hours.
+                    "PAIFLOW_PROGRESS_INTERVAL": "3s",
                 },
             )
             with operator:
@@ -178,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
                 _watch(cp, args.timeout)
+                _inside(cp, emu.url)
                 if args.exit_when_done:
                     return 0
                 print("\n[demo] the cluster stays up for you to explore; Ctrl-C stops everything.", flush=True)
@@ -199,13 +207,14 @@ def pai_runs_named(item: dict[str, Any]) -> str:
 def _watch(cp: ControlPlane, timeout: float) -> None:
     """Prints the table each time a run changes, until every run but the endless one has ended."""
     deadline = time.monotonic() + timeout
-    last: list[tuple[str, str, str]] = []
+    last: list[tuple[str, str, str, str]] = []
     while time.monotonic() < deadline:
         items = json.loads(cp.kubectl("get", "paipipelineruns", "-n", NAMESPACE, "-o", "json").stdout)["items"]
         state = sorted(
             (
                 i["metadata"]["name"],
                 (i.get("status") or {}).get("runStatus") or "",
+                (i.get("status") or {}).get("progress") or "",
                 next(
                     (c["reason"] for c in (i.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), ""
                 ),
@@ -218,7 +227,7 @@ def _watch(cp: ControlPlane, timeout: float) -> None:
             print(
                 f"\n[demo] {time.strftime('%H:%M:%S')} kubectl get paipipelineruns -n {NAMESPACE}\n{table}", flush=True
             )
-        if all(status in TERMINAL for name, status, _ in state if name != "demo-long"):
+        if all(status in TERMINAL for name, status, _, _ in state if name != "demo-long"):
             print("[demo] every run has ended (demo-long keeps running on purpose).", flush=True)
             events = cp.kubectl("describe", "paipipelinerun", "demo-fails", "-n", NAMESPACE).stdout.split("Events:")[-1]
             print(f"[demo] kubectl describe ppr demo-fails -n {NAMESPACE} (events):{events}", flush=True)
@@ -246,6 +255,41 @@ def _watch(cp: ControlPlane, timeout: float) -> None:
             return
         time.sleep(1)
     print(f"[demo] gave up after {timeout:.0f}s", file=sys.stderr)
+
+
+def _inside(cp: ControlPlane, endpoint: str) -> None:
+    """What the runs held inside: the failed node and its log tail, the model a run made, and the plugin."""
+
+    def ended_reads() -> tuple[dict[str, Any], dict[str, Any]]:
+        fails = json.loads(cp.kubectl("get", "ppr", "demo-fails", "-n", NAMESPACE, "-o", "json").stdout)
+        succeeds = json.loads(cp.kubectl("get", "ppr", "demo-succeeds", "-n", NAMESPACE, "-o", "json").stdout)
+        return fails.get("status") or {}, succeeds.get("status") or {}
+
+    deadline = time.monotonic() + 30
+    fails, succeeds = ended_reads()
+    while not (fails.get("failure") and succeeds.get("outputs")) and time.monotonic() < deadline:
+        time.sleep(1)
+        fails, succeeds = ended_reads()
+    failure = fails.get("failure") or {}
+    print(
+        f"[demo] demo-fails failed in node {failure.get('node')!r}; status.failure.logTail:\n"
+        + "".join(f"    {line}\n" for line in str(failure.get("logTail") or "").splitlines()),
+        flush=True,
+    )
+    for out in succeeds.get("outputs") or []:
+        print(f"[demo] demo-succeeds made {out.get('type')} {out.get('name')!r} at {out.get('uri')}", flush=True)
+    print(
+        "[demo] kubectl paiflow, the plugin this package installs (.venv/bin/kubectl-paiflow), calls PAI with YOUR\n"
+        "  keys, never the operator's. This emulator knows a demo key for you:\n"
+        f"  export PATH=$PWD/.venv/bin:$PATH KUBECONFIG={cp.kubeconfig}\n"
+        f"  export PAIFLOW_ENDPOINT_OVERRIDE={endpoint} ALIBABA_CLOUD_ACCESS_KEY_ID={USER_KEY_ID}\n"
+        f"  export ALIBABA_CLOUD_ACCESS_KEY_SECRET={USER_KEY_SECRET} ALIBABA_CLOUD_ECS_METADATA_DISABLED=true\n"
+        f"  kubectl paiflow nodes ppr/demo-succeeds -n {NAMESPACE}\n"
+        f"  kubectl paiflow logs ppr/demo-fails -n {NAMESPACE} --tail 3\n"
+        f"  kubectl paiflow outputs ppr/demo-succeeds -n {NAMESPACE}\n"
+        f"  kubectl paiflow logs ppr/demo-long -n {NAMESPACE} -f  # follows until the node ends (never, here)",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ TEST_POLICY: dict[str, Any] = {
     "spec": {
         "namespaceSelector": {"matchExpressions": [{"key": POLICY_TEST_LABEL, "operator": "DoesNotExist"}]},
         "workspaceIds": ["*"],
-        "actions": ["Follow", "Import", "Launch", "Terminate", "Verbose"],
+        "actions": ["Follow", "Import", "Launch", "Terminate", "Verbose", "Inspect"],
     },
 }
 

@@ -159,6 +159,16 @@ async def test_verbose_needs_verbose_on_top_of_follow() -> None:
     await door(both)[0].get_pipeline_run(who(Action.VERBOSE), "flow-1", verbose=True)
 
 
+async def test_inspect_needs_inspect_on_top_of_follow() -> None:
+    # A run's nodes, log lines and outputs are its pipeline's own output (issue 19): an action of their own.
+    only_follow = view_of(policy_body("a", "team-a", ["ws-1"], ["Follow"]))
+    with pytest.raises(AccessDenied, match="allows Inspect"):
+        await door(only_follow)[0].get_pipeline_run_node(who(Action.INSPECT), "flow-1", "node-1", depth=2)
+    only_inspect = view_of(policy_body("a", "team-a", ["ws-1"], ["Inspect"]))
+    with pytest.raises(AccessDenied, match="allows Follow"):
+        await door(only_inspect)[0].list_pipeline_run_node_logs(who(Action.INSPECT), "flow-1", "node-1", page_size=5)
+
+
 async def test_a_conflict_refuses_every_call_of_the_namespace() -> None:
     view = view_of(
         policy_body("a", "team-a", ["*"], ["Follow"], identity={"type": "AssumeRole", "roleArn": ROLE}),
@@ -290,3 +300,38 @@ async def test_a_denied_run_recovers_at_once_when_a_policy_allows_it_and_stops_w
     status = h.kube.status[key]
     assert status["runStatus"] == "Running"  # the last status stays
     assert next(c for c in status["conditions"] if c["type"] == "Ready")["reason"] == "PolicyDenied"
+
+
+def test_the_circuit_of_a_call_is_the_identity_its_policy_names() -> None:
+    view = view_of(
+        policy_body("a", "team-a", ["*"], ["Follow"], identity={"type": "AssumeRole", "roleArn": ROLE}),
+        policy_body("b", "team-b", ["*"], ["Follow"]),
+    )
+    access, _, _, _, _ = door(view)
+    assert access.identity(who(Action.FOLLOW)) == f"role:{ROLE}"
+    assert access.identity(who(Action.FOLLOW, namespace="team-b")) == "operator"
+    secret = who(Action.FOLLOW, namespace="team-b", credentials_ref=CredentialsSecretRef(name="keys"))
+    assert access.identity(secret).startswith("secret:team-b/keys/")
+    # Refused callers make no call but still name a circuit (never a role they were not granted).
+    assert access.identity(who(Action.FOLLOW, namespace="team-c")) == "operator"
+
+
+async def test_a_namespaces_import_cap_is_its_policys_below_the_operators_ceiling() -> None:
+    from paiflow_operator.api.workspaces import PaiWorkspaceSpec
+    from paiflow_operator.workspaces.plan import WorkspaceRef
+    from paiflow_operator.workspaces.scanner import Watched, WorkspaceScanner
+
+    view = view_of(
+        policy_body("a", "team-a", ["*"], ["Import"], limits={"maxImportedRuns": 50}),
+        policy_body("b", "team-b", ["*"], ["Import"]),
+    )
+    access, _, _, kube, _ = door(view)
+    access.settings = Settings(max_imported_runs_per_namespace=300)
+    scanner = WorkspaceScanner(access.settings, access, kube, None, None)  # type: ignore[arg-type]
+
+    def watched(namespace: str) -> Watched:
+        spec = PaiWorkspaceSpec(workspaceId="ws-1", maxRuns=100_000)
+        return Watched(WorkspaceRef(namespace, "all", f"uid-{namespace}"), 1, spec, {})
+
+    assert scanner._cap(watched("team-a")) == 50
+    assert scanner._cap(watched("team-b")) == 300, "no cap of its own: the operator's ceiling, whatever maxRuns asks"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from paiflow_operator.guards.circuit import CircuitBreaker
+from paiflow_operator.guards.circuit import Circuit, CircuitBreaker
 from paiflow_operator.pai.errors import ServerError, ThrottledError
 
 
@@ -54,3 +54,29 @@ def test_one_prober_at_a_time_with_capped_backoff() -> None:
     assert delays == [10, 15, 15, 15]
     # The text a held run shows is the same for the whole outage: showing it costs one write per run.
     assert str(breaker.error("r")) == str(breaker.error("r")) and "PaiUnavailable" in str(breaker.error("r"))
+
+
+def test_a_circuit_is_a_region_and_an_identity() -> None:
+    breaker = CircuitBreaker(threshold=2, clock=Clock())
+    team_b = Circuit("cn-hangzhou", "secret:team-b/pai-keys")
+    for who in ("b1", "b2", "b3"):
+        breaker.failed(team_b, ThrottledError("x"), who=who)
+    assert breaker.is_open(team_b)
+    # The operator's own identity in the same region, and another tenant's role, stay closed.
+    assert not breaker.is_open("cn-hangzhou") and not breaker.is_open(Circuit("cn-hangzhou"))
+    assert not breaker.is_open(Circuit("cn-hangzhou", "acs:ram::1:role/team-a"))
+    assert breaker.open_circuits() == [team_b] and breaker.open_regions() == ["cn-hangzhou"]
+    assert breaker.claim_probe(Circuit("cn-hangzhou"), "a1") is None, "nothing to probe where nothing is open"
+    # Only the runs using these keys see the outage text, and it names whose calls are held.
+    assert "secret:team-b/pai-keys" in str(breaker.error(team_b)) and "identity" not in str(breaker.error("r"))
+    assert breaker.answered(team_b) and not breaker.is_open(team_b)
+
+
+def test_failures_of_different_identities_do_not_add_up() -> None:
+    breaker = CircuitBreaker(threshold=3, clock=Clock())
+    for i in range(10):
+        # Each identity fails twice, with two callers each: below the threshold of any one circuit.
+        circuit = Circuit("cn-hangzhou", f"role-{i}")
+        breaker.failed(circuit, ServerError("x"), who="x")
+        breaker.failed(circuit, ServerError("x"), who="y")
+    assert breaker.open_circuits() == []

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from tests.unit.test_scheduler import FakeKube, FakePai, Harness, Key
 
-from paiflow_operator.api.runs import FINALIZER
+from paiflow_operator.api.runs import FINALIZER, PaiPipelineRunSpec, without_launch_payload
 from paiflow_operator.kube import KubeError
 from paiflow_operator.pai.credentials import CredentialSource
 from paiflow_operator.pai.errors import BadRequestError, PaiError, ThrottledError, TransportError
@@ -206,6 +206,8 @@ async def harness() -> AsyncIterator[Factory]:
             "circuit_failures": 1_000_000,
             "backoff_base": "1s",
             "backoff_max": "2s",
+            # No node, log or output reads (issue 19): these tests count the launch's PAI calls.
+            "inside": False,
         }
         h = LaunchHarness(Settings(**{**defaults, **settings}), random.Random(7))
         await h.start()
@@ -237,6 +239,39 @@ async def test_launch_claims_creates_unstarted_records_then_starts_in_two_calls(
         "Created",
         "Started",
     ]
+
+
+async def test_a_launched_manifest_and_arguments_are_not_kept_in_memory_after_the_create(harness: Factory) -> None:
+    h = await harness()
+    manifest = "apiVersion: core/v1\nkind: Pipeline\n" + "# padding\n" * 10_000
+    arguments = {"arguments": {"parameters": [{"name": "blob", "value": "x" * 50_000}]}}
+    key = ("team-a", "inline")
+    h.specs[key] = {"launch": {"workspaceId": WORKSPACE, "manifest": manifest, "arguments": arguments}}
+    h.generations[key] = 1
+    h.sched.observe(h.body(key), "ADDED")
+    assert h.tracked(key).spec.launch is not None and h.tracked(key).spec.launch.manifest == manifest
+    await h.advance(0.1)
+    assert h.pai.calls_but_polls() == ["create", "start flow-1"] and h.status(key)["pipelineRunId"] == "flow-1"
+    h.echo(key)  # the watch brings the object with its run id in status
+    launch = h.tracked(key).spec.launch
+    assert launch is not None and launch.manifest == "" and launch.arguments is None
+    # Polls and a restart's first look go on without it, and nothing is created again.
+    await h.advance(30)
+    h.sched.forget(key)
+    h.sched.observe(h.body(key), "ADDED")
+    await h.advance(30)
+    assert h.pai.log.count("create") == 1 and len(h.pai.gets("flow-1")) >= 2
+    assert h.tracked(key).spec.launch is not None and h.tracked(key).spec.launch.manifest == ""
+
+
+def test_the_launch_payload_is_kept_until_the_run_exists_and_the_spec_stays_valid() -> None:
+    spec = {"launch": {"workspaceId": WORKSPACE, "manifest": "m" * 1000, "arguments": {"a": 1}}}
+    assert without_launch_payload(spec, {}) is spec, "needed for the create (and a create whose outcome is unknown)"
+    slim = without_launch_payload(spec, {"pipelineRunId": "flow-1"})
+    assert slim["launch"] == {"workspaceId": WORKSPACE, "manifest": ""}
+    assert PaiPipelineRunSpec.model_validate(slim).launch is not None  # a hand-over re-reads it
+    by_id = {"launch": {"workspaceId": WORKSPACE, "pipelineId": "p-1"}}
+    assert without_launch_payload(by_id, {"pipelineRunId": "flow-1"}) is by_id
 
 
 async def test_a_lost_create_answer_is_adopted_once_listed_never_created_again(harness: Factory) -> None:

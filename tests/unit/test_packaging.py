@@ -100,6 +100,41 @@ def test_tool_requirements_pin_one_version_with_hashes(name: str) -> None:
         assert re.search(r"--hash=sha256:[0-9a-f]{64}", block), package
 
 
+# Locked runtime packages PyPI has only as an sdist, and the backend each one's build needs (its pyproject's
+# build-system, or setuptools for a setup.py). A new one fails the test below until its backend is pinned.
+SDIST_BACKENDS = {"alibabacloud-tea": "setuptools"}
+
+
+def _runtime_packages() -> set[str]:
+    """What the image installs: the operator's dependencies in uv.lock, transitively, without the dev group."""
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    by_name = {p["name"]: p for p in lock["package"]}
+    todo = [d["name"] for d in by_name[PYPROJECT["project"]["name"]].get("dependencies", [])]
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += [d["name"] for d in by_name[name].get("dependencies", [])]
+    return {n for n in seen if n in by_name}
+
+
+def test_every_sdist_the_image_builds_has_its_backend_pinned_with_hashes() -> None:
+    lock = {p["name"]: p for p in tomllib.loads((REPO / "uv.lock").read_text())["package"]}
+    sdist_only = {name for name in _runtime_packages() if not lock[name].get("wheels")}
+    assert sdist_only == set(SDIST_BACKENDS), "pin the build backend of each new sdist in hack/build-requirements.txt"
+    pinned = dict(
+        re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", (REPO / "hack" / "build-requirements.txt").read_text(), re.M)
+    )
+    for backend in SDIST_BACKENDS.values():
+        assert backend in pinned, backend
+    # ...and the runtime install builds them with exactly those files: hashes required, the file as constraints.
+    dockerfile = (REPO / "Dockerfile").read_text()
+    install = re.search(r"\$UV pip install --python /opt/venv/bin/python [^\n]*\n[^\n]*", dockerfile)
+    assert install is not None
+    assert "--require-hashes" in install[0] and "--build-constraint /tmp/build-requirements.txt" in install[0]
+
+
 def test_uv_is_the_same_version_for_the_image_and_for_make() -> None:
     makefile = (REPO / "Makefile").read_text()
     assert "UV_VERSION := $(shell sed -n 's/^uv==\\([^ ]*\\) .*/\\1/p' hack/uv-requirements.txt)" in makefile
@@ -125,6 +160,8 @@ def test_production_wheel_holds_the_operator_but_not_the_emulator(tmp_path: Path
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "paiflow-operator = paiflow_operator.__main__:main" in text and "emulator" not in text
+    # The kubectl plugin ships with the package, named so that kubectl finds it on PATH.
+    assert "kubectl-paiflow = paiflow_operator.kubectl_plugin:main" in text
 
 
 # ---- the chart ---------------------------------------------------------------------------------------------

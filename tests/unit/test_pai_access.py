@@ -17,7 +17,17 @@ from paiflow_operator.access.policy import Allowed
 from paiflow_operator.access.view import AccessView
 from paiflow_operator.api.runs import CredentialsSecretRef
 from paiflow_operator.pai.api import PaiApi
-from paiflow_operator.pai.models import Acknowledged, CreatedRun, PipelineRun, RunList, RunStatusList
+from paiflow_operator.pai.models import (
+    Acknowledged,
+    CreatedRun,
+    NodeLogs,
+    NodeOutputList,
+    NodeStatusList,
+    PipelineRun,
+    PipelineRunNode,
+    RunList,
+    RunStatusList,
+)
 from paiflow_operator.pai_access import Action, Caller, PaiAccess
 from paiflow_operator.settings import Settings
 
@@ -28,7 +38,8 @@ __all__ = ["harness"]  # the fixture, imported for pytest
 
 PACKAGE = Path(__file__).parents[2] / "operator" / "paiflow_operator"
 # The client library itself, and the door that holds its one instance.
-MAY_HOLD_A_CLIENT = {"pai_access.py"}
+# kubectl_plugin.py is the user's tool, run on the user's machine with the user's own keys: not an operator call.
+MAY_HOLD_A_CLIENT = {"pai_access.py", "kubectl_plugin.py"}
 CLIENT_MODULES = {"paiflow_operator.pai.client", "paiflow_operator.pai.api"}
 PAI_CALLS = sorted(
     name for name, _ in inspect.getmembers(PaiApi, inspect.iscoroutinefunction) if not name.startswith("_")
@@ -100,6 +111,22 @@ class RecordingPai:
         self.log.append("terminate_pipeline_run")
         return Acknowledged.model_validate({"RequestId": "r"})
 
+    async def get_pipeline_run_node(self, run_id: str, node_id: str, **kwargs: Any) -> PipelineRunNode:
+        self.log.append(f"get_pipeline_run_node token={kwargs.get('token_id')}")
+        return PipelineRunNode.from_wire({"Metadata": {"NodeId": node_id}})
+
+    async def list_pipeline_run_node_status(self, run_id: str, node_id: str, **kwargs: Any) -> NodeStatusList:
+        self.log.append("list_pipeline_run_node_status")
+        return NodeStatusList.model_validate({"Status": []})
+
+    async def list_pipeline_run_node_logs(self, run_id: str, node_id: str, **kwargs: Any) -> NodeLogs:
+        self.log.append("list_pipeline_run_node_logs")
+        return NodeLogs.model_validate({"Logs": []})
+
+    async def list_pipeline_run_node_outputs(self, run_id: str, node_id: str, **kwargs: Any) -> NodeOutputList:
+        self.log.append("list_pipeline_run_node_outputs")
+        return NodeOutputList.model_validate({"Outputs": []})
+
     async def aclose(self) -> None:
         self.log.append("aclose")
 
@@ -120,8 +147,18 @@ ARGS: dict[str, Callable[[Caller], tuple[Any, ...]]] = {
     "start_pipeline_run": lambda who: ("flow-1",),
     "delete_pipeline_run": lambda who: ("flow-1",),
     "terminate_pipeline_run": lambda who: ("flow-1",),
+    "get_pipeline_run_node": lambda who: ("flow-1", "node-1"),
+    "list_pipeline_run_node_status": lambda who: ("flow-1", "node-1"),
+    "list_pipeline_run_node_logs": lambda who: ("flow-1", "node-1"),
+    "list_pipeline_run_node_outputs": lambda who: ("flow-1", "node-1"),
 }
-KWARGS: dict[str, dict[str, Any]] = {"create_pipeline_run": {"workspace_id": "ws-1", "name": "n", "pipeline_id": "p"}}
+KWARGS: dict[str, dict[str, Any]] = {
+    "create_pipeline_run": {"workspace_id": "ws-1", "name": "n", "pipeline_id": "p"},
+    "get_pipeline_run_node": {"depth": 3},
+    "list_pipeline_run_node_status": {"depth": 3},
+    "list_pipeline_run_node_logs": {"page_size": 10},
+    "list_pipeline_run_node_outputs": {"page_size": 10},
+}
 
 
 @pytest.mark.parametrize("operation", OPERATIONS)
@@ -215,11 +252,10 @@ async def test_a_create_runs_its_ready_step_with_slot_and_token_held_and_is_not_
     who = Caller("team-a", "PaiPipelineRun", "r", Action.LAUNCH, access.region(None), "ws-1")
 
     async def ready() -> None:
-        log.append(f"ready slots-free={access.in_flight._value}")
+        log.append("ready")
 
     await access.create_pipeline_run(who, ready=ready, workspace_id="ws-1", name="n", pipeline_id="p")
-    free = Settings().concurrency - 1
-    assert log == ["token team-a", f"ready slots-free={free}", "create_pipeline_run"]
+    assert log == ["token team-a", "ready", "create_pipeline_run"]
 
     async def refuse() -> None:
         raise RuntimeError("not the owner any more")
@@ -227,4 +263,75 @@ async def test_a_create_runs_its_ready_step_with_slot_and_token_held_and_is_not_
     log.clear()
     with pytest.raises(RuntimeError):
         await access.create_pipeline_run(who, ready=refuse, workspace_id="ws-1", name="n", pipeline_id="p")
-    assert log == ["token team-a"] and access.in_flight._value == Settings().concurrency
+    assert log == ["token team-a"]
+    # The slot was given back: the next call goes through.
+    await access.create_pipeline_run(who, workspace_id="ws-1", name="n", pipeline_id="p")
+    assert log[-1] == "create_pipeline_run"
+
+
+PRICED = [name for name in OPERATIONS if "_node" in name]
+
+
+@pytest.mark.parametrize("operation", PRICED)
+async def test_priced_calls_take_their_own_budget_before_a_slot_and_the_global_token(operation: str) -> None:
+    log: list[str] = []
+
+    class Budget:
+        async def acquire(self, tenant: str = "", weight: float = 1.0) -> None:
+            log.append(f"budget {tenant}")
+
+    access = PaiAccess(
+        Settings(),
+        RecordingPai(log),
+        FakeKube(),
+        DEFAULT_KEYS,
+        limiter=RecordingLimiter(log),
+        inside_limiter=Budget(),
+        policies=ALLOW_ALL,
+    )
+    who = Caller("team-a", "PaiPipelineRun", "r", Action.INSPECT, access.region(None))
+    await getattr(access, operation)(who, *ARGS[operation](who), **KWARGS.get(operation, {}))
+    assert log[:2] == ["budget team-a", "token team-a"] and log[2].split()[0] == operation
+
+
+async def test_status_calls_never_wait_for_the_priced_budget() -> None:
+    log: list[str] = []
+
+    class Budget:
+        async def acquire(self, tenant: str = "", weight: float = 1.0) -> None:
+            log.append("budget")
+
+    access = PaiAccess(
+        Settings(),
+        RecordingPai(log),
+        FakeKube(),
+        DEFAULT_KEYS,
+        limiter=RecordingLimiter(log),
+        inside_limiter=Budget(),
+        policies=ALLOW_ALL,
+    )
+    who = Caller("team-a", "PaiPipelineRun", "r", Action.FOLLOW, access.region(None))
+    for operation in sorted(set(OPERATIONS) - set(PRICED)):
+        await getattr(access, operation)(who, *ARGS[operation](who), **KWARGS.get(operation, {}))
+    assert "budget" not in log
+
+
+async def test_the_priced_budget_is_a_share_of_qps() -> None:
+    clock = [0.0]
+    access = PaiAccess(
+        Settings(qps=10, inside_qps_share=0.2, inside_burst=1),
+        RecordingPai([]),
+        FakeKube(),
+        DEFAULT_KEYS,
+        clock=lambda: clock[0],
+        policies=ALLOW_ALL,
+    )
+    who = Caller("team-a", "PaiPipelineRun", "r", Action.INSPECT, access.region(None))
+    import asyncio
+
+    await access.get_pipeline_run_node(who, "flow-1", "node-1", depth=2)  # the burst
+    second = asyncio.ensure_future(access.get_pipeline_run_node(who, "flow-1", "node-1", depth=2))
+    await asyncio.sleep(0.01)
+    assert not second.done()  # 2 calls a second: the next token is 0.5 s away
+    clock[0] += 0.5
+    await asyncio.wait_for(second, 2)

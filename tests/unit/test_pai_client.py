@@ -13,6 +13,7 @@ import pytest
 
 from paiflow_operator.pai import (
     PAI_REGIONS,
+    AuthError,
     BadRequestError,
     CredentialsError,
     MalformedResponseError,
@@ -618,3 +619,131 @@ async def test_delete_of_an_empty_id_sends_nothing() -> None:
         with pytest.raises(BadRequestError):
             await client.delete_pipeline_run("", region="cn-hangzhou", credentials=creds())
     assert rec.requests == []
+
+
+# ---------------------------------------------------------------- node calls (issue 19), the SDK as oracle
+
+NODE_OK = {"RequestId": "R", "Metadata": {"NodeId": "node a/ü"}, "Status": [], "Logs": [], "Outputs": []}
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        (
+            lambda c, **kw: c.get_pipeline_run_node("flow a/b", "node a/ü", depth=4, token_id="t k/ü", **kw),
+            lambda s, m: s.get_pipeline_run_node(
+                "flow a/b", "node a/ü", m.GetPipelineRunNodeRequest(depth=4, token_id="t k/ü")
+            ),
+        ),
+        (
+            lambda c, **kw: c.list_pipeline_run_node_status("flow a/b", "node a/ü", depth=3, **kw),
+            lambda s, m: s.list_pipeline_run_node_status(
+                "flow a/b", "node a/ü", m.ListPipelineRunNodeStatusRequest(depth=3)
+            ),
+        ),
+        (
+            lambda c, **kw: c.list_pipeline_run_node_logs(
+                "flow a/b",
+                "node a/ü",
+                offset=20,
+                page_size=50,
+                from_time=1700000000,
+                to_time=1700000100,
+                keyword="loss =",
+                reverse=True,
+                token_id="tok",
+                **kw,
+            ),
+            lambda s, m: s.list_pipeline_run_node_logs(
+                "flow a/b",
+                "node a/ü",
+                m.ListPipelineRunNodeLogsRequest(
+                    offset=20,
+                    page_size=50,
+                    from_time_in_seconds=1700000000,
+                    to_time_in_seconds=1700000100,
+                    keyword="loss =",
+                    reverse=True,
+                    token_id="tok",
+                ),
+            ),
+        ),
+        (
+            lambda c, **kw: c.list_pipeline_run_node_outputs(
+                "flow a/b",
+                "node a/ü",
+                depth=99999,
+                page_number=2,
+                page_size=10,
+                output_type="Model",
+                sort_by="Name",
+                order="ASC",
+                **kw,
+            ),
+            lambda s, m: s.list_pipeline_run_node_outputs(
+                "flow a/b",
+                "node a/ü",
+                m.ListPipelineRunNodeOutputsRequest(
+                    depth=99999, page_number=2, page_size=10, type="Model", sort_by="Name", order="ASC"
+                ),
+            ),
+        ),
+    ],
+    ids=["GetPipelineRunNode", "ListPipelineRunNodeStatus", "ListPipelineRunNodeLogs", "ListPipelineRunNodeOutputs"],
+)
+async def test_node_calls_match_sdk(sdk_capture: list[Any], ours: Any, theirs: Any) -> None:
+    from alibabacloud_paiflow20210202 import models as m
+
+    theirs(sdk_client(), m)
+    rec = Recorder(body=NODE_OK)
+    async with client_with(rec) as client:
+        await ours(client, region="cn-hangzhou", credentials=creds(STS_TOKEN))
+    compare_with_sdk(sdk_capture[0], rec.only)
+
+
+async def test_node_answer_for_another_node_is_malformed() -> None:
+    rec = Recorder(body={"RequestId": "R", "Metadata": {"NodeId": "node-other"}})
+    async with client_with(rec) as client:
+        with pytest.raises(MalformedResponseError, match="node-other"):
+            await client.get_pipeline_run_node("flow-1", "node-1", region="cn-hangzhou", credentials=creds())
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c, **kw: c.get_pipeline_run_node("flow-1", "", **kw),
+        lambda c, **kw: c.list_pipeline_run_node_status("", "node-1", **kw),
+        lambda c, **kw: c.list_pipeline_run_node_logs("flow-1", "node-1", page_size=0, **kw),
+        lambda c, **kw: c.list_pipeline_run_node_logs("flow-1", "node-1", offset=-1, **kw),
+        lambda c, **kw: c.list_pipeline_run_node_outputs("flow-1", "node-1", depth=0, **kw),
+        lambda c, **kw: c.get_pipeline_run_node("flow-1", "node-1", depth=0, **kw),
+    ],
+)
+async def test_bad_node_call_arguments_send_nothing(call: Any) -> None:
+    rec = Recorder(body=NODE_OK)
+    async with client_with(rec) as client:
+        with pytest.raises(BadRequestError):
+            await call(client, region="cn-hangzhou", credentials=creds())
+    assert rec.requests == []
+
+
+async def test_node_call_errors_are_redacted() -> None:
+    # PAI's message may quote the query it got, share token included.
+    body = {"Code": "NoPermission", "Message": "denied for TokenId=eyJshareTokenValue123 key", "RequestId": "R"}
+    async with client_with(Recorder(body=body, status=403)) as client:
+        with pytest.raises(AuthError) as caught:
+            await client.list_pipeline_run_node_logs(
+                "flow-1", "node-1", region="cn-hangzhou", credentials=creds(), token_id="eyJshareTokenValue123"
+            )
+    assert "eyJshareTokenValue123" not in str(caught.value) and "<redacted>" in str(caught.value)
+
+
+async def test_a_node_tree_nested_past_the_json_parser_is_malformed_not_a_crash() -> None:
+    deep = '{"Metadata":{"NodeId":"n"},"Spec":{"Pipelines":[' * 3000 + "]}}" * 3000
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=deep.encode(), headers={"content-type": "application/json"})
+
+    async with client_with(answer) as client:
+        with pytest.raises(MalformedResponseError):
+            await client.get_pipeline_run_node("flow-1", "n", region="cn-hangzhou", credentials=creds())

@@ -35,6 +35,7 @@ from paiflow_operator.runs.reconcile import (
     backoff_delay,
     is_finished,
     reconcile,
+    restore_conditions,
     suspended,
     truncate_utf8,
 )
@@ -543,3 +544,39 @@ def test_an_error_that_needs_a_human_shows_at_once_whatever_the_grace(error: Pai
 def test_a_first_sync_that_fails_shows_at_once_whatever_the_grace() -> None:
     result = reconcile(make_spec(), 1, {}, ServerError("boom"), T0, GRACE, failing_for=timedelta(0))
     assert result.patch is not None and condition(merged({}, result.patch), "Ready")["reason"] == "ServerError"
+
+
+# ---- conditions are derived data ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["Succeeded", "Failed", "Terminated", "Skipped"])
+def test_restored_conditions_are_what_reconcile_writes_for_that_status(status: str) -> None:
+    written = reconcile(make_spec(), 1, {}, pai_run(status), T0, POLICY)
+    assert written.patch is not None
+    stored = {k: v for k, v in written.patch.items() if v is not None}
+    # Unchanged: nothing to write.
+    assert restore_conditions(make_spec(), 1, stored, T0 + timedelta(hours=1)).patch is None
+    # Forged (a condition flipped, one removed, one added): put back, the stranger's type dropped.
+    forged = [dict(c) for c in stored["conditions"] if c["type"] != "Stalled"]
+    forged[1] = {**forged[1], "status": "True" if forged[1]["status"] != "True" else "False", "reason": "Forged"}
+    forged.append({"type": "Approved", "status": "True", "reason": "Forged", "message": "", "lastTransitionTime": "x"})
+    restored = restore_conditions(make_spec(), 1, {**stored, "conditions": forged}, T0 + timedelta(hours=1))
+    assert restored.patch is not None and set(restored.patch) == {"conditions"}
+    essence = [(c["type"], c["status"], c["reason"], c["message"]) for c in restored.patch["conditions"]]
+    assert essence == [(c["type"], c["status"], c["reason"], c["message"]) for c in stored["conditions"]]
+    assert [e.reason for e in restored.events] == ["ConditionsRestored"] and restored.retry is Retry.STOP
+
+
+def test_restored_conditions_of_a_suspended_finished_run_say_suspended() -> None:
+    written = reconcile(make_spec(), 1, {}, pai_run("Failed"), T0, POLICY)
+    assert written.patch is not None
+    stored = {k: v for k, v in written.patch.items() if v is not None}
+    result = suspended(make_spec(suspend=True), 1, stored, T0)
+    assert result.patch is not None
+    stored |= result.patch
+    assert restore_conditions(make_spec(suspend=True), 1, stored, T0).patch is None
+    forged = {**stored, "conditions": [c for c in stored["conditions"] if c["type"] != "Ready"]}
+    restored = restore_conditions(make_spec(suspend=True), 1, forged, T0)
+    assert restored.patch is not None
+    ready = next(c for c in restored.patch["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Suspended")

@@ -170,12 +170,23 @@ class FakeKube:
         self.resource_version = 100
         # Who last set status.runStatus, as the API server's managedFields would say.
         self.runstatus_manager: dict[Key, str] = {}
+        # Status writes of these objects are refused (an admission policy, etcd's size limit): the error to raise.
+        self.refuse: dict[Key, KubeError] = {}
+        self.refused: list[Key] = []
+        # Who last set some of status.conditions (managedFields), when not the operator.
+        self.conditions_manager: dict[Key, str] = {}
 
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         key = (namespace, name)
+        refusal = self.refuse.get(key)
+        if refusal is not None and (refusal.status != 500 or "runStatus" in patch):
+            self.refused.append(key)
+            raise refusal
         self.patches.append((key, patch))
         if "runStatus" in patch:
             self.runstatus_manager[key] = FIELD_MANAGER
+        if "conditions" in patch:
+            self.conditions_manager.pop(key, None)
         current = dict(self.status.get(key, {}))
         for field, value in patch.items():
             if value is None:
@@ -248,6 +259,9 @@ class Harness:
         """The object as a watch event would carry it: spec, generation, and the status PAI-side writes left."""
         manager = self.kube.runstatus_manager.get(key)
         managed = [{"manager": manager, "subresource": "status", "fieldsV1": {"f:status": {"f:runStatus": {}}}}]
+        if key in self.kube.conditions_manager:
+            fields = {"f:status": {"f:conditions": {'k:{"type":"Succeeded"}': {"f:status": {}}}}}
+            managed.append({"manager": self.kube.conditions_manager[key], "subresource": "status", "fieldsV1": fields})
         return {
             "metadata": {
                 "namespace": key[0],
@@ -255,7 +269,7 @@ class Harness:
                 "uid": uid or f"uid-{key[0]}-{key[1]}",
                 "generation": self.generations[key],
                 "resourceVersion": str(self.kube.resource_version),
-                "managedFields": managed if manager else [],
+                "managedFields": [m for m in managed if m["manager"]],
             },
             "spec": self.specs[key],
             "status": self.kube.status.get(key, {}),
@@ -916,6 +930,138 @@ async def test_a_single_failing_run_does_not_open_the_circuit(harness: HarnessFa
     assert not h.sched.breaker.is_open("cn-hangzhou")
     assert _ready(h, ("team-a", "bad")) == ("False", "ServerError")
     assert len(h.pai.gets("ok1")) >= 15
+
+
+async def test_one_tenants_throttled_keys_hold_only_that_tenants_polls(harness: HarnessFactory) -> None:
+    """The circuit is per region and identity: team-b's keys throttled by PAI open team-b's circuit only."""
+    h = await harness(circuit_failures=3, error_grace="0s", batch_status=False)
+    h.kube.secrets[("team-b", "keys")] = {"accessKeyId": b"LTAIteamB", "accessKeySecret": b"sb"}
+    throttled = [h.create(f"b{i}", namespace="team-b", credentialsSecretRef={"name": "keys"}) for i in range(4)]
+    for _, name in throttled:
+        h.pai.add(name)
+        h.pai.errors[name] = ThrottledError("Throttling.User", http_status=429)
+    fine = [h.create(f"a{i}", namespace="team-a") for i in range(2)]
+    for _, name in fine:
+        h.pai.add(name)
+    await h.advance_in_steps(600, 5)
+    circuit_b = h.sched.sync.circuit(h.tracked(throttled[0]))
+    assert circuit_b.identity != "operator" and "LTAI" not in circuit_b.identity, circuit_b
+    assert h.sched.breaker.is_open(circuit_b)
+    assert not h.sched.breaker.is_open(h.sched.sync.circuit(h.tracked(fine[0])))
+    # team-a is polled on its 30 s interval throughout; team-b costs a probe now and then, not a call per run.
+    for _, name in fine:
+        assert len(h.pai.gets(name)) >= 600 / 30 - 1, name
+    calls_b = sum(len(h.pai.gets(name)) for _, name in throttled)
+    assert calls_b <= len(throttled) + 600 / 5, calls_b
+    assert _ready(h, fine[0]) == ("True", "Synced")
+
+
+async def test_one_objects_refused_status_writes_hold_no_other_write(harness: HarnessFactory) -> None:
+    h = await harness(batch_status=False)
+    names = ["bad", *(f"ok{i}" for i in range(5))]
+    for name in names:
+        h.pai.add(name)
+    bad = ("team-a", "bad")
+    h.kube.refuse[bad] = KubeError(
+        403, "Forbidden", "ValidatingAdmissionPolicy 'freeze' with binding 'freeze' denied request: frozen"
+    )
+    keys = [h.create(name) for name in names]
+    await h.advance_in_steps(300, 5)
+    for key in keys[1:]:
+        assert _ready(h, key) == ("True", "Synced"), key
+    assert h.writer.gate.is_open and h.writer.gate.closed_count == 0
+    # The refused object retries on its own backoff, and says so once with an Event (no status can be written).
+    assert 3 <= len(h.kube.refused) <= 10, len(h.kube.refused)
+    refusals = [e for ref, e in h.kube.events if (ref.namespace, ref.name) == bad]
+    assert [e.reason for e in refusals] == ["StatusWriteRefused"], refusals
+    assert "denied request" in refusals[0].message
+    # Once the policy is lifted, its status is written at its next retry.
+    del h.kube.refuse[bad]
+    await h.advance_in_steps(600, 5)
+    assert _ready(h, bad) == ("True", "Synced")
+
+
+async def test_a_status_too_large_for_etcd_is_shown_as_a_condition(harness: HarnessFactory) -> None:
+    h = await harness()
+    h.pai.add("big")
+    key = h.create("big")
+    # etcd refuses the object with PAI's answer in it (the refusal hits writes that carry runStatus).
+    h.kube.refuse[key] = KubeError(500, "InternalError", "etcdserver: request is too large")
+    await h.advance(0)
+    assert _ready(h, key) == ("False", "MalformedResponse")
+    assert "could not be stored" in h.kube.status[key]["conditions"][0]["message"]
+    assert h.writer.gate.is_open
+
+
+async def _restarted(harness: HarnessFactory, h: Harness, key: Key) -> Harness:
+    """A new operator process that finds the object as the old one (and anyone since) left it."""
+    restarted = await harness()
+    restarted.specs, restarted.generations = h.specs, h.generations
+    restarted.kube.status[key] = h.kube.status[key]
+    for managers in ("runstatus_manager", "conditions_manager"):
+        if key in getattr(h.kube, managers):
+            getattr(restarted.kube, managers)[key] = getattr(h.kube, managers)[key]
+    restarted.sched.observe(restarted.body(key), "ADDED")
+    return restarted
+
+
+def _essence(conditions: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    # lastTransitionTime of a condition flipped by the forger and back is the time of the restore.
+    return [(c["type"], c["status"], c["reason"], c["message"]) for c in conditions]
+
+
+def _forge_conditions(h: Harness, key: Key) -> None:
+    """Someone with access to the status subresource marks a failed run Succeeded (a merge patch replaces the list)."""
+    forged = [{"type": "Succeeded", "status": "True", "reason": "Succeeded", "message": "all good",
+               "lastTransitionTime": "2030-01-01T00:00:00Z"}]  # fmt: skip
+    h.kube.status[key] = {**h.kube.status[key], "conditions": forged}
+    h.kube.conditions_manager[key] = "kubectl-patch"
+
+
+async def test_forged_conditions_of_a_finished_run_are_restored_without_a_pai_call(harness: HarnessFactory) -> None:
+    h = await harness()
+    h.pai.add("r1", "Failed")
+    key = h.create("r1")
+    await h.advance(0)
+    good = h.kube.status[key]["conditions"]
+    assert _ready(h, key) == ("True", "Synced") and len(h.pai.calls) == 1
+    _forge_conditions(h, key)
+    h.sched.observe(h.body(key), "MODIFIED")
+    await h.advance(1)
+    assert _essence(h.kube.status[key]["conditions"]) == _essence(good), "put back as the operator wrote them"
+    assert len(h.pai.calls) == 1, "no PAI call: the conditions follow from runStatus"
+    assert [e.reason for _, e in h.kube.events][-1] == "ConditionsRestored"
+    # The echo of our own write changes nothing, and the run stays finished.
+    writes = len(h.kube.patches)
+    h.sched.observe(h.body(key), "MODIFIED")
+    await h.advance_in_steps(600, 60)
+    assert len(h.kube.patches) == writes and len(h.pai.calls) == 1
+
+
+async def test_conditions_forged_while_the_operator_was_down_are_restored_at_start_up(
+    harness: HarnessFactory,
+) -> None:
+    h = await harness()
+    h.pai.add("r1", "Failed")
+    key = h.create("r1")
+    await h.advance(0)
+    good = h.kube.status[key]["conditions"]
+    _forge_conditions(h, key)
+    restarted = await _restarted(harness, h, key)
+    await restarted.advance(1)
+    assert _essence(restarted.kube.status[key]["conditions"]) == _essence(good)
+    assert restarted.pai.calls == []
+
+
+async def test_conditions_the_operator_wrote_itself_are_left_alone(harness: HarnessFactory) -> None:
+    h = await harness()
+    h.pai.add("r1", "Succeeded")
+    key = h.create("r1")
+    await h.advance(0)
+    writes = len(h.kube.patches)
+    restarted = await _restarted(harness, h, key)
+    await restarted.advance(60)
+    assert restarted.kube.patches == [] and restarted.pai.calls == [] and writes
 
 
 async def test_a_status_unknown_to_the_operator_that_does_not_change_costs_no_detail_call(

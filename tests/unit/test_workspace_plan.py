@@ -108,7 +108,11 @@ def test_imported_run_body_is_owned_labelled_and_templated() -> None:
             "securityTokenKey": "securityToken",
         },
         "pollInterval": "1m",
+        # Priced reads (nodes, logs, outputs) are off for imported runs unless the template asks.
+        "inside": False,
     }
+    asked = plan(WS, spec(template={"inside": True}), [row("flow-b")], [], NOW)
+    assert asked.creates[0]["spec"]["inside"] is True
 
 
 def test_window_filters_and_already_followed_runs() -> None:
@@ -133,6 +137,36 @@ def test_cap_keeps_the_newest_and_counts_the_rest() -> None:
     p = plan(WS, spec(maxRuns=5), rows, owned, NOW)
     assert [b["spec"]["pipelineRunId"] for b in p.creates] == ["flow-0", "flow-1"]
     assert (p.over_cap, p.owned, p.counts) == (8, 3, {"Running": 5})
+
+
+def test_the_namespace_cap_counts_every_workspace_of_the_namespace_whatever_max_runs_asks() -> None:
+    own = [
+        Existing(f"flow-o{i}", f"uid-o{i}", f"flow-o{i}", owner_uid="uid-ws", run_status="Running") for i in range(2)
+    ]
+    # Imported by another PaiWorkspace of the namespace; a hand-written run counts for nobody.
+    others = [Existing(f"flow-x{i}", f"uid-x{i}", f"flow-x{i}", owner_uid="uid-other") for i in range(5)]
+    hand = [Existing("mine", "uid-mine", "flow-mine", owner_uid=None)]
+    rows = [row(f"flow-{i}", age=100 + i) for i in range(10)]
+    p = plan(WS, spec(maxRuns=1000), rows, own + others + hand, NOW, namespace_cap=10)
+    assert [b["spec"]["pipelineRunId"] for b in p.creates] == ["flow-0", "flow-1", "flow-2"]
+    assert (p.over_cap, p.namespace_cap) == (7, 10)
+    # Without a cap (or a cap not reached) maxRuns rules as before, and says so.
+    assert len(plan(WS, spec(maxRuns=4), rows, own + others, NOW, namespace_cap=100).creates) == 2
+    assert plan(WS, spec(maxRuns=4), rows, own + others, NOW, namespace_cap=100).namespace_cap is None
+    assert len(plan(WS, spec(maxRuns=1000), rows, own + others, NOW).creates) == 10
+    # Over the cap already (a lowered policy): nothing new, nothing deleted either.
+    full = plan(WS, spec(), rows, own + others, NOW, namespace_cap=3)
+    assert (full.creates, full.deletes, full.over_cap) == ([], [], 10)
+
+
+def test_template_labels_and_annotations_are_bounded_in_size() -> None:
+    spec(template={"labels": {"team": "a"}, "annotations": {"example.com/owner": "a" * 4000}})
+    with pytest.raises(ValueError, match=r"template\.annotations must be at most 4096 bytes"):
+        spec(template={"annotations": {f"k{i}": "x" * 1000 for i in range(5)}})
+    with pytest.raises(ValueError, match=r"template\.labels must be at most 2048 bytes"):
+        spec(template={"labels": {f"team.example.com/k{i}": "v" * 63 for i in range(30)}})
+    with pytest.raises(ValueError, match="not a valid annotation key"):
+        spec(template={"annotations": {"not a key": "x"}})
 
 
 def test_ttl_deletes_only_finished_imported_runs_past_their_time() -> None:

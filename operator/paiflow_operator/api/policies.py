@@ -11,7 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from paiflow_operator.api.runs import REGION_PATTERN, WORKSPACE_PATTERN, Condition, _cel, _Model
+from paiflow_operator.api.common import _cel, _Model
+from paiflow_operator.api.runs import REGION_PATTERN, WORKSPACE_PATTERN, Condition
 from paiflow_operator.api.workspaces import LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN, MAX_RUNS_LIMIT
 
 KIND = "PaiAccessPolicy"
@@ -20,10 +21,11 @@ SINGULAR = "paiaccesspolicy"
 SHORT_NAMES = ["paipol"]
 CATEGORIES = ["pai"]
 
-# What a namespace may have the operator do for it. Verbose is separate from Follow: a run's manifest,
-# arguments and options carry a team's code and parameters, its status does not.
-Action = Literal["Follow", "Import", "Launch", "Terminate", "Verbose"]
-ACTIONS: tuple[Action, ...] = ("Follow", "Import", "Launch", "Terminate", "Verbose")
+# What a namespace may have the operator do for it. Verbose and Inspect are separate from Follow: a run's
+# manifest, arguments and options carry a team's code and parameters, its nodes' log lines and outputs its
+# pipeline's own output; its status does neither.
+Action = Literal["Follow", "Import", "Launch", "Terminate", "Verbose", "Inspect"]
+ACTIONS: tuple[Action, ...] = ("Follow", "Import", "Launch", "Terminate", "Verbose", "Inspect")
 ANY_WORKSPACE = "*"
 # acs:ram::<16-digit account>:role/<role name> (RAM role names: letters, digits, '.', '-', up to 64).
 ROLE_ARN_PATTERN = r"^acs:ram::[0-9]{16}:role/[A-Za-z0-9.-]{1,64}$"
@@ -153,6 +155,23 @@ class PolicyLimits(_Model):
     )
 
 
+# A sink's name: what a PaiPipelineRun's spec.notify.sink names and status.notification records (a DNS label).
+SINK_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+SINK_URL_PATTERN = r"^https?://[^\s]+$"
+
+
+class PolicySink(_Model):
+    """A CloudEvents sink the selected namespaces' runs may choose by name (spec.notify.sink). Only a cluster
+    admin writes policies, so a user can pick among these URLs but never name one of their own."""
+
+    name: str = Field(description="The name runs choose it by.", pattern=SINK_NAME_PATTERN, max_length=63)
+    url: str = Field(
+        description="Where the completion CloudEvents are POSTed (http or https; https certificates are verified).",
+        pattern=SINK_URL_PATTERN,
+        max_length=2048,
+    )
+
+
 class PaiAccessPolicySpec(_Model):
     namespaceSelector: LabelSelector = Field(
         description="The namespaces this policy applies to (a standard label selector; {} selects all)."
@@ -172,9 +191,10 @@ class PaiAccessPolicySpec(_Model):
     )
     actions: list[Action] = Field(
         min_length=1,
-        max_length=5,
+        max_length=6,
         description="Follow: mirror a run's status by id. Import: PaiWorkspace. Launch: spec.launch creates runs. "
-        "Terminate: spec.terminate and deletionPolicy Terminate. Verbose: also mirror manifest, arguments, options.",
+        "Terminate: spec.terminate and deletionPolicy Terminate. Verbose: also mirror manifest, arguments, options. "
+        "Inspect: also read progress, failed nodes' log tails and outputs (status.progress, nodes, failure, outputs).",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     identity: PolicyIdentity | None = Field(
@@ -183,6 +203,13 @@ class PaiAccessPolicySpec(_Model):
         "a namespace may name an identity; two different ones are a PolicyConflict.",
     )
     limits: PolicyLimits | None = Field(default=None, description="Per-namespace limits.")
+    sinks: list[PolicySink] | None = Field(
+        default=None,
+        max_length=16,
+        description="CloudEvents sinks the selected namespaces' PaiPipelineRuns may choose (spec.notify.sink), "
+        "besides the operator-wide one (PAIFLOW_NOTIFY_SINK).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
 
 
 class PaiAccessPolicyStatus(_Model):

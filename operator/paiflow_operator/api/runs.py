@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from paiflow_operator.api.common import _cel, _Model
+from paiflow_operator.api.inside import MAX_STATUS_OUTPUTS, NodesSummary, RunFailure, RunOutput
 
 GROUP = "paiflow-operator.dev"
 VERSION = "v1alpha1"
@@ -53,14 +57,6 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 2m, 1h)")
     seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
     return timedelta(seconds=seconds)
-
-
-def _cel(rule: str, message: str, **extra: str) -> dict[str, Any]:
-    return {"rule": rule, "message": message, **extra}
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
 class SecretKeySelector(_Model):
@@ -161,6 +157,32 @@ class PipelineLaunch(_Model):
         return self
 
 
+class RunNotify(_Model):
+    """Where the completion CloudEvent of this run goes."""
+
+    sink: str = Field(
+        description="A sink by name, among those the PaiAccessPolicies selecting this namespace list (never a URL). "
+        "Unset notify: the operator-wide sink, if any.",
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        max_length=63,
+    )
+
+
+def without_launch_payload(spec: Mapping[str, Any], status: Mapping[str, Any]) -> Mapping[str, Any]:
+    """spec as the operator keeps it in memory: once the launched run exists (status.pipelineRunId), its inline
+    manifest and arguments (up to the object size limit each, at thousands of runs) are never read again.
+    The manifest becomes "" so that the spec still names exactly one source; the object itself is unchanged."""
+    launch = spec.get("launch")
+    if not isinstance(launch, Mapping) or not status.get("pipelineRunId"):
+        return spec
+    if launch.get("manifest") is None and launch.get("arguments") is None:
+        return spec
+    slim = {k: v for k, v in launch.items() if k != "arguments"}
+    if launch.get("manifest") is not None:
+        slim["manifest"] = ""
+    return {**spec, "launch": slim}
+
+
 _SPEC_RULES: list[Any] = [
     _cel(
         "has(self.pipelineRunId) != has(self.launch)",
@@ -242,6 +264,12 @@ class PaiPipelineRunSpec(_Model):
         },
     )
     suspend: bool = Field(default=False, description="Stop polling PAI without deleting the resource.")
+    inside: bool | None = Field(
+        default=None,
+        description="Read the run's progress, failure details and outputs (status.progress, nodes, failure, "
+        "outputs): calls PAI prices, on a budget of their own. Unset: the operator's default (true unless "
+        "PAIFLOW_INSIDE=false); runs a PaiWorkspace imports get false unless its template sets inside.",
+    )
     launch: PipelineLaunch | None = Field(
         default=None,
         description="Start a new PAI run (once) and follow it. Immutable. Exactly one of pipelineRunId and launch.",
@@ -256,6 +284,10 @@ class PaiPipelineRunSpec(_Model):
     )
     terminate: bool = Field(
         default=False, description="Terminate the launched run (once); it shows Terminating, then Terminated."
+    )
+    notify: RunNotify | None = Field(
+        default=None,
+        description="Send the completion CloudEvent to a sink the namespace's access policies list, by name.",
     )
     deletionPolicy: DeletionPolicy = Field(
         default="Retain",
@@ -324,6 +356,16 @@ class LaunchStatus(_Model):
     )
 
 
+class NotificationStatus(_Model):
+    """The completion CloudEvent delivered for this run (runs/notify.py): what makes delivery survive a restart."""
+
+    sink: str = Field(description="The sink's name (default: the operator-wide sink), never its URL.", max_length=253)
+    type: str = Field(description="The CloudEvent type, e.g. dev.paiflow-operator.pipelinerun.succeeded.v1.")
+    id: str = Field(description="The CloudEvent id (the same on every retry, for consumers to drop duplicates).")
+    deliveredAt: datetime = Field(description="When the sink acknowledged it (2xx).")
+    attempts: int = Field(ge=1, description="POSTs it took.")
+
+
 class PaiPipelineRunStatus(_Model):
     """The run as PAI last reported it, and for launched runs the operator's record of creating it (written by
     the operator only)."""
@@ -362,6 +404,21 @@ class PaiPipelineRunStatus(_Model):
     truncatedFields: list[str] | None = Field(
         default=None, description="Fields cut to the size limit (manifest, arguments, options)."
     )
+    progress: str | None = Field(
+        default=None,
+        description="Leaf nodes ended of all leaf nodes, as done/total (e.g. 3/5), refreshed less often than "
+        "runStatus while the run is active.",
+        max_length=32,
+        pattern=r"^[0-9]+/[0-9]+$",
+    )
+    nodes: NodesSummary | None = Field(default=None, description="A bounded summary of the run's nodes.")
+    failure: RunFailure | None = Field(default=None, description="Set once when the run has failed.")
+    outputs: list[RunOutput] | None = Field(
+        default=None,
+        max_length=MAX_STATUS_OUTPUTS,
+        description="Set once when the run has succeeded: its Model, DataSet and Metrics outputs.",
+    )
+    outputsOmitted: int | None = Field(default=None, ge=0, description="Outputs left out (bound or type).")
     requestId: str | None = Field(default=None, description="PAI RequestId of the last answer written.")
     lastSyncTime: datetime | None = Field(
         default=None,
@@ -372,6 +429,9 @@ class PaiPipelineRunStatus(_Model):
     conditions: list[Condition] | None = Field(
         default=None,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    notification: NotificationStatus | None = Field(
+        default=None, description="The completion CloudEvent sent when the run ended (with a sink configured)."
     )
 
 
@@ -413,6 +473,7 @@ class PaiPipelineRun(_Model):
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Run ID", "type": "string", "jsonPath": ".status.pipelineRunId"},
     {"name": "Status", "type": "string", "jsonPath": ".status.runStatus", "description": "PAI's Status"},
+    {"name": "Progress", "type": "string", "jsonPath": ".status.progress", "description": "Leaf nodes done/total"},
     {"name": "Duration", "type": "integer", "jsonPath": ".status.duration", "description": "Seconds"},
     {"name": "Started", "type": "date", "jsonPath": ".status.startedAt"},
     {

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, field_validator
 
+from paiflow_operator.api.common import _cel, _Model
 from paiflow_operator.api.runs import (
     DURATION_PATTERN,
     MAX_POLL_INTERVAL,
@@ -20,8 +21,6 @@ from paiflow_operator.api.runs import (
     WORKSPACE_PATTERN,
     Condition,
     CredentialsSecretRef,
-    _cel,
-    _Model,
     parse_duration,
 )
 
@@ -39,6 +38,24 @@ MAX_RUNS_LIMIT = 100_000
 MAX_IMPORT_WINDOW = "8760h"  # one year
 LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+# Every imported run carries the template's labels and annotations: at the namespace ceiling of imported runs,
+# a few KiB each is already tens of MiB in etcd and in every watcher's memory. Keys and values together, bytes.
+TEMPLATE_LABELS_MAX_BYTES = 2048
+TEMPLATE_ANNOTATIONS_MAX_BYTES = 4096
+
+
+def _total_size_rule(field: str, limit: int) -> dict[str, Any]:
+    return _cel(
+        f"self.map(k, size(k) + size(self[k])).sum() <= {limit}",
+        f"{field} must be at most {limit} bytes, keys and values together",
+    )
+
+
+def _check_total_size(field: str, value: dict[str, str] | None, limit: int) -> None:
+    total = sum(len(k.encode()) + len(v.encode()) for k, v in (value or {}).items())
+    if total > limit:
+        raise ValueError(f"{field} must be at most {limit} bytes, keys and values together (is {total})")
+
 
 SourceType = Literal["UNKNOWN", "SDK", "DESIGNER", "M6"]
 # PAI's documented run states; filters name them as PAI spells them.
@@ -90,12 +107,24 @@ class RunTemplate(_Model):
                 _cel(
                     f"self.all(k, k.matches('{LABEL_KEY_PATTERN}') && self[k].matches('{LABEL_VALUE_PATTERN}'))",
                     "template.labels must be valid Kubernetes label keys and values",
-                )
+                ),
+                _total_size_rule("template.labels", TEMPLATE_LABELS_MAX_BYTES),
             ],
         },
     )
-    annotations: dict[str, Annotated[str, StringConstraints(max_length=4096)]] | None = Field(
-        default=None, description="Extra annotations.", json_schema_extra={"maxProperties": 32}
+    annotations: dict[str, Annotated[str, StringConstraints(max_length=TEMPLATE_ANNOTATIONS_MAX_BYTES)]] | None = Field(
+        default=None,
+        description=f"Extra annotations (at most {TEMPLATE_ANNOTATIONS_MAX_BYTES} bytes, keys and values together).",
+        json_schema_extra={
+            "maxProperties": 32,
+            "x-kubernetes-validations": [
+                _cel(
+                    f"self.all(k, k.matches('{LABEL_KEY_PATTERN}'))",
+                    "template.annotations keys must be valid Kubernetes annotation keys",
+                ),
+                _total_size_rule("template.annotations", TEMPLATE_ANNOTATIONS_MAX_BYTES),
+            ],
+        },
     )
     pollInterval: str | None = Field(
         default=None,
@@ -105,12 +134,28 @@ class RunTemplate(_Model):
         json_schema_extra=_duration_between(MIN_POLL_INTERVAL, MAX_POLL_INTERVAL, "template.pollInterval"),
     )
 
+    inside: bool = Field(
+        default=False,
+        description="Also read each imported run's progress, failure details and outputs (spec.inside): calls PAI "
+        "prices, so off unless asked.",
+    )
+
     @field_validator("labels")
     @classmethod
     def _labels_valid(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         for key, label in (value or {}).items():
             if not re.fullmatch(LABEL_KEY_PATTERN, key) or not re.fullmatch(LABEL_VALUE_PATTERN, label):
                 raise ValueError(f"template.labels: {key}={label} is not a valid label")
+        _check_total_size("template.labels", value, TEMPLATE_LABELS_MAX_BYTES)
+        return value
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations_valid(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for key in value or {}:
+            if not re.fullmatch(LABEL_KEY_PATTERN, key):
+                raise ValueError(f"template.annotations: {key} is not a valid annotation key")
+        _check_total_size("template.annotations", value, TEMPLATE_ANNOTATIONS_MAX_BYTES)
         return value
 
 

@@ -15,7 +15,20 @@ from .errors import (
     ThrottledError,
     TransportError,
 )
-from .models import TERMINAL_STATUSES, PipelineRun, RunList, RunStatus, RunStatusList, RunStatusSummary
+from .models import (
+    TERMINAL_STATUSES,
+    NodeLogs,
+    NodeOutput,
+    NodeOutputList,
+    NodeStatusList,
+    NodeStatusRow,
+    PipelineRun,
+    PipelineRunNode,
+    RunList,
+    RunStatus,
+    RunStatusList,
+    RunStatusSummary,
+)
 from .paging import ALL_PAGES_ORDER, collect_pages
 from .regions import PAI_REGIONS
 
@@ -34,10 +47,16 @@ __all__ = [
     "DefaultChainSource",
     "ErrorKind",
     "MalformedResponseError",
+    "NodeLogs",
+    "NodeOutput",
+    "NodeOutputList",
+    "NodeStatusList",
+    "NodeStatusRow",
     "NotFoundError",
     "PaiClient",
     "PaiError",
     "PipelineRun",
+    "PipelineRunNode",
     "RunList",
     "RunStatus",
     "RunStatusList",

@@ -10,7 +10,17 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from .credentials import CredentialSource
-from .models import Acknowledged, CreatedRun, PipelineRun, RunList, RunStatusList
+from .models import (
+    Acknowledged,
+    CreatedRun,
+    NodeLogs,
+    NodeOutputList,
+    NodeStatusList,
+    PipelineRun,
+    PipelineRunNode,
+    RunList,
+    RunStatusList,
+)
 
 
 class PaiApi(Protocol):
@@ -72,5 +82,60 @@ class PaiApi(Protocol):
     async def terminate_pipeline_run(
         self, run_id: str, *, region: str, credentials: CredentialSource
     ) -> Acknowledged: ...
+
+    async def get_pipeline_run_node(
+        self,
+        run_id: str,
+        node_id: str,
+        *,
+        region: str,
+        credentials: CredentialSource,
+        depth: int = 2,
+        token_id: str | None = None,
+    ) -> PipelineRunNode: ...
+
+    async def list_pipeline_run_node_status(
+        self,
+        run_id: str,
+        node_id: str,
+        *,
+        region: str,
+        credentials: CredentialSource,
+        depth: int = 2,
+        token_id: str | None = None,
+    ) -> NodeStatusList: ...
+
+    async def list_pipeline_run_node_logs(
+        self,
+        run_id: str,
+        node_id: str,
+        *,
+        region: str,
+        credentials: CredentialSource,
+        offset: int = 0,
+        page_size: int = 100,
+        from_time: int | None = None,
+        to_time: int | None = None,
+        keyword: str | None = None,
+        reverse: bool | None = None,
+        token_id: str | None = None,
+    ) -> NodeLogs: ...
+
+    async def list_pipeline_run_node_outputs(
+        self,
+        run_id: str,
+        node_id: str,
+        *,
+        region: str,
+        credentials: CredentialSource,
+        depth: int = 99999,
+        page_number: int = 1,
+        page_size: int = 50,
+        output_type: str | None = None,
+        name: str | None = None,
+        sort_by: str | None = None,
+        order: str | None = None,
+        token_id: str | None = None,
+    ) -> NodeOutputList: ...
 
     async def aclose(self) -> None: ...

@@ -40,7 +40,19 @@ from .errors import (
     ThrottledError,
     TransportError,
 )
-from .models import Acknowledged, CreatedRun, PipelineRun, RunList, RunStatusList
+from .models import (
+    MAX_LOG_LINES,
+    MAX_OUTPUTS,
+    Acknowledged,
+    CreatedRun,
+    NodeLogs,
+    NodeOutputList,
+    NodeStatusList,
+    PipelineRun,
+    PipelineRunNode,
+    RunList,
+    RunStatusList,
+)
 from .paging import ALL_PAGES_ORDER, collect_pages
 from .regions import PAI_REGIONS, REGION_RE, check_region
 
@@ -432,6 +444,143 @@ class PaiClient:
             "TerminatePipelineRun", run_id, "termination", region=region, credentials=credentials
         )
 
+    # ------------------------------------------------------------------ node calls (issue 19)
+    # All four hang off a node of the run, normally its root (the run's NodeId). They cost PAI quota like
+    # every call: callers decide how often (the operator gives them a budget of their own).
+
+    async def get_pipeline_run_node(
+        self,
+        run_id: str,
+        node_id: str,
+        *,
+        region: str,
+        credentials: CredentialSource,
+        depth: int = 2,
+        token_id: str | None = None,
+    ) -> PipelineRunNode:
+        """The node and its descendants down to ``depth`` levels (PAI's default 2: the node and its children)."""
+        query: dict[str, str | None] = {"Depth": _query_value(_positive(depth, "depth")), "TokenId": token_id}
+        node = await self._call(
+            "GetPipelineRunNode",
+            "GET",
+            _node_path(run_id, node_id),
+            query=query,
+            region=region,
+            credentials=credentials,
+            extra_secrets=(token_id,) if token_id else (),
+            parse=PipelineRunNode.from_wire,
+        )
+        if node.node_id != node_id:
+            raise MalformedResponseError(
+                f"GetPipelineRunNode: the answer is for node {node.node_id!r}, not {node_id!r} (Metadata.NodeId)",
+                request_id=node.request_id,
+            )
+        return node
+
+    async def list_pipeline_run_node_status(
+        self,
+        run_id: str,
+        node_id: str,
+        *,
+        region: str,
+        credentials: CredentialSource,
+        depth: int = 2,
+        token_id: str | None = None,
+    ) -> NodeStatusList:
+        query: dict[str, str | None] = {"Depth": _query_value(_positive(depth, "depth")), "TokenId": token_id}
+        return await self._call(
+            "ListPipelineRunNodeStatus",
+            "GET",
+            _node_path(run_id, node_id, "status"),
+            query=query,
+            region=region,
+            credentials=credentials,
+            extra_secrets=(token_id,) if token_id else (),
+            parse=NodeStatusList.model_validate,
+        )
+
+    async def list_pipeline_run_node_logs(
+        self,
+        run_id: str,
+        node_id: str,
+        *,
+        region: str,
+        credentials: CredentialSource,
+        offset: int = 0,
+        page_size: int = 100,
+        from_time: int | None = None,
+        to_time: int | None = None,
+        keyword: str | None = None,
+        reverse: bool | None = None,
+        token_id: str | None = None,
+    ) -> NodeLogs:
+        """A page of a node's log lines. ``from_time``/``to_time``: epoch seconds; ``reverse``: newest first."""
+        if offset < 0:
+            raise BadRequestError("offset must not be negative", code="InvalidOffset")
+        if not 1 <= page_size <= MAX_LOG_LINES:
+            raise BadRequestError(f"page_size must lie in 1..{MAX_LOG_LINES}", code="InvalidPageSize")
+        query: dict[str, str | None] = {
+            "FromTimeInSeconds": None if from_time is None else _query_value(from_time),
+            "Keyword": keyword,
+            "Offset": _query_value(offset),
+            "PageSize": _query_value(page_size),
+            "Reverse": None if reverse is None else _query_value(reverse),
+            "ToTimeInSeconds": None if to_time is None else _query_value(to_time),
+            "TokenId": token_id,
+        }
+        return await self._call(
+            "ListPipelineRunNodeLogs",
+            "GET",
+            _node_path(run_id, node_id, "logs"),
+            query=query,
+            region=region,
+            credentials=credentials,
+            extra_secrets=(token_id,) if token_id else (),
+            parse=NodeLogs.model_validate,
+        )
+
+    async def list_pipeline_run_node_outputs(
+        self,
+        run_id: str,
+        node_id: str,
+        *,
+        region: str,
+        credentials: CredentialSource,
+        depth: int = 99999,
+        page_number: int = 1,
+        page_size: int = 50,
+        output_type: str | None = None,
+        name: str | None = None,
+        sort_by: str | None = None,
+        order: str | None = None,
+        token_id: str | None = None,
+    ) -> NodeOutputList:
+        """Outputs of the node and its descendants down to ``depth`` (PAI requires it, 1..99999)."""
+        if not 1 <= depth <= 99999:
+            raise BadRequestError("depth must lie in 1..99999", code="InvalidDepth")
+        if not 1 <= page_size <= MAX_OUTPUTS or page_number < 1:
+            raise BadRequestError(f"page_size must lie in 1..{MAX_OUTPUTS}, page_number >= 1", code="InvalidPage")
+        query: dict[str, str | None] = {
+            "Depth": _query_value(depth),
+            "Name": name,
+            "Order": order,
+            "PageNumber": _query_value(page_number),
+            "PageSize": _query_value(page_size),
+            "SortBy": sort_by,
+            "TokenId": token_id,
+            "Type": output_type,
+        }
+        return await self._call(
+            "ListPipelineRunNodeOutputs",
+            "GET",
+            _node_path(run_id, node_id, "outputs"),
+            query=query,
+            region=region,
+            credentials=credentials,
+            extra_secrets=(token_id,) if token_id else (),
+            parse=NodeOutputList.model_validate,
+        )
+
     async def _run_action(
         self, action: str, run_id: str, verb: str, *, region: str, credentials: CredentialSource
     ) -> Acknowledged:
@@ -565,7 +714,8 @@ class PaiClient:
         raw = response.content
         try:
             data: Any = json.loads(raw) if raw else None
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            # RecursionError: JSON nested beyond the parser's depth, e.g. a pathological node tree.
             data = None
         body_map = data if isinstance(data, dict) else None
         request_id = _text(body_map.get("RequestId")) if body_map else None
@@ -629,6 +779,22 @@ class PaiClient:
             http_status=status,
             request_id=request_id,
         )
+
+
+def _node_path(run_id: str, node_id: str, verb: str = "") -> str:
+    if not run_id:
+        raise BadRequestError("pipeline run id is empty", code="MissingPipelineRunId")
+    if not node_id:
+        raise BadRequestError("node id is empty", code="MissingNodeId")
+    # Each id is one path segment, encoded like the SDK's get_encode_param.
+    path = f"{_PIPELINERUNS_PATH}/{signing.percent_encode(run_id)}/nodes/{signing.percent_encode(node_id)}"
+    return f"{path}/{verb}" if verb else path
+
+
+def _positive(value: int, name: str) -> int:
+    if value < 1:
+        raise BadRequestError(f"{name} must be at least 1", code="InvalidParameter")
+    return value
 
 
 def _check_header_values(creds: Credentials) -> None:

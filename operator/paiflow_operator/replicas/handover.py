@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from paiflow_operator import metrics
+from paiflow_operator.api.runs import without_launch_payload
 from paiflow_operator.replicas.sharding import Ownership
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,9 @@ class Polls(Protocol):
 def _compact(body: Mapping[str, Any]) -> bytes:
     meta = body.get("metadata") or {}
     kept = {k: meta.get(k) for k in ("namespace", "name", "uid", "generation", "resourceVersion")}
-    return json.dumps(
-        {"metadata": kept, "spec": body.get("spec") or {}, "status": body.get("status") or {}}, separators=(",", ":")
-    ).encode()
+    status = body.get("status") or {}
+    spec = without_launch_payload(body.get("spec") or {}, status)
+    return json.dumps({"metadata": kept, "spec": spec, "status": status}, separators=(",", ":")).encode()
 
 
 class Handover:

@@ -303,6 +303,37 @@ def suspended(spec: PaiPipelineRunSpec, generation: int, current: Mapping[str, A
     return SyncResult(patch=_only_changes(current, patch), events=events, retry=Retry.STOP)
 
 
+def restore_conditions(
+    spec: PaiPipelineRunSpec, generation: int, current: Mapping[str, Any], now: datetime
+) -> SyncResult:
+    """Conditions are derived data: a finished run's follow from its runStatus and message (and spec.suspend).
+
+    Someone else's edit of them (a forged Succeeded=True on a failed run, a condition removed or added) is put
+    back from what the operator wrote, with no PAI call; conditions of other types are dropped. The caller makes
+    sure runStatus itself is the operator's (else PAI is asked first, as for any foreign terminal status).
+    """
+    old = [dict(c) for c in current.get("conditions") or []]
+    conditions = [c for c in old if c.get("type") in (READY, SUCCEEDED, RECONCILING, STALLED)]
+    run_status = run_status_of(current) or RunStatus.UNRECOGNIZED
+    raw = str(current.get("runStatus") or "")
+    set_condition(conditions, READY, "True", REASON_SYNCED, "Status is in sync with PAI", generation, now)
+    _run_conditions(conditions, run_status, raw, current.get("message") or "", generation, now)
+    if spec.suspend:
+        message = "Polling is suspended by spec.suspend; the last known status is kept"
+        set_condition(conditions, READY, "True", REASON_SUSPENDED, message, generation, now)
+        set_condition(conditions, RECONCILING, "False", REASON_SUSPENDED, message, generation, now)
+    order = (READY, SUCCEEDED, RECONCILING, STALLED)  # as reconcile first writes them
+    conditions.sort(key=lambda c: order.index(c["type"]))
+    if conditions == old:
+        return SyncResult(patch=None, retry=Retry.STOP)
+    event = Event(
+        "Warning",
+        "ConditionsRestored",
+        "status.conditions were changed by someone other than the operator; restored from status.runStatus",
+    )
+    return SyncResult(patch={"conditions": conditions}, events=[event], retry=Retry.STOP)
+
+
 def _followed_id(spec: PaiPipelineRunSpec) -> dict[str, Any]:
     """A followed run's id goes to status with the first write of any kind: the RUN ID column reads status."""
     return {"pipelineRunId": spec.pipelineRunId} if spec.pipelineRunId else {}

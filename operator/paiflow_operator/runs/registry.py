@@ -2,7 +2,7 @@
 
 A new run is scheduled for its first look (spread by a jitter, after a workspace scan that can answer for it);
 a changed spec earns one fresh look, also at a finished run; a terminal status this operator did not write is
-confirmed once with PAI.
+confirmed once with PAI; a finished run's conditions edited by someone else are restored from its runStatus.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from paiflow_operator import metrics
-from paiflow_operator.api.runs import FINALIZER, PaiPipelineRunSpec
+from paiflow_operator.api.runs import FINALIZER, PaiPipelineRunSpec, without_launch_payload
 from paiflow_operator.conditions import parse_timestamp
 from paiflow_operator.kube import FIELD_MANAGER
 from paiflow_operator.replicas.sharding import Ownership
@@ -25,6 +25,15 @@ from paiflow_operator.runs.tracked import Key, Tracked, runstatus_manager
 from paiflow_operator.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def conditions_edited_by_others(meta: Mapping[str, Any]) -> bool:
+    """Someone other than the operator last set some of status.conditions (managedFields, kept by the API server)."""
+    for entry in meta.get("managedFields") or []:
+        fields = (entry.get("fieldsV1") or {}).get("f:status") or {}
+        if "f:conditions" in fields and entry.get("manager") != FIELD_MANAGER:
+            return True
+    return False
 
 
 def launch_pending(launcher: Launcher | None, tracked: Tracked) -> bool:
@@ -57,6 +66,8 @@ class Registry:
         self.wallclock = wallclock
         self.rng = rng
         self.runs: dict[Key, Tracked] = {}
+        # Puts a finished run's conditions back from its runStatus, no PAI call (sync.Sync.restore_conditions).
+        self.restore_conditions: Callable[[Tracked], None] = lambda tracked: None
 
     def observe(self, body: Mapping[str, Any], event_type: str | None) -> None:
         """Called for every watch event (kopf.on.event): keeps the registry and the heap current."""
@@ -68,7 +79,10 @@ class Registry:
             self.forget(key)
             return
         try:
-            spec = PaiPipelineRunSpec.model_validate(body.get("spec") or {})
+            # A launched run's manifest and arguments are not kept once the run exists.
+            spec = PaiPipelineRunSpec.model_validate(
+                without_launch_payload(body.get("spec") or {}, body.get("status") or {})
+            )
         except ValueError as exc:
             # The CRD's schema makes this unreachable short of a schema change; never crash the watch.
             log.warning("ignoring %s/%s with an invalid spec: %s", key[0], key[1], exc)
@@ -87,6 +101,8 @@ class Registry:
             if not is_finished(status, generation) or spec.suspend or pending:
                 jitter = self.rng.uniform(0, self.settings.initial_jitter.total_seconds())
                 self.due.schedule(tracked, self.clock() + jitter + self.first_sync_wait(tracked))
+            elif conditions_edited_by_others(meta):
+                self.restore_conditions(tracked)  # edited while the operator was down
             return
         spec_changed = generation != tracked.generation
         tracked.generation, tracked.spec, tracked.status = generation, spec, status
@@ -96,6 +112,15 @@ class Registry:
         if not spec_changed and tracked.due is None and not tracked.busy and self._needs_confirmation(tracked, meta):
             # Someone else wrote a terminal status into a run this operator had finished with: ask PAI once.
             self.due.schedule(tracked, self.clock())
+            return
+        idle = tracked.due is None and not tracked.busy and not spec_changed and not newly_deleting
+        if (
+            idle
+            and is_finished(status, generation)
+            and conditions_edited_by_others(meta)
+            and not launch_pending(self.launcher, tracked)
+        ):
+            self.restore_conditions(tracked)
             return
         if not spec_changed and newly_deleting and tracked.busy:
             tracked.rerun = True  # a delete to act on: look again as soon as the poll in flight ends

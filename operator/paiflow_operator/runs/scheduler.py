@@ -5,7 +5,8 @@ core, and each timer adds a finalizer (one write per object, and deletes hang wh
 Here a single heap orders the due polls (due.py); runs of one workspace that fall due together are answered
 by one ListPipelineRunsStatus (batching.py, sync.py); every call leaves through the door (pai_access.py);
 finished runs leave the heap for good. What is tracked: registry.py; every write: writes.py; an open
-circuit: outage.py; workspace scans: scan_feed.py.
+circuit: outage.py; workspace scans: scan_feed.py; what a run holds inside (progress, failure, outputs, on a
+budget of their own): inside_reads.py, fed by the same watch.
 """
 
 from __future__ import annotations
@@ -18,18 +19,19 @@ from typing import Any
 
 from paiflow_operator import metrics
 from paiflow_operator.access.policy import ACCESS_REASONS
-from paiflow_operator.conditions import find_condition
+from paiflow_operator.conditions import Event, find_condition
 from paiflow_operator.guards.circuit import CircuitBreaker
 from paiflow_operator.pai_access import PaiAccess
 from paiflow_operator.replicas.sharding import Ownership, StaticShards
 from paiflow_operator.runs.due import DueQueue
+from paiflow_operator.runs.inside_reads import InsideReader
 from paiflow_operator.runs.launcher import Launcher
 from paiflow_operator.runs.outage import Outage
 from paiflow_operator.runs.registry import Registry
 from paiflow_operator.runs.scan_feed import ScanFeed, ScanKey, Scans
 from paiflow_operator.runs.sync import Sync
 from paiflow_operator.runs.tracked import Key, Tracked
-from paiflow_operator.runs.writes import RunWriter
+from paiflow_operator.runs.writes import RunWriter, log_events
 from paiflow_operator.settings import Settings
 
 __all__ = ["Key", "ScanKey", "Scheduler", "Tracked"]
@@ -84,21 +86,43 @@ class Scheduler:
             wallclock=wallclock,
             rng=rng,
         )
+        self.registry.restore_conditions = self.sync.restore_conditions
         # The workspace scanner's entry (workspaces/scanner.py).
         self.scans = ScanFeed(settings, scans, self.registry, self.due, self.sync.take_row, clock=clock, rng=rng)
+        self.writer = writer
+        self.inside = InsideReader(
+            settings, access, self.runs.get, self._write_inside, clock=clock, wallclock=wallclock
+        )
+
+    async def _write_inside(self, tracked: Tracked, patch: dict[str, Any], events: list[Event]) -> None:
+        await self.writer.write_status(tracked, patch)
+        log_events(tracked, events, quiet=False)
+        await self.writer.post_events(tracked, events)
 
     def observe(self, body: Mapping[str, Any], event_type: str | None) -> None:
         """Called for every watch event (kopf.on.event)."""
         self.registry.observe(body, event_type)
+        meta = body.get("metadata") or {}
+        key: Key = (meta.get("namespace", ""), meta.get("name", ""))
+        tracked = self.runs.get(key)
+        # The watch echoes every status write, so the inside reader hears of each change of a run's status.
+        if tracked is not None:
+            self.inside.note(tracked)
+        else:
+            self.inside.forget(key)
 
     def owns(self, uid: str) -> bool:
         return self.registry.owns(uid)
 
     def forget(self, key: Key) -> None:
         self.registry.forget(key)
+        self.inside.forget(key)
 
     def rebalance(self) -> list[dict[str, Any]]:
-        return self.registry.rebalance()
+        released = self.registry.rebalance()
+        for body in released:
+            self.inside.forget((body["metadata"]["namespace"], body["metadata"]["name"]))
+        return released
 
     def recheck_denied(self) -> None:
         """The access policies changed: every run they held back is looked at again at once (spread over a
@@ -114,10 +138,12 @@ class Scheduler:
             self.due.schedule(tracked, now + self.rng.uniform(0, 1.0))
 
     def snapshot(self) -> Iterable[metrics.RunSnapshot]:
-        return self.registry.snapshot(lambda run: self.outage.is_held(run, self.sync.region(run.spec)))
+        return self.registry.snapshot(lambda run: self.outage.is_held(run, self.sync.circuit(run)))
 
     async def run(self) -> None:
+        self.inside.start()
         await self.sync.run()
 
     async def stop(self) -> None:
+        await self.inside.stop()
         await self.sync.stop()

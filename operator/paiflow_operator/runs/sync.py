@@ -17,6 +17,9 @@ from typing import Any
 
 from paiflow_operator import metrics
 from paiflow_operator.api.runs import PaiPipelineRunSpec
+from paiflow_operator.conditions import Event
+from paiflow_operator.guards.circuit import Circuit
+from paiflow_operator.guards.write_gate import is_too_large
 from paiflow_operator.kube import KubeError
 from paiflow_operator.pai.errors import ErrorKind, MalformedResponseError, PaiError
 from paiflow_operator.pai.models import PipelineRun
@@ -26,7 +29,15 @@ from paiflow_operator.runs.batching import BatchKey
 from paiflow_operator.runs.due import DueQueue
 from paiflow_operator.runs.launcher import Launcher
 from paiflow_operator.runs.outage import Outage
-from paiflow_operator.runs.reconcile import Observation, Policy, Retry, SyncResult, reconcile, suspended
+from paiflow_operator.runs.reconcile import (
+    Observation,
+    Policy,
+    Retry,
+    SyncResult,
+    reconcile,
+    restore_conditions,
+    suspended,
+)
 from paiflow_operator.runs.registry import Registry, launch_pending
 from paiflow_operator.runs.tracked import Tracked, caller
 from paiflow_operator.runs.writes import RunWriter, log_events
@@ -95,9 +106,9 @@ class Sync:
     def _dispatch(self, due: list[Tracked]) -> None:
         groups: dict[BatchKey, list[Tracked]] = defaultdict(list)
         for tracked in due:
-            region = self.region(tracked.spec)
-            if self.breaker.is_open(region) and not self.breaker.is_prober(region, tracked.key):
-                self.outage.hold(tracked, region)
+            circuit = self.circuit(tracked)
+            if self.breaker.is_open(circuit) and not self.breaker.is_prober(circuit, tracked.key):
+                self.outage.hold(tracked, circuit)
                 continue
             tracked.busy = True
             self.due.taken(tracked)
@@ -127,6 +138,12 @@ class Sync:
 
     def region(self, spec: PaiPipelineRunSpec) -> str:
         return self.access.region(spec.regionId)
+
+    def circuit(self, tracked: Tracked) -> Circuit:
+        """The circuit a run's calls go through: its region and the identity that signs them (one tenant's
+        throttled keys hold that tenant's polls only)."""
+        region = self.region(tracked.spec)
+        return Circuit(region, self.access.identity(caller(tracked, Action.FOLLOW, region)))
 
     def batch_key(self, tracked: Tracked) -> BatchKey | None:
         spec = tracked.spec
@@ -161,8 +178,8 @@ class Sync:
                 return
             observation = await self._fetch(tracked)
             self._record(tracked, observation)
-            region = self.region(tracked.spec)
-            await self._apply(tracked, self._reconcile(tracked, self.outage.as_outage(tracked, region, observation)))
+            circuit = self.circuit(tracked)
+            await self._apply(tracked, self._reconcile(tracked, self.outage.as_outage(tracked, circuit, observation)))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -202,8 +219,9 @@ class Sync:
                 else:
                     await asyncio.gather(*(self._finish(m, exc) for m in members))
                 return
-            if self.breaker.answered(region):
-                self.outage.release(region)
+            circuit = self.circuit(members[0])  # a batch shares region and keys
+            if self.breaker.answered(circuit):
+                self.outage.release(circuit)
             by_id = {row.pipeline_run_id: row for row in answer.pipeline_runs}
             refresh = self.settings.detail_refresh_interval.total_seconds()
             work = []
@@ -234,8 +252,8 @@ class Sync:
             self._note_failure(tracked, observation)
         else:
             tracked.failing_since = None
-        region = self.region(tracked.spec)
-        await self._apply(tracked, self._reconcile(tracked, self.outage.as_outage(tracked, region, observation)))
+        circuit = self.circuit(tracked)
+        await self._apply(tracked, self._reconcile(tracked, self.outage.as_outage(tracked, circuit, observation)))
 
     def take_row(self, tracked: Tracked, row: PipelineRun) -> None:
         """A workspace scan's row answers for the run (scan_feed.py): applied as a poll's answer would be."""
@@ -270,24 +288,24 @@ class Sync:
             tracked.failing_since = None
 
     def _record(self, tracked: Tracked, observation: Observation) -> None:
-        """Feeds the region's circuit breaker with the outcome of one call."""
-        region = self.region(tracked.spec)
+        """Feeds the circuit breaker of the run's region and identity with the outcome of one call."""
+        circuit = self.circuit(tracked)
         if isinstance(observation, PaiError) and observation.retryable:
             self._note_failure(tracked, observation)
-            if self.breaker.failed(region, observation, tracked.key):
-                metrics.PAI_CIRCUIT_OPEN.labels(region).set(1)
+            if self.breaker.failed(circuit, observation, tracked.key):
+                metrics.PAI_CIRCUIT_OPEN.labels(circuit.region).set(1)
             if (
-                self.breaker.is_open(region)
-                and self.breaker.open_for(region) >= self.policy.error_grace.total_seconds()
+                self.breaker.is_open(circuit)
+                and self.breaker.open_for(circuit) >= self.policy.error_grace.total_seconds()
             ):
-                self._show_outage(region)
+                self._show_outage(circuit)
             return
         if isinstance(observation, PaiError):
             self._note_failure(tracked, observation)
         else:
             tracked.failing_since = None
-        if observation_is_answer(observation) and self.breaker.answered(region):
-            self.outage.release(region)
+        if observation_is_answer(observation) and self.breaker.answered(circuit):
+            self.outage.release(circuit)
 
     # ---- applying a result ------------------------------------------------------------------------
 
@@ -304,14 +322,18 @@ class Sync:
             except KubeError as exc:
                 if exc.status == 404:
                     return  # deleted meanwhile; the watch will say so
-                if exc.status == 422 and result.error_reason is None:
-                    # PAI's answer passed our checks but the API server will not store it: say so rather than
-                    # keep claiming to be in sync. Only conditions are written then.
+                if (exc.status == 422 or is_too_large(exc)) and result.error_reason is None:
+                    # PAI's answer passed our checks but the API server will not store it (invalid, or too large
+                    # for etcd): say so rather than keep claiming to be in sync. Only conditions are written then.
                     log.warning("status of %s/%s refused by the API server: %s", tracked.namespace, tracked.name, exc)
                     refused = MalformedResponseError(f"PAI's answer could not be stored: {exc.message[:300]}")
                     await self._apply(tracked, self._reconcile(tracked, refused))
                     return
                 log.warning("status write for %s/%s failed: %s", tracked.namespace, tracked.name, exc)
+                if tracked.attempt == 0 and exc.status not in (409, 0):
+                    # Refused for this object (an admission policy, ...): its own retry with backoff, and one
+                    # Event for the first refusal in a row. Other objects' writes do not wait for it.
+                    await self.writer.post_events(tracked, [Event("Warning", "StatusWriteRefused", str(exc)[:1024])])
                 self.reschedule(tracked, Retry.BACKOFF)
                 return
             except Exception as exc:
@@ -320,28 +342,47 @@ class Sync:
                 return
         if result.retry is Retry.STOP:
             tracked.confirmed_version = tracked.resource_version
-        keep = self.outage.events_to_post(tracked, self.region(tracked.spec), result.events)
+        keep = self.outage.events_to_post(tracked, self.circuit(tracked), result.events)
         log_events(tracked, result.events, quiet=not keep)
         await self.writer.post_events(tracked, keep)
         self.reschedule(tracked, result.retry)
 
     # ---- an open circuit: the held runs show it ---------------------------------------------------
 
-    def _show_outage(self, region: str) -> None:
+    def _show_outage(self, circuit: Circuit) -> None:
         """The outage outlasted the grace: every held run shows it, once (one write each, Events per namespace)."""
-        runs, error = self.outage.to_show(region)
+        runs, error = self.outage.to_show(circuit)
         for tracked in runs:
             self.spawn(self._show_one(tracked, error))
 
     async def _show_one(self, tracked: Tracked, error: PaiError) -> None:
         try:
             if tracked.failing_since is None:
-                tracked.failing_since = self.clock() - self.breaker.open_for(self.region(tracked.spec))
+                tracked.failing_since = self.clock() - self.breaker.open_for(self.circuit(tracked))
             await self._apply(tracked, self._reconcile(tracked, error))
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("showing the PAI outage on %s/%s failed", tracked.namespace, tracked.name)
+            self.reschedule(tracked, Retry.BACKOFF)
+
+    # ---- conditions are derived data --------------------------------------------------------------
+
+    def restore_conditions(self, tracked: Tracked) -> None:
+        """A finished run's conditions edited by someone else are put back from its runStatus: no PAI call."""
+        result = restore_conditions(tracked.spec, tracked.generation, tracked.status, self.wallclock())
+        if result.patch is None:
+            return
+        tracked.busy = True
+        self.spawn(self._restore_one(tracked, result))
+
+    async def _restore_one(self, tracked: Tracked, result: SyncResult) -> None:
+        try:
+            await self._apply(tracked, result)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("restoring the conditions of %s/%s failed", tracked.namespace, tracked.name)
             self.reschedule(tracked, Retry.BACKOFF)
 
     # ---- what next --------------------------------------------------------------------------------
@@ -350,9 +391,9 @@ class Sync:
         tracked.busy = False
         if self.runs.get(tracked.key) is not tracked:
             return
-        region = self.region(tracked.spec)
-        if retry is not Retry.STOP and self.breaker.is_open(region) and not tracked.rerun:
-            self.outage.hold(tracked, region)
+        circuit = self.circuit(tracked)
+        if retry is not Retry.STOP and self.breaker.is_open(circuit) and not tracked.rerun:
+            self.outage.hold(tracked, circuit)
             return
         now = self.clock()
         if tracked.rerun:

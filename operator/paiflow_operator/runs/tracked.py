@@ -63,8 +63,8 @@ def caller(tracked: Tracked, action: Action, region: str) -> Caller:
     spec = tracked.spec
     launch_workspace = spec.launch.workspaceId if spec.launch is not None else None
     workspace = spec.workspaceId or launch_workspace or tracked.status.get("workspaceId")
-    # A share token reads someone else's run; only the calls that read a run's status carry it.
-    token = spec.tokenSecretRef if action in (Action.FOLLOW, Action.VERBOSE) else None
+    # A share token reads someone else's run; only the calls that read a run (status, or inside) carry it.
+    token = spec.tokenSecretRef if action in (Action.FOLLOW, Action.VERBOSE, Action.INSPECT) else None
     return Caller(tracked.namespace, KIND, tracked.name, action, region, workspace, spec.credentialsSecretRef, token)
 
 

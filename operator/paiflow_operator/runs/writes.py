@@ -4,7 +4,7 @@ metrics and the record's bookkeeping (its status and resourceVersion as written)
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -42,22 +42,29 @@ class RunWriter:
         # With a queue, Events go after the status writes in flight (events.py); without one, inline.
         self.events = events
         self.in_flight = 0
+        # Told of every status written, without waiting (set by handlers.py: runs/notify.py's completion events).
+        self.on_written: Callable[[Mapping[str, Any]], None] | None = None
 
     async def write_status(
         self, tracked: Tracked, patch: dict[str, Any], *, resource_version: str | None = None
     ) -> None:
         """A merge patch of the run's status (with ``resource_version``: only if the object is still at it).
-        Raises KubeError as the API server answers, but waits out an outage of the API server itself."""
+        Raises KubeError as the API server answers about this object (its own retry), but waits out an outage
+        of the API server itself."""
         was = tracked.status.get("runStatus")  # read before the await: the watch may echo our write first
         self.in_flight += 1
         try:
+            # The run's key tells the gate whose write failed: one object's refusals never hold the others'.
             if resource_version is None:
-                written = await self.gate.write(lambda: self.kube.patch_status(tracked.namespace, tracked.name, patch))
+                written = await self.gate.write(
+                    lambda: self.kube.patch_status(tracked.namespace, tracked.name, patch), tracked.key
+                )
             else:
                 written = await self.gate.write(
                     lambda: self.kube.patch_status(
                         tracked.namespace, tracked.name, patch, resource_version=resource_version
-                    )
+                    ),
+                    tracked.key,
                 )
         finally:
             self.in_flight -= 1
@@ -69,6 +76,8 @@ class RunWriter:
             metrics.observe_completion(tracked.namespace, after["runStatus"], after.get("duration"))
         tracked.status = dict(written.get("status") or tracked.status)
         tracked.resource_version = (written.get("metadata") or {}).get("resourceVersion")
+        if self.on_written is not None:
+            self.on_written(written)
 
     async def post_events(self, tracked: Tracked, events: list[Event]) -> None:
         """Events are best effort: one that cannot be posted is logged, never retried."""

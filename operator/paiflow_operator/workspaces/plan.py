@@ -97,6 +97,8 @@ class Plan:
     deletes: list[Existing] = field(default_factory=list)
     # Rows in scope but not imported: the cap was reached.
     over_cap: int = 0
+    # The cap reached was the namespace's (the operator's ceiling or the access policy's), not maxRuns.
+    namespace_cap: int | None = None
     # Imported runs that exist now, and their PAI states (from their own status).
     owned: int = 0
     counts: dict[str, int] = field(default_factory=dict)  # the owned runs' and the planned creates' states
@@ -157,6 +159,8 @@ def run_body(ws: WorkspaceRef, spec: PaiWorkspaceSpec, row: PipelineRun) -> dict
         run_spec["credentialsSecretRef"] = spec.credentialsSecretRef.model_dump()
     if template is not None and template.pollInterval:
         run_spec["pollInterval"] = template.pollInterval
+    # Imported runs read no node, log or output (priced calls) unless the workspace asks.
+    run_spec["inside"] = bool(template is not None and template.inside)
     metadata: dict[str, Any] = {
         "name": resource_name(row.pipeline_run_id),
         "namespace": ws.namespace,
@@ -184,21 +188,27 @@ def plan(
     rows: Iterable[PipelineRun],
     existing: Iterable[Existing],
     now: datetime,
+    namespace_cap: int | None = None,
 ) -> Plan:
     """What to create and delete after one scan. ``rows``: this scan's rows (any order, any duplicates);
-    ``existing``: every PaiPipelineRun of the namespace as the watch last showed it."""
+    ``existing``: every PaiPipelineRun of the namespace as the watch last showed it; ``namespace_cap``: imported
+    runs the whole namespace may hold, from all its PaiWorkspaces together (the operator's hard ceiling, or the
+    access policy's maxImportedRuns if lower), whatever maxRuns asks."""
     out = Plan()
     followed: set[str] = set()  # run ids some resource of the namespace already follows
     # A run a PaiPipelineRun launched names that resource's uid as its SourceId: it is that resource's own, even
     # before its id reaches the resource's status.
     launchers: set[str] = set()
     owned: list[Existing] = []
+    imported_elsewhere = 0  # imported by the namespace's other PaiWorkspaces
     for item in existing:
         launchers.add(item.uid)
         if item.run_id:
             followed.add(item.run_id)
         if item.owner_uid == ws.uid:
             owned.append(item)
+        elif item.owner_uid is not None and not item.deleting:
+            imported_elsewhere += 1
 
     rows = list(rows)
     latest: dict[str, str] = {r.pipeline_run_id: r.raw_status or r.status.value for r in rows}
@@ -233,6 +243,9 @@ def plan(
     # The newest runs first, so that a cap keeps what people are most likely to look at.
     candidates = sorted(newest.values(), key=lambda r: (r.gmt_create_time or now, r.pipeline_run_id), reverse=True)
     room = max(spec.maxRuns - remaining, 0)
+    if namespace_cap is not None and namespace_cap - imported_elsewhere - remaining < room:
+        room = max(namespace_cap - imported_elsewhere - remaining, 0)
+        out.namespace_cap = namespace_cap if len(candidates) > room else None
     for row in candidates[:room]:
         out.creates.append(run_body(ws, spec, row))
         _count(out.counts, row.raw_status or row.status.value)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from paiflow_operator import metrics
-from paiflow_operator.access.policy import ACCESS_REASONS
+from paiflow_operator.access.policy import ACCESS_REASONS, Allowed
 from paiflow_operator.api.runs import CredentialsSecretRef, parse_duration
 from paiflow_operator.api.workspaces import PaiWorkspaceSpec
 from paiflow_operator.conditions import Event, find_condition
@@ -138,6 +138,14 @@ class WorkspaceScanner:
         self.index = RunIndex()
         self.workspaces: dict[tuple[str, str], Watched] = {}
         self.creates = TokenBucket(settings.workspace_create_qps, settings.workspace_create_burst, clock)
+
+    def _cap(self, ws: Watched) -> int:
+        """Imported runs the workspace's namespace may hold: the operator's hard ceiling, or its access policy's
+        limits.maxImportedRuns if lower."""
+        ceiling = self.settings.max_imported_runs_per_namespace
+        decision = self.access.decide(self.caller(ws))
+        own = decision.max_imported_runs if isinstance(decision, Allowed) else None
+        return ceiling if own is None else min(own, ceiling)
 
     # ---- fed by the watches --------------------------------------------------------------------------
 
@@ -303,7 +311,9 @@ class WorkspaceScanner:
         rows = pages.rows
         # Runs this replica already tracks (hand-written or imported) take their rows first.
         self.runs.apply_rows(key, rows)
-        plan = workspace_plan.plan(ws.ref, ws.spec, rows.values(), self.index.in_namespace(ws.ref.namespace), now)
+        plan = workspace_plan.plan(
+            ws.ref, ws.spec, rows.values(), self.index.in_namespace(ws.ref.namespace), now, self._cap(ws)
+        )
         created = await self._create(ws, key, plan.creates, rows)
         await self._delete(ws, plan.deletes)  # counted in ws.deleted
         counts = workspace_plan.counts_after(plan, (rows[r].raw_status or rows[r].status.value for r in created))

@@ -33,7 +33,12 @@ def scanned(
     """After a scan: Ready, the counts, and how many runs were imported or deleted so far."""
     conditions = _conditions(status)
     message = f"Scanning PAI workspace {spec.workspaceId}"
-    if plan.over_cap:
+    if plan.over_cap and plan.namespace_cap is not None:
+        message += (
+            f"; the namespace's cap of {plan.namespace_cap} imported runs (all its PaiWorkspaces together) "
+            f"reached, {plan.over_cap} runs in scope not imported"
+        )
+    elif plan.over_cap:
         message += f"; maxRuns ({spec.maxRuns}) reached, {plan.over_cap} runs in scope not imported"
     set_condition(conditions, READY, "True", "Scanned", message, generation, now)
     set_condition(conditions, STALLED, "False", "Scanned", message, generation, now)

@@ -168,7 +168,7 @@ def test_a_denial_never_names_other_teams_policies_or_a_workspace_pai_told() -> 
 
 
 def test_no_policies_at_all_denies_everything() -> None:
-    for action in ("Follow", "Import", "Launch", "Terminate", "Verbose"):
+    for action in ("Follow", "Import", "Launch", "Terminate", "Verbose", "Inspect"):
         assert isinstance(decide([], NS_A, action, "1", "cn-hangzhou"), Denied)
 
 

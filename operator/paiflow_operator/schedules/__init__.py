@@ -1,0 +1,1 @@
+"""PaiPipelineSchedule: cron-scheduled launched runs (plan.py pure, controller.py I/O)."""
