@@ -71,7 +71,7 @@ def notifier(sink: Sink, kube: FakeKube, **settings: Any) -> Notifier:
     return Notifier(config, kube, lambda uid: True, client=client, wallclock=lambda: NOW, rng=random.Random(1))
 
 
-async def settle(n: Notifier, until: Any, bound: float = 5.0) -> None:
+async def settle(n: Notifier, until: Any, bound: float = 30.0) -> None:
     task = asyncio.create_task(n.run())
     try:
         async with asyncio.timeout(bound):
