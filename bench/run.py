@@ -97,6 +97,9 @@ class Config:
     import_n: int = 0  # N for the workspace import check; 0: skip it
     ceiling: bool = True  # measure the API server's status-write ceiling before each operator run
     results: Path = RESULTS
+    # The operator under tracemalloc (bench/traced_operator.py): where memory goes, phase by phase. Its timings
+    # are not the operator's.
+    trace_memory: bool = False
 
 
 def log(message: str) -> None:
@@ -205,10 +208,23 @@ class Operator:
     child: Child
     health_port: int
     metrics_port: int
+    trace_dir: Path | None = None
 
     def metrics(self) -> str:
         with httpx.Client(timeout=10) as client:
             return client.get(f"http://127.0.0.1:{self.metrics_port}/metrics").text
+
+    def trace(self, phase: str) -> None:
+        """Under --trace-memory: the traced operator writes what it holds now (bench/traced_operator.py)."""
+        if self.trace_dir is None or not self.child.alive():
+            return
+        before = set(self.trace_dir.glob("*-*.txt"))
+        (self.trace_dir / "phase").write_text(phase)
+        os.kill(self.child.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and set(self.trace_dir.glob("*-*.txt")) == before:
+            time.sleep(0.5)
+        log(f"memory trace {phase}: {self.trace_dir}")
 
 
 def start_operator(
@@ -237,13 +253,18 @@ def start_operator(
         }
     )
     module = "bench.naive_operator" if variant == NAIVE else "paiflow_operator"
+    trace_dir = None
+    if cfg.trace_memory and variant != NAIVE:
+        module = "bench.traced_operator"
+        trace_dir = log_path.with_suffix(".trace")
+        env["PAIFLOW_BENCH_TRACE_DIR"] = str(trace_dir)
     child = python_child(variant, module, [], env, log_path).start()
     try:
         child.wait_http(f"http://127.0.0.1:{health}/healthz", timeout=120)
     except BaseException:
         child.stop()
         raise
-    return Operator(child, health, metrics)
+    return Operator(child, health, metrics, trace_dir)
 
 
 # ---- one N, one operator ------------------------------------------------------------------------------
@@ -385,6 +406,7 @@ def run_variant(cfg: Config, n: int, variant: str) -> dict[str, Any]:
             **cpu_and_rss(sampler.window(start.mono, synced.mono)),
         }
         log(f"N={n} {variant}: initial sync {result['initial']['seconds']}s, {initial_calls['total']} PAI calls")
+        operator.trace("1-first-sync")
 
         # -- 3. steady state
         duration = cfg.duration if variant == OURS else cfg.naive_duration
@@ -403,6 +425,7 @@ def run_variant(cfg: Config, n: int, variant: str) -> dict[str, Any]:
         result["steady"]["control_plane_cpu_mean"] = round(cp_cpu, 3)
         if variant != NAIVE:
             result["steady"]["operator_metrics"] = operator_counters(operator.metrics())
+        operator.trace("2-steady")
 
         # -- 4. most active runs end at once
         before_finish = point(api, counters)
@@ -413,6 +436,7 @@ def run_variant(cfg: Config, n: int, variant: str) -> dict[str, Any]:
             writes=write_delta(before_finish, after_finish),
             **cpu_and_rss(sampler.window(before_finish.mono, after_finish.mono)),
         )
+        operator.trace("3-mass-finish")
         burst = result["mass_finish"]
         if burst.get("status_seconds") and "ceiling" in result:
             # Our status writes per second while the burst drained, against the lean client's ceiling.
@@ -612,6 +636,7 @@ def restart(
             if steady_after is not None and time.monotonic() - started >= cfg.restart_window:
                 break
             time.sleep(1)
+        operator.trace("4-restart")
         after = point(api, counters)
         span = after.mono - started
         restart_events = [e for e in watch.events_between(before.epoch, after.epoch) if e.type == "MODIFIED"]
@@ -955,6 +980,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument(
         "--no-ceiling", action="store_true", help="skip measuring the API server's status-write ceiling first"
     )
+    parser.add_argument(
+        "--trace-memory", action="store_true", help="run the operator under tracemalloc (memory only; slower)"
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="logs (default: a temporary directory)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where bench.json/.md/.png go")
     args = parser.parse_args(argv)
@@ -984,6 +1012,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         rate_limit=rate_limit,
         import_n=import_n,
         ceiling=not args.no_ceiling,
+        trace_memory=args.trace_memory,
         rate_limit_seconds=args.rate_limit_seconds,
         restart_window=args.restart_window or 2 * args.interval,
         workdir=workdir.resolve(),

@@ -21,7 +21,7 @@ from paiflow_operator.replicas.sharding import Ownership
 from paiflow_operator.runs.due import DueQueue
 from paiflow_operator.runs.launcher import Launcher
 from paiflow_operator.runs.reconcile import is_finished
-from paiflow_operator.runs.tracked import Key, Tracked, runstatus_manager
+from paiflow_operator.runs.tracked import Key, Tracked, compact, runstatus_manager
 from paiflow_operator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class Registry:
             self.forget(key)
             return
         generation = int(meta.get("generation") or 0)
-        status = dict(body.get("status") or {})
+        status = compact(body.get("status") or {})
         tracked = self.runs.get(key)
         if tracked is None or tracked.uid != meta.get("uid"):
             tracked = Tracked(key[0], key[1], meta.get("uid", ""), generation, spec, status, since=self.clock())

@@ -13,7 +13,7 @@ from paiflow_operator.conditions import Event
 from paiflow_operator.guards.write_gate import WriteGate
 from paiflow_operator.kube import ObjectRef
 from paiflow_operator.runs.events import EventQueue
-from paiflow_operator.runs.tracked import Tracked
+from paiflow_operator.runs.tracked import Tracked, compact
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class RunWriter:
         after = written.get("status") or {}
         if after.get("runStatus") != was and after.get("runStatus") in metrics.ENDED:
             metrics.observe_completion(tracked.namespace, after["runStatus"], after.get("duration"))
-        tracked.status = dict(written.get("status") or tracked.status)
+        tracked.status = compact(written.get("status") or tracked.status)
         tracked.resource_version = (written.get("metadata") or {}).get("resourceVersion")
         if self.on_written is not None:
             self.on_written(written)
