@@ -42,7 +42,8 @@ def dump(directory: Path, count: int) -> None:
         held[1] += stat.count
     phase_file = directory / "phase"
     phase = phase_file.read_text().strip() if phase_file.exists() else "now"
-    rss = next((line.split()[1] for line in open("/proc/self/status") if line.startswith("VmRSS")), "?")
+    status = Path("/proc/self/status").read_text().splitlines()
+    rss = next((line.split()[1] for line in status if line.startswith("VmRSS")), "0")
     traced, peak = tracemalloc.get_traced_memory()
     lines = [f"# {phase}: traced {traced / 2**20:.1f} MiB (peak {peak / 2**20:.1f}), VmRSS {int(rss) / 1024:.1f} MiB"]
     for key, (size, blocks) in sorted(totals.items(), key=lambda kv: -kv[1][0])[:TOP]:
