@@ -23,7 +23,7 @@ RESOURCE_PATH = "/apis/paiflow-operator.dev/v1alpha1/paipipelineruns"
 Key = tuple[str, str]
 
 
-def _tls(workdir: Path) -> ssl.SSLContext:
+def admin_tls(workdir: Path) -> ssl.SSLContext:
     """Admin (system:masters) client certificate from the control plane's own PKI: the benchmark's
     identity, never the operator's."""
     pki = workdir / "pki"
@@ -35,7 +35,7 @@ def _tls(workdir: Path) -> ssl.SSLContext:
 def kube_client(workdir: Path, server: str, timeout: float | None = 60.0) -> httpx.Client:
     return httpx.Client(
         base_url=server,
-        verify=_tls(workdir),
+        verify=admin_tls(workdir),
         timeout=timeout,
         limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
     )
@@ -44,7 +44,7 @@ def kube_client(workdir: Path, server: str, timeout: float | None = 60.0) -> htt
 def kube_async_client(workdir: Path, server: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=server,
-        verify=_tls(workdir),
+        verify=admin_tls(workdir),
         timeout=120.0,
         limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
     )

@@ -186,7 +186,7 @@ async def _measure(kubeconfig: Path, objects: int, seconds: float, pause: float)
             results[name] = await _phase(kube, gate, objects, seconds, pause)
         return results
     finally:
-        kube.close()
+        await kube.aclose()
 
 
 def run_write_isolation(objects: int, seconds: float, pause: float) -> dict[str, Any]:

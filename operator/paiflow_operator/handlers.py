@@ -258,5 +258,5 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     await asyncio.gather(memo.scheduler_task, memo.trim_task, memo.notifier_task, return_exceptions=True)
     await memo.notifier.stop()
     await memo.access.aclose()
-    memo.kube.close()
+    await memo.kube.aclose()
     log.info("paiflow-operator stopped")

@@ -1,26 +1,28 @@
 """The few Kubernetes calls the operator makes itself: status patches, Events, Secret reads, membership Leases,
 and for launched runs its finalizer and a manifest ConfigMap read.
 
-kopf owns the watch; these writes go through the official `kubernetes` client, whose calls block, so they
-run on a small thread pool bounded by settings.kube_concurrency.
+kopf owns the watch; these requests go out on aiohttp (which kopf brings) from the event loop, with the
+connection, TLS and credentials of the `kubernetes` client's configuration (kubeconfig or ServiceAccount, its
+token refreshed as that client refreshes it). Not the `kubernetes` client's own blocking calls on a thread
+pool: a status write cost the operator 2-3 times the CPU that way (`python -m bench.ceiling`), CPU the API
+server needs during a mass finish on a small control plane.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import functools
 import json
 import logging
 import socket
+import ssl
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
+import aiohttp
 import kubernetes
-import urllib3
 
 from paiflow_operator.api import policies as policies_api
 from paiflow_operator.api import runs as runs_api
@@ -35,6 +37,8 @@ COMPONENT = "paiflow-operator"
 FIELD_MANAGER = "paiflow-operator"
 MAX_EVENT_MESSAGE = 1024
 LEASES = "/apis/coordination.k8s.io/v1"
+# Lease renewals have connections of their own: a late renewal costs the membership.
+LEASE_CONNECTIONS = 2
 
 
 class KubeError(Exception):
@@ -64,66 +68,79 @@ def load_client_configuration() -> kubernetes.client.Configuration:
     return config
 
 
+def tls_context(configuration: kubernetes.client.Configuration) -> ssl.SSLContext | None:
+    """The TLS settings of the `kubernetes` client's configuration as an SSLContext (None for plain http)."""
+    if not configuration.host.startswith("https:"):
+        return None
+    context = ssl.create_default_context(
+        cafile=configuration.ssl_ca_cert or None, cadata=getattr(configuration, "ca_cert_data", None) or None
+    )
+    if not configuration.verify_ssl:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif configuration.assert_hostname is False:
+        context.check_hostname = False
+    if configuration.cert_file:
+        context.load_cert_chain(configuration.cert_file, configuration.key_file or None)
+    return context
+
+
+def proxy_for(configuration: kubernetes.client.Configuration) -> str | None:
+    """The proxy the `kubernetes` client would use for this server, if any (its own no_proxy rules)."""
+    proxy: str | None = configuration.proxy
+    if not proxy:
+        return None
+    bypass = getattr(kubernetes.client.rest, "should_bypass_proxies", None)
+    if bypass is not None and bypass(configuration.host, configuration.no_proxy or ""):
+        return None
+    if proxy.startswith("socks"):
+        raise ValueError("a SOCKS proxy for the API server is not supported; use an http(s) proxy or none")
+    return proxy
+
+
 class KubeApi:
     def __init__(self, configuration: kubernetes.client.Configuration, concurrency: int = 8) -> None:
-        configuration.connection_pool_maxsize = max(concurrency, 4) + 2
-        self._client = kubernetes.client.ApiClient(configuration)
-        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kube")
-        # Lease renewals never queue behind a burst of status writes: a late renewal costs the membership.
-        self._lease_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kube-lease")
+        self._configuration = configuration
+        self._base = configuration.host.rstrip("/")
+        self._tls = tls_context(configuration)
+        self._proxy = proxy_for(configuration)
+        self._server_hostname = getattr(configuration, "tls_server_name", None) or None
+        self._concurrency = concurrency
+        # Made in the event loop at the first request (aiohttp binds its sessions to one loop).
+        self._session: aiohttp.ClientSession | None = None
+        self._lease_session: aiohttp.ClientSession | None = None
         self._instance = socket.gethostname()
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        self._lease_executor.shutdown(wait=False, cancel_futures=True)
-        self._client.close()
+    def _new_session(self, limit: int) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=limit, ssl=self._tls if self._tls is not None else False)
+        # trust_env off: the proxy is the one the kubernetes configuration names (proxy_for), nothing else.
+        return aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=True)
 
-    def _request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        content_type: str | None = None,
-        query: list[tuple[str, str]] | None = None,
-        request_timeout: float = 30.0,
-    ) -> Any:
+    def _session_for(self, path: str) -> aiohttp.ClientSession:
+        if path.startswith(LEASES):
+            if self._lease_session is None or self._lease_session.closed:
+                self._lease_session = self._new_session(LEASE_CONNECTIONS)
+            return self._lease_session
+        if self._session is None or self._session.closed:
+            self._session = self._new_session(self._concurrency)
+        return self._session
+
+    async def aclose(self) -> None:
+        for session in (self._session, self._lease_session):
+            if session is not None:
+                await session.close()
+
+    def _headers(self, content_type: str | None) -> dict[str, str]:
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
-        _, url, header_params, serialized, _ = self._client.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=query,
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        try:
-            response = self._client.call_api(
-                method,
-                url,
-                header_params=header_params,
-                body=serialized,
-                _request_timeout=(min(5, request_timeout), request_timeout),
-            )
-            data = response.read()
-        except kubernetes.client.exceptions.ApiException as exc:
-            raise self._error(exc.status or 0, exc.body) from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            # Unreachable, reset, timed out: status 0 and the error's type only. Every caller logs what it gets,
-            # and a library's text is not trusted to be clean.
-            raise KubeError(0, type(exc).__name__, "the API server could not be reached") from None
-        if response.status >= 400:
-            raise self._error(response.status, data)
-        return json.loads(data) if data else None
-
-    @staticmethod
-    def _error(status: int, body: Any) -> KubeError:
-        try:
-            detail = json.loads(body)
-            return KubeError(status, str(detail.get("reason", "")), str(detail.get("message", "")))
-        except (TypeError, ValueError):
-            return KubeError(status, "", str(body)[:200])
+        # Asked at every request: the configuration's hook refreshes a rotated ServiceAccount token or an
+        # exec plugin's token when it expires, as the `kubernetes` client does.
+        bearer = self._configuration.auth_settings().get("BearerToken")
+        token = bearer.get("value") if bearer else None
+        if token:
+            headers["Authorization"] = str(token)
+        return headers
 
     async def _call(
         self,
@@ -134,10 +151,38 @@ class KubeApi:
         query: list[tuple[str, str]] | None = None,
         request_timeout: float = 30.0,
     ) -> Any:
-        loop = asyncio.get_running_loop()
-        call = functools.partial(self._request, method, path, body, content_type, query, request_timeout)
-        executor = self._lease_executor if path.startswith(LEASES) else self._executor
-        return await loop.run_in_executor(executor, call)
+        url = self._base + path + (("&" if "?" in path else "?") + urlencode(query) if query else "")
+        data = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
+        if data is not None and content_type is None:
+            content_type = "application/json"
+        timeout = aiohttp.ClientTimeout(total=request_timeout, connect=min(5.0, request_timeout))
+        try:
+            async with self._session_for(path).request(
+                method,
+                url,
+                data=data,
+                headers=self._headers(content_type),
+                timeout=timeout,
+                proxy=self._proxy,
+                server_hostname=self._server_hostname,
+            ) as response:
+                raw = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            # Unreachable, reset, timed out: status 0 and the error's type only. Every caller logs what it gets,
+            # and a library's text is not trusted to be clean.
+            raise KubeError(0, type(exc).__name__, "the API server could not be reached") from None
+        if status >= 400:
+            raise self._error(status, raw)
+        return json.loads(raw) if raw else None
+
+    @staticmethod
+    def _error(status: int, body: Any) -> KubeError:
+        try:
+            detail = json.loads(body)
+            return KubeError(status, str(detail.get("reason", "")), str(detail.get("message", "")))
+        except (TypeError, ValueError):
+            return KubeError(status, "", str(body)[:200])
 
     async def patch_status(
         self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None

@@ -27,7 +27,7 @@ async def test_an_unreachable_api_server_is_a_kube_error_of_status_zero_without_
         with pytest.raises(KubeError) as info:
             await api.read_secret("ns", "name")
     finally:
-        api.close()
+        await api.aclose()
     assert info.value.status == 0
     text = f"{info.value} {info.value!r}"
     assert "SEKRIT" not in text and "127.0.0.1" not in text
