@@ -10,6 +10,7 @@ server needs during a mass finish on a small control plane.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -109,6 +110,10 @@ class KubeApi:
         # Made in the event loop at the first request (aiohttp binds its sessions to one loop).
         self._session: aiohttp.ClientSession | None = None
         self._lease_session: aiohttp.ClientSession | None = None
+        # Requests wait for a turn here, not in the connector: aiohttp counts a wait for a pooled connection
+        # against the request's connect timeout, and a burst of thousands of writes would time out queueing.
+        self._turns: asyncio.Semaphore | None = None
+        self._lease_turns: asyncio.Semaphore | None = None
         self._instance = socket.gethostname()
 
     def _new_session(self, limit: int) -> aiohttp.ClientSession:
@@ -116,14 +121,18 @@ class KubeApi:
         # trust_env off: the proxy is the one the kubernetes configuration names (proxy_for), nothing else.
         return aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=True)
 
-    def _session_for(self, path: str) -> aiohttp.ClientSession:
+    def _session_for(self, path: str) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
         if path.startswith(LEASES):
             if self._lease_session is None or self._lease_session.closed:
                 self._lease_session = self._new_session(LEASE_CONNECTIONS)
-            return self._lease_session
+                self._lease_turns = asyncio.Semaphore(LEASE_CONNECTIONS)
+            assert self._lease_turns is not None
+            return self._lease_session, self._lease_turns
         if self._session is None or self._session.closed:
             self._session = self._new_session(self._concurrency)
-        return self._session
+            self._turns = asyncio.Semaphore(self._concurrency)
+        assert self._turns is not None
+        return self._session, self._turns
 
     async def aclose(self) -> None:
         for session in (self._session, self._lease_session):
@@ -155,19 +164,22 @@ class KubeApi:
         data = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
         if data is not None and content_type is None:
             content_type = "application/json"
-        timeout = aiohttp.ClientTimeout(total=request_timeout, connect=min(5.0, request_timeout))
+        session, turns = self._session_for(path)
         try:
-            async with self._session_for(path).request(
-                method,
-                url,
-                data=data,
-                headers=self._headers(content_type),
-                timeout=timeout,
-                proxy=self._proxy,
-                server_hostname=self._server_hostname,
-            ) as response:
-                raw = await response.read()
-                status = response.status
+            async with turns:
+                # The request's own time only: the turn above is taken before the clock starts.
+                timeout = aiohttp.ClientTimeout(total=request_timeout, sock_connect=min(5.0, request_timeout))
+                async with session.request(
+                    method,
+                    url,
+                    data=data,
+                    headers=self._headers(content_type),
+                    timeout=timeout,
+                    proxy=self._proxy,
+                    server_hostname=self._server_hostname,
+                ) as response:
+                    raw = await response.read()
+                    status = response.status
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             # Unreachable, reset, timed out: status 0 and the error's type only. Every caller logs what it gets,
             # and a library's text is not trusted to be clean.

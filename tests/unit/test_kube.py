@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+from typing import Any
 
 import kubernetes
 import pytest
+from aiohttp import web
 
 from paiflow_operator.kube import KubeApi, KubeError
 
@@ -31,3 +34,64 @@ async def test_an_unreachable_api_server_is_a_kube_error_of_status_zero_without_
     assert info.value.status == 0
     text = f"{info.value} {info.value!r}"
     assert "SEKRIT" not in text and "127.0.0.1" not in text
+
+
+async def _slow_api_server(delay: float, seen: list[dict[str, str]]) -> tuple[Any, str]:
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        await asyncio.sleep(delay)
+        body = await request.json() if request.can_read_body else {}
+        return web.json_response({"metadata": {"resourceVersion": str(len(seen))}, "status": body.get("status")})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+async def test_a_burst_of_writes_queues_for_its_turn_without_timing_out() -> None:
+    """Thousands of status writes in a mass finish wait for a connection; only the request itself is timed.
+    (aiohttp counts a wait for a pooled connection against the connect timeout: the burst used to fail.)"""
+    seen: list[dict[str, str]] = []
+    runner, url = await _slow_api_server(0.3, seen)
+    config = kubernetes.client.Configuration()
+    config.host = url
+    api = KubeApi(config, concurrency=1)
+    try:
+        patches = [api.patch_status("ns", f"run-{i}", {"runStatus": "Succeeded"}, None) for i in range(8)]
+        # Each request is 0.3 s; the last waits 2.1 s for its turn, longer than a 1 s request timeout.
+        with_short_timeout = [
+            api._call("GET", f"/api/v1/namespaces/ns/configmaps/c{i}", request_timeout=1.0) for i in range(4)
+        ]
+        results = await asyncio.gather(*patches, *with_short_timeout)
+    finally:
+        await api.aclose()
+        await runner.cleanup()
+    assert len(results) == 12 and len(seen) == 12
+    assert results[0]["status"] == {"runStatus": "Succeeded"}
+
+
+async def test_the_token_is_asked_for_at_every_request_so_a_rotated_one_is_used() -> None:
+    seen: list[dict[str, str]] = []
+    runner, url = await _slow_api_server(0.0, seen)
+    config = kubernetes.client.Configuration()
+    config.host = url
+    tokens = iter(["first", "second"])
+
+    def refresh(configuration: kubernetes.client.Configuration) -> None:
+        configuration.api_key = {"authorization": f"Bearer {next(tokens)}"}
+
+    config.api_key = {"authorization": "Bearer loaded"}  # as load_incluster_config leaves it, with its hook
+    config.refresh_api_key_hook = refresh
+    api = KubeApi(config, concurrency=2)
+    try:
+        await api.read_configmap("ns", "a")
+        await api.read_configmap("ns", "b")
+    finally:
+        await api.aclose()
+        await runner.cleanup()
+    assert [h.get("Authorization") for h in seen] == ["Bearer first", "Bearer second"]
