@@ -409,7 +409,7 @@ def run_variant(cfg: Config, n: int, variant: str) -> dict[str, Any]:
         operator.trace("1-first-sync")
 
         # -- 3. steady state
-        duration = cfg.duration if variant == OURS else cfg.naive_duration
+        duration = cfg.duration if variant != NAIVE else cfg.naive_duration
         finished_at_start = {by_key[k].run_id for k, s in watch.snapshot().items() if s in TERMINAL}
         window_start = point(api, counters)
         cp_cpu_start = control_plane_cpu_seconds(cp)

@@ -637,8 +637,14 @@ class Emulator:
         with self._lock:
             candidates = [] if nothing else list(self._runs.values())
         rows: list[dict[str, Any]] = []
+        # Fields a run carries as they are, checked before its row is built: a row costs a timeline replay, and a
+        # workspace's page must not cost one per run of every workspace (10,000 runs: 1 s of CPU per page).
+        as_is = {"WorkspaceId": "workspace_id", "PipelineRunId": "run_id", "SourceType": "source_type"}
+        prefilter = [(attr, wanted[key]) for key, attr in as_is.items() if key in wanted]
         for run in candidates:
             if run.deleted or run.run_id in selection.hidden or now < run.listed_from:
+                continue
+            if prefilter and any(getattr(run, attr) != value for attr, value in prefilter):
                 continue
             if pipeline_ids and run.pipeline_id not in pipeline_ids:
                 continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,12 +43,28 @@ from paiflow_operator.workspaces.scanner import WorkspaceScanner
 log = logging.getLogger(__name__)
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No diff base: kopf deep-copies every object of every watch event to diff it for on.create/on.update
+    handlers and daemons, which this operator has none of (only kopf.on.event). That copy was 7.5% of the
+    operator's CPU in a mass finish of 10,000 runs (py-spy), CPU the API server needed."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config = get_settings()
     settings.peering.standalone = True
     # kopf would otherwise turn its own log lines into Kubernetes Events: writes nobody asked for.
     settings.posting.enabled = False
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60

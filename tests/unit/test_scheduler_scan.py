@@ -128,3 +128,35 @@ async def test_a_row_that_arrives_while_the_run_is_busy_is_not_left_to_the_safet
     await h.advance(1)
     await h.settle()
     assert h.kube.status[key]["runStatus"] == "Succeeded"
+
+
+async def test_a_row_saying_what_the_write_in_flight_writes_costs_no_pai_call(harness: HarnessFactory) -> None:
+    """In a mass finish thousands of writes wait their turn while the next scan reads the same rows again; each
+    such row used to mark its run for another look, a GetPipelineRun per run once its write was done."""
+    h = await harness(workspace_safety_net_interval="5m")
+    h.sched.scans.begin_scan(KEY, 30)
+    key = h.create("a", "flow-a", workspaceId="ws-1", status={"runStatus": "Running"})
+    held = asyncio.Event()
+    patch_status = h.kube.patch_status
+
+    async def slow_patch(namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        await held.wait()
+        return await patch_status(namespace, name, patch)
+
+    h.kube.patch_status = slow_patch  # type: ignore[method-assign]
+    assert h.sched.scans.apply_rows(KEY, {"flow-a": row("flow-a", "Succeeded")}) == 1
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert h.tracked(key).busy and h.tracked(key).writing == "Succeeded"
+    assert h.sched.scans.apply_rows(KEY, {"flow-a": row("flow-a", "Succeeded")}) == 0  # the next scan, same row
+    assert not h.tracked(key).rerun
+    # A row saying something else still earns another look.
+    assert h.sched.scans.apply_rows(KEY, {"flow-a": row("flow-a", "Failed")}) == 0
+    assert h.tracked(key).rerun
+    h.tracked(key).rerun = False
+    held.set()
+    await h.settle()
+    await h.advance(1)
+    await h.settle()
+    assert h.kube.status[key]["runStatus"] == "Succeeded" and h.pai.calls == []
+    assert h.tracked(key).writing is None

@@ -144,8 +144,11 @@ class ScanFeed:
                 if tracked.busy:
                     # A poll or a write is in flight. Dropping a row that says something else would leave the
                     # change to the safety net: this scan's cut-off moves past it, and the next scan never reads
-                    # it again. Look again as soon as the run is free (a rare, batched call).
-                    if (row.raw_status or row.status.value) != tracked.status.get("runStatus"):
+                    # it again. Look again as soon as the run is free (a rare, batched call). A row saying what
+                    # the write in flight writes is no news (a burst's writes wait their turn while the next scan
+                    # reads the same rows again): looking again would cost a GetPipelineRun each.
+                    shown = tracked.writing or tracked.status.get("runStatus")
+                    if (row.raw_status or row.status.value) != shown:
                         tracked.rerun = True
                     continue
                 tracked.scan_seen = now

@@ -35,6 +35,9 @@ class Tracked:
     last_ok: float | None = None
     since: float = field(default_factory=time.monotonic)
     busy: bool = False
+    # The runStatus a status write in flight sets (writes.py), None when none is: a scan row saying the same is
+    # no news, however long the write waits for its turn in a burst.
+    writing: str | None = None
     # The spec changed, or a scan row said something else, while a poll was in flight: look again as soon as that
     # poll ends.
     rerun: bool = False

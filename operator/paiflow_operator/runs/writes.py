@@ -53,6 +53,7 @@ class RunWriter:
         of the API server itself."""
         was = tracked.status.get("runStatus")  # read before the await: the watch may echo our write first
         self.in_flight += 1
+        tracked.writing = str(patch.get("runStatus") or was or "")
         try:
             # The run's key tells the gate whose write failed: one object's refusals never hold the others'.
             if resource_version is None:
@@ -67,6 +68,7 @@ class RunWriter:
                     tracked.key,
                 )
         finally:
+            tracked.writing = None
             self.in_flight -= 1
             if self.in_flight == 0 and self.events is not None:
                 self.events.writes_settled()
