@@ -10,6 +10,7 @@ import kubernetes
 import pytest
 from aiohttp import web
 
+from paiflow_operator import kube as kube_module
 from paiflow_operator.kube import KubeApi, KubeError
 
 
@@ -75,23 +76,53 @@ async def test_a_burst_of_writes_queues_for_its_turn_without_timing_out() -> Non
     assert results[0]["status"] == {"runStatus": "Succeeded"}
 
 
-async def test_the_token_is_asked_for_at_every_request_so_a_rotated_one_is_used() -> None:
+async def test_a_rotated_token_is_used_after_the_recheck_interval_or_a_401(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[dict[str, str]] = []
     runner, url = await _slow_api_server(0.0, seen)
     config = kubernetes.client.Configuration()
     config.host = url
-    tokens = iter(["first", "second"])
+    tokens = iter(["first", "second", "third"])
 
     def refresh(configuration: kubernetes.client.Configuration) -> None:
         configuration.api_key = {"authorization": f"Bearer {next(tokens)}"}
 
     config.api_key = {"authorization": "Bearer loaded"}  # as load_incluster_config leaves it, with its hook
     config.refresh_api_key_hook = refresh
+    clock = [1000.0]
+    monkeypatch.setattr(kube_module.time, "monotonic", lambda: clock[0])
     api = KubeApi(config, concurrency=2)
     try:
         await api.read_configmap("ns", "a")
-        await api.read_configmap("ns", "b")
+        await api.read_configmap("ns", "b")  # within the recheck interval: the same token
+        clock[0] += kube_module.TOKEN_RECHECK
+        await api.read_configmap("ns", "c")
+        api._token_checked = None  # what a 401 does
+        await api.read_configmap("ns", "d")
     finally:
         await api.aclose()
         await runner.cleanup()
-    assert [h.get("Authorization") for h in seen] == ["Bearer first", "Bearer second"]
+    assert [h.get("Authorization") for h in seen] == ["Bearer first", "Bearer first", "Bearer second", "Bearer third"]
+
+
+async def test_a_401_makes_the_next_request_ask_for_the_token_again() -> None:
+    async def handle(request: web.Request) -> web.Response:
+        return web.json_response({"reason": "Unauthorized", "message": "no"}, status=401)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    config = kubernetes.client.Configuration()
+    config.host = f"http://127.0.0.1:{port}"
+    config.api_key = {"authorization": "Bearer old"}
+    api = KubeApi(config, concurrency=1)
+    try:
+        with pytest.raises(KubeError) as info:
+            await api.read_configmap("ns", "a")
+    finally:
+        await api.aclose()
+        await runner.cleanup()
+    assert info.value.status == 401 and api._token_checked is None

@@ -132,14 +132,20 @@ class ScanFeed:
                 by_run[tracked.run_id].append(tracked)
         fed = 0
         now = self.clock()
+        # One decision per namespace and Secret within one scan: a policy names neither runs nor run ids.
+        decisions: dict[tuple[str, IdentityKey], bool] = {}
         for run_id, members in by_run.items():
             row = rows[run_id]
             for tracked in members:
                 spec = tracked.spec
                 if spec.suspend or spec.tokenSecretRef is not None or self.scans.scan_key(tracked) != key:
                     continue
-                who = caller(tracked, Action.FOLLOW, key[0])
-                if not isinstance(self.scans.access.decide(who, key[1]), Allowed):
+                decision_key = (tracked.namespace, identity_key(tracked.namespace, spec.credentialsSecretRef))
+                allowed = decisions.get(decision_key)
+                if allowed is None:
+                    who = caller(tracked, Action.FOLLOW, key[0])
+                    allowed = decisions[decision_key] = isinstance(self.scans.access.decide(who, key[1]), Allowed)
+                if not allowed:
                     continue  # the scan may import, this run may not be followed: its own poll shows why
                 if tracked.busy:
                     # A poll or a write is in flight. Dropping a row that says something else would leave the
