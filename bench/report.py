@@ -289,12 +289,14 @@ def ceiling_table(doc: dict[str, Any]) -> list[str]:
                 continue
             lag, goal = m.get("lag") or {}, m.get("lag_goal_p99")
             rows.append(
-                f"| {n} | {variant} | {_f(c['status_patches_per_second'])} ({_f(c.get('first_status_patches_per_second'))})"
+                f"| {n} | {variant} | {_f(c['status_patches_per_second'])} "
+                f"({_f(c.get('first_status_patches_per_second'))})"
                 f" | {_f(c['patch_and_event_per_second'])} | {_f(c.get('control_plane_cpu_ms_per_patch'), 2)} "
                 f"| {m.get('ended')} | {_f(m.get('peak_10s_per_second'))} ({_f(m.get('status_writes_per_second'))}) "
                 f"| {_f(m.get('ceiling_ratio'), 2)} ({_f(m.get('mean_ceiling_ratio'), 2)}) "
                 f"| {_f(lag.get('p99'))} / {_f(goal)} | {_f(lag.get('max'))} / {_f(2 * goal if goal else None)} "
-                f"| {lag.get('late', 0)} | {_f(m.get('control_plane_cpu_mean'), 2)} / {_f(m.get('emulator_cpu_mean'), 2)} |"
+                f"| {lag.get('late', 0)} | {_f(m.get('control_plane_cpu_mean'), 2)} "
+                f"/ {_f(m.get('emulator_cpu_mean'), 2)} |"
             )
     return rows if len(rows) > 2 else []
 
