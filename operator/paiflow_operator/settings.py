@@ -145,6 +145,10 @@ class Settings(BaseSettings):
     notify_window: Duration = timedelta(hours=24)
 
     list_chunk_size: int = Field(default=500, ge=1, description="Objects per page of kopf's initial list.")
+    watch_idle_timeout: Duration = Field(
+        default=timedelta(milliseconds=500),
+        description="How long kopf keeps an object's worker (and its last event) waiting for more events.",
+    )
     max_text_field_bytes: int = Field(default=64 * 1024, ge=1024, le=256 * 1024)
     secret_cache_ttl: Duration = timedelta(seconds=60)
 
