@@ -17,7 +17,8 @@ import tracemalloc
 from pathlib import Path
 from types import FrameType
 
-FRAMES = 12
+# Frames kept per allocation: enough to reach the operator's own line from a library's; more is much slower.
+FRAMES = int(os.environ.get("PAIFLOW_BENCH_TRACE_FRAMES", "6"))
 TOP = 60
 PACKAGE_MARK = "paiflow_operator"
 
