@@ -37,13 +37,7 @@ async def test_an_unreachable_api_server_is_a_kube_error_of_status_zero_without_
     assert "SEKRIT" not in text and "127.0.0.1" not in text
 
 
-async def _slow_api_server(delay: float, seen: list[dict[str, str]]) -> tuple[Any, str]:
-    async def handle(request: web.Request) -> web.Response:
-        seen.append(dict(request.headers))
-        await asyncio.sleep(delay)
-        body = await request.json() if request.can_read_body else {}
-        return web.json_response({"metadata": {"resourceVersion": str(len(seen))}, "status": body.get("status")})
-
+async def _serve(handle: Any) -> tuple[Any, str]:
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
     runner = web.AppRunner(app)
@@ -52,6 +46,16 @@ async def _slow_api_server(delay: float, seen: list[dict[str, str]]) -> tuple[An
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     return runner, f"http://127.0.0.1:{port}"
+
+
+async def _slow_api_server(delay: float, seen: list[dict[str, str]]) -> tuple[Any, str]:
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        await asyncio.sleep(delay)
+        body = await request.json() if request.can_read_body else {}
+        return web.json_response({"metadata": {"resourceVersion": str(len(seen))}, "status": body.get("status")})
+
+    return await _serve(handle)
 
 
 async def test_a_burst_of_writes_queues_for_its_turn_without_timing_out() -> None:
@@ -108,15 +112,9 @@ async def test_a_401_makes_the_next_request_ask_for_the_token_again() -> None:
     async def handle(request: web.Request) -> web.Response:
         return web.json_response({"reason": "Unauthorized", "message": "no"}, status=401)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, url = await _serve(handle)
     config = kubernetes.client.Configuration()
-    config.host = f"http://127.0.0.1:{port}"
+    config.host = url
     config.api_key = {"authorization": "Bearer old"}
     api = KubeApi(config, concurrency=1)
     try:
