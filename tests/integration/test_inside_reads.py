@@ -146,6 +146,28 @@ async def test_progress_of_a_running_run_then_the_failure_once_at_its_end(
     assert actions["ListPipelineRunNodeLogs"] == 1 and "ListPipelineRunNodeOutputs" not in actions
 
 
+async def test_a_run_ending_while_its_progress_is_read_gets_its_end_read(
+    emulator: Emulator, harness: Callable[..., Harness]
+) -> None:
+    """The progress read in flight when the run ends neither displaces the end read nor writes after it."""
+    add(emulator, "flow-ends", 15, ["Failed", None, "train failed"], shareToken=SHARE)
+    h = harness(progress_interval=timedelta(seconds=0.2))
+    tracked = h.track("ends", "flow-ends", "Running", tokenSecretRef={"name": "share"})
+    await h.until(lambda: h.writes)
+
+    slow = emulator.add_fault("latency", action="GetPipelineRunNode", count=1, delay=1.0)
+    await h.until(lambda: slow.hits >= 1)  # a progress read is now in flight
+    emulator.advance(30)
+    tracked.status = {**tracked.status, "runStatus": "Failed"}
+    h.reader.note(tracked)
+    await h.until(lambda: len(h.writes) == 2)
+    _, end, events = h.writes[1]
+    assert end["nodes"]["final"] is True and end["failure"]["node"] == "train"
+    assert [e.reason for e in events] == ["NodeFailed"]
+    await asyncio.sleep(1.5)  # the slow progress answer has come back meanwhile: it wrote nothing
+    assert len(h.writes) == 2
+
+
 async def test_outputs_of_a_succeeded_run(emulator: Emulator, harness: Callable[..., Harness]) -> None:
     nodes = [dict(NODES[0]), {**NODES[1], "fail": False}]
     add(emulator, "flow-ok", 100, ["Succeeded", None], nodes=nodes)

@@ -244,10 +244,23 @@ async def test_an_https_sink_with_an_untrusted_certificate_gets_nothing(tmp_path
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
-    server.socket = context.wrap_socket(server.socket, server_side=True)
+
+    class TlsServer(ThreadingHTTPServer):
+        # The handshake happens in each connection's own thread: on a TLS listening socket it would happen in
+        # accept(), where a client that stalls the handshake stalls serve_forever and so shutdown() (CI: 300 s).
+        daemon_threads = True
+
+        def finish_request(self, request: Any, client_address: Any) -> None:
+            request.settimeout(5)
+            try:
+                tls = context.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError):
+                return  # the client refused the certificate: what this test expects
+            super().finish_request(tls, client_address)
+
+    server = TlsServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         config = Settings(

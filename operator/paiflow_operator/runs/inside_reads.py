@@ -114,9 +114,12 @@ class InsideReader:
             return
         last = self._last_read.get(key)
         due = self.clock() if kind == END or last is None else last + self.interval
+        self._queue(key, kind, due)
+
+    def _queue(self, key: Key, kind: int, due: float) -> None:
         queued = self._queued.get(key)
         if queued is not None and queued <= (kind, due):
-            return  # already queued as soon or sooner
+            return  # already queued as urgent or more (an end read is never displaced by progress)
         self._push(key, kind, due)
 
     def forget(self, key: Key) -> None:
@@ -190,7 +193,10 @@ class InsideReader:
                 continue
             key, kind = picked
             tracked = self.lookup(key)
-            if tracked is None or read_kind(tracked, self.settings.inside) != kind:
+            if tracked is None:
+                continue
+            if read_kind(tracked, self.settings.inside) != kind:
+                self.note(tracked)  # it needs another read now (or none): queue that, never drop it
                 continue
             self._in_flight.add(key)
             try:
@@ -208,7 +214,7 @@ class InsideReader:
         attempts = self._attempts[key] = self._attempts.get(key, 0) + 1
         if kind == END and attempts >= MAX_END_ATTEMPTS:
             return  # given up; the run keeps its last progress (a restart tries again)
-        self._push(key, kind, self.clock() + min(self.interval, 5.0 * 2**attempts))
+        self._queue(key, kind, self.clock() + min(self.interval, 5.0 * 2**attempts))
 
     async def _read(self, tracked: Tracked, kind: int) -> None:
         key = tracked.key
@@ -237,8 +243,11 @@ class InsideReader:
         current = self.lookup(key)
         if current is not tracked:
             return  # deleted or replaced meanwhile
+        if kind == PROGRESS and read_kind(tracked, self.settings.inside) != PROGRESS:
+            self.note(tracked)  # the run ended while we read: its end read (queued by note) supersedes this
+            return
         if kind == PROGRESS and not _changed(tracked.status, patch):
-            self._push(key, PROGRESS, self._last_read[key] + self.interval)
+            self._queue(key, PROGRESS, self._last_read[key] + self.interval)
             return  # nothing new: no write
         await self.write(tracked, patch, events)
         self._attempts.pop(key, None)
