@@ -43,6 +43,15 @@ def launch_pending(launcher: Launcher | None, tracked: Tracked) -> bool:
     return launcher is not None and launcher.wants(tracked)
 
 
+def _same_spec(tracked: Tracked, uid: str | None, generation: int, status: Mapping[str, Any]) -> bool:
+    """The event's spec is the one the record holds: same object, same generation, and no launch payload that
+    the run's existence (status.pipelineRunId) now lets go of."""
+    if tracked.uid != uid or tracked.generation != generation:
+        return False
+    launch = tracked.spec.launch
+    return launch is None or not status.get("pipelineRunId") or (not launch.manifest and launch.arguments is None)
+
+
 class Registry:
     def __init__(
         self,
@@ -78,19 +87,24 @@ class Registry:
         if event_type == "DELETED" or (deleting and FINALIZER not in finalizers) or not self.owns(meta.get("uid", "")):
             self.forget(key)
             return
-        try:
-            # A launched run's manifest and arguments are not kept once the run exists.
-            spec = PaiPipelineRunSpec.model_validate(
-                without_launch_payload(body.get("spec") or {}, body.get("status") or {})
-            )
-        except ValueError as exc:
-            # The CRD's schema makes this unreachable short of a schema change; never crash the watch.
-            log.warning("ignoring %s/%s with an invalid spec: %s", key[0], key[1], exc)
-            self.forget(key)
-            return
         generation = int(meta.get("generation") or 0)
-        status = compact(body.get("status") or {})
         tracked = self.runs.get(key)
+        if tracked is not None and _same_spec(tracked, meta.get("uid"), generation, body.get("status") or {}):
+            # The echo of a status write (most events here): the spec validated before stands. A custom resource
+            # with a status subresource bumps its generation on every spec change.
+            spec = tracked.spec
+        else:
+            try:
+                # A launched run's manifest and arguments are not kept once the run exists.
+                spec = PaiPipelineRunSpec.model_validate(
+                    without_launch_payload(body.get("spec") or {}, body.get("status") or {})
+                )
+            except ValueError as exc:
+                # The CRD's schema makes this unreachable short of a schema change; never crash the watch.
+                log.warning("ignoring %s/%s with an invalid spec: %s", key[0], key[1], exc)
+                self.forget(key)
+                return
+        status = compact(body.get("status") or {})
         if tracked is None or tracked.uid != meta.get("uid"):
             tracked = Tracked(key[0], key[1], meta.get("uid", ""), generation, spec, status, since=self.clock())
             tracked.resource_version = meta.get("resourceVersion")
