@@ -344,7 +344,12 @@ def markdown(doc: dict[str, Any]) -> str:
         f"the operator, none for the baseline); PAI latency {c['latency'] * 1000:g} ms; steady state "
         f"{c['duration']:g} s (operator), {c['naive_duration']:g} s (baseline). `ours` = `python -m paiflow_operator`"
         " as its ServiceAccount; `naive` = bench/naive_operator.py (one kopf timer per resource, GetPipelineRun and"
-        " a status patch every tick).",
+        " a status patch every tick)."
+        + (
+            " Operator settings given: " + ", ".join(f"{k}={v}" for k, v in c.get("operator_env") or []) + "."
+            if c.get("operator_env")
+            else ""
+        ),
         "",
         "## Targets (issue 5)",
         "",

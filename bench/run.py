@@ -100,6 +100,8 @@ class Config:
     # The operator under tracemalloc (bench/traced_operator.py): where memory goes, phase by phase. Its timings
     # are not the operator's.
     trace_memory: bool = False
+    # Settings for the operator under test (--set PAIFLOW_X=V): to try a setting beside the shipped defaults.
+    operator_env: tuple[tuple[str, str], ...] = ()
 
 
 def log(message: str) -> None:
@@ -249,10 +251,11 @@ def start_operator(
             "PAIFLOW_QPS": f"{cfg.qps:g}",
             "PAIFLOW_LOG_FORMAT": "json",
             "NAIVE_INTERVAL": f"{cfg.interval:g}",
+            **dict(cfg.operator_env),
             **(extra_env or {}),
         }
     )
-    module = "bench.naive_operator" if variant == NAIVE else "paiflow_operator"
+    module = "bench.naive_operator" if variant == NAIVE else os.environ.get("BENCH_OPERATOR_MODULE", "paiflow_operator")
     trace_dir = None
     if cfg.trace_memory and variant != NAIVE:
         module = "bench.traced_operator"
@@ -593,6 +596,10 @@ def mass_finish(
     except TimeoutError as exc:
         log(str(exc))
     lags, late = lags_for(watch, changes, time.time())
+    # Which runs were not shown in time: their names, to look for in the operator's log.
+    late_runs = [f"{r.key[0]}/{r.key[1]}" for r, _, status in changes if (r.key, status) not in watch.first_seen]
+    if late_runs:
+        log(f"N={n} {variant}: not shown in time: {', '.join(late_runs[:20])}")
     seen = [watch.first_seen.get((run.key, status), time.time()) for run, _, status in changes]
     first_seen = [watch.first_seen.get((run.key, status)) for run, _, status in changes]
     shown = sorted(s for s in first_seen if s is not None)
@@ -605,6 +612,7 @@ def mass_finish(
         # The most statuses shown in any 10 s: the write rate while writes, not the scans' schedule, set the pace.
         "peak_10s_per_second": round(_densest(shown, 10.0) / 10.0, 1),
         "lag": lag_summary(lags, late),
+        "late_runs": late_runs[:100],
         # (seconds since the first end in PAI when it showed, its lag) of each change: lag against time.
         "lag_series": [
             [round(at + lag - min(done.values()), 2), round(lag, 2)]
@@ -1007,6 +1015,14 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument(
         "--trace-memory", action="store_true", help="run the operator under tracemalloc (memory only; slower)"
     )
+    parser.add_argument(
+        "--set",
+        dest="operator_env",
+        action="append",
+        default=[],
+        metavar="PAIFLOW_X=V",
+        help="a setting for the operator under test (repeatable), e.g. --set PAIFLOW_KUBE_CONCURRENCY=32",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="logs (default: a temporary directory)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where bench.json/.md/.png go")
     args = parser.parse_args(argv)
@@ -1037,11 +1053,19 @@ def parse_args(argv: list[str] | None = None) -> Config:
         import_n=import_n,
         ceiling=not args.no_ceiling,
         trace_memory=args.trace_memory,
+        operator_env=tuple(_setting(item) for item in args.operator_env),
         rate_limit_seconds=args.rate_limit_seconds,
         restart_window=args.restart_window or 2 * args.interval,
         workdir=workdir.resolve(),
         results=args.results.resolve(),
     )
+
+
+def _setting(item: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name.startswith("PAIFLOW_"):
+        raise SystemExit(f"--set wants PAIFLOW_NAME=VALUE, got {item!r}")
+    return name, value
 
 
 def results_for(cfg: Config) -> Iterator[tuple[int, str]]:
