@@ -9,7 +9,6 @@ runs/launcher.py.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from paiflow_operator import metrics
+from paiflow_operator import metrics, process_memory
 from paiflow_operator.access.status import PolicyStatusWriter
 from paiflow_operator.access.view import AccessView
 from paiflow_operator.api import policies as policies_api
@@ -128,7 +127,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     loop = asyncio.get_running_loop()
     memo.scheduler_task = loop.create_task(scheduler.run(), name="paiflow-scheduler")
     memo.notifier_task = loop.create_task(notifier.run(), name="paiflow-notifier")
-    memo.trim_task = loop.create_task(_return_freed_memory(), name="paiflow-malloc-trim")
+    freezer = process_memory.GcFreezer(config.gc_thaw_interval.total_seconds()) if config.gc_freeze else None
+    if freezer is not None:
+        freezer.install()
+    memo.freezer = freezer
+    memo.trim_task = loop.create_task(process_memory.upkeep(freezer), name="paiflow-memory-upkeep")
     metrics.register_runs_collector(scheduler.snapshot)
     if config.metrics_port:
         prometheus_client.start_http_server(config.metrics_port)
@@ -145,22 +148,6 @@ def _sharing(config: Settings, membership: LeaseMembership | None) -> str:
     if membership is not None:
         return f"identity={membership.identity} lease={membership.namespace}/{membership.lease_name}"
     return f"shard={config.shard_index}/{config.shard_count}"
-
-
-async def _return_freed_memory(first: float = 15.0, every: float = 60.0) -> None:
-    """Hands memory freed after a relist of thousands of objects back to the OS.
-
-    glibc keeps freed heap pages for reuse, so the peak of an initial list (10,000 objects parsed at once)
-    would otherwise stay in the RSS for the life of the process.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return  # not glibc (e.g. musl): nothing to trim
-    await asyncio.sleep(first)  # soon after the initial list, then now and then
-    while True:
-        libc.malloc_trim(0)
-        await asyncio.sleep(every)
 
 
 @kopf.on.event(runs_api.GROUP, runs_api.VERSION, runs_api.PLURAL)
@@ -277,6 +264,8 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     memo.notifier_task.cancel()
     await asyncio.gather(memo.scheduler_task, memo.trim_task, memo.notifier_task, return_exceptions=True)
     await memo.notifier.stop()
+    if memo.freezer is not None:
+        memo.freezer.uninstall()
     await memo.access.aclose()
     await memo.kube.aclose()
     log.info("paiflow-operator stopped")

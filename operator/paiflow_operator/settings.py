@@ -149,6 +149,14 @@ class Settings(BaseSettings):
         default=timedelta(milliseconds=500),
         description="How long kopf keeps an object's worker (and its last event) waiting for more events.",
     )
+    gc_freeze: bool = Field(
+        default=True,
+        description="Freeze what survives each full garbage collection, so the next ones skip it (process_memory.py).",
+    )
+    gc_thaw_interval: Duration = Field(
+        default=timedelta(minutes=10),
+        description="How often frozen objects are thawed, so one full collection walks everything again.",
+    )
     max_text_field_bytes: int = Field(default=64 * 1024, ge=1024, le=256 * 1024)
     secret_cache_ttl: Duration = timedelta(seconds=60)
 
