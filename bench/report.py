@@ -279,7 +279,8 @@ def ceiling_table(doc: dict[str, Any]) -> list[str]:
     rows = [
         "| N | variant | ceiling: status patches/s (first status) | patch + Event/s | control plane ms CPU/patch"
         " | ended | our status writes/s: busiest 10 s (whole burst) | ratio, busiest 10 s (goal >= 0.8) (whole burst)"
-        " | lag p99 / goal (interval + ended / ceiling) | max / goal x 2 | late | cores: control plane / emulator |",
+        " | lag p99 / goal (interval + ended / ceiling) | max / goal x 2 | late"
+        " | cores: control plane / operator / emulator / benchmark |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n in sorted(doc["sizes"], key=int):
@@ -295,8 +296,8 @@ def ceiling_table(doc: dict[str, Any]) -> list[str]:
                 f"| {m.get('ended')} | {_f(m.get('peak_10s_per_second'))} ({_f(m.get('status_writes_per_second'))}) "
                 f"| {_f(m.get('ceiling_ratio'), 2)} ({_f(m.get('mean_ceiling_ratio'), 2)}) "
                 f"| {_f(lag.get('p99'))} / {_f(goal)} | {_f(lag.get('max'))} / {_f(2 * goal if goal else None)} "
-                f"| {lag.get('late', 0)} | {_f(m.get('control_plane_cpu_mean'), 2)} "
-                f"/ {_f(m.get('emulator_cpu_mean'), 2)} |"
+                f"| {lag.get('late', 0)} | {_f(m.get('control_plane_cpu_mean'), 2)} / {_f(m.get('cpu_mean'), 2)} "
+                f"/ {_f(m.get('emulator_cpu_mean'), 2)} / {_f(m.get('bench_cpu_mean'), 2)} |"
             )
     return rows if len(rows) > 2 else []
 
