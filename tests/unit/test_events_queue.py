@@ -72,27 +72,3 @@ async def test_a_steady_stream_of_writes_does_not_hold_events_past_their_max_del
         await asyncio.sleep(0.02)
     assert kube.posted == [("r", "Ended")]
     await queue.stop(flush=1)
-
-
-async def test_events_wait_until_the_writes_stay_settled_not_for_a_gap_between_two_waves() -> None:
-    kube, in_flight = Kube(), [1]
-    queue = EventQueue(kube, lambda: in_flight[0], workers=1, max_delay=3600, settle=1.0)
-    queue.start()
-    await queue.post(ref("r"), [Event("Normal", "Ended", "m")], NOW)
-    in_flight[0] = 0
-    queue.writes_settled()  # one workspace's rows are written...
-    await asyncio.sleep(0.1)
-    assert kube.posted == []
-    in_flight[0] = 1  # ...and the next scan's come
-    await asyncio.sleep(0.2)
-    assert kube.posted == []
-    in_flight[0] = 0
-    queue.writes_settled()
-    settled = asyncio.get_running_loop().time()
-    for _ in range(300):
-        if kube.posted:
-            break
-        await asyncio.sleep(0.02)
-    assert kube.posted == [("r", "Ended")]
-    assert asyncio.get_running_loop().time() - settled >= 0.9
-    await queue.stop(flush=1)

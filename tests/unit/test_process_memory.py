@@ -48,21 +48,24 @@ def test_a_full_collection_freezes_its_survivors_and_a_young_one_does_not(freeze
 
 
 def test_later_full_collections_skip_what_is_frozen(freezer: tuple[GcFreezer, Clock]) -> None:
-    """Timed as a ratio within this run: the same heap of a million objects, collected before and after."""
+    """Timed as a ratio within this run: the same heap of half a million objects, collected before and after
+    (the frozen one at its best of three, so that a hiccup of a noisy machine cannot make it look slow)."""
     f, _ = freezer
-    held = [{"i": i} for i in range(1_000_000)]
+    held = [{"i": i} for i in range(500_000)]
     f.uninstall()  # first a full collection that walks them all
     started = time.perf_counter()
     gc.collect()
     walked_all = time.perf_counter() - started
     f.install()
     gc.collect()  # frozen now
-    started = time.perf_counter()
-    gc.collect()
-    frozen = time.perf_counter() - started
-    print(f"full collection: {walked_all * 1000:.1f} ms walking a million dicts, {frozen * 1000:.1f} ms frozen")
-    assert frozen < walked_all / 5
-    assert len(held) == 1_000_000
+    frozen = []
+    for _ in range(3):
+        started = time.perf_counter()
+        gc.collect()
+        frozen.append(time.perf_counter() - started)
+    print(f"full collection: {walked_all * 1000:.1f} ms walking them all, {min(frozen) * 1000:.2f} ms frozen")
+    assert min(frozen) < walked_all / 5
+    assert len(held) == 500_000
 
 
 def test_cyclic_garbage_frozen_while_alive_is_collected_after_a_thaw(freezer: tuple[GcFreezer, Clock]) -> None:

@@ -2,9 +2,7 @@
 
 A mass finish (thousands of runs ending at once) used to post each run's Event right after its status write,
 so half the API server's write capacity went to Events while changed statuses waited. Here Events wait in a
-bounded queue while status writes are in flight, and for `settle` seconds after the last one ended (a burst's
-writes come in waves, one workspace scan's rows at a time: between two waves none is in flight for a moment),
-then go out once the statuses are written. They are still
+bounded queue while status writes are in flight and go out once the statuses are written. They are still
 posted, each resource's in order (one worker per hash of the resource), and none is dropped: a full queue
 makes the poster wait for room (bounded memory), and an Event that waited longer than `max_delay` goes out
 even while writes continue, so a steady stream of writes never starves them.
@@ -41,18 +39,16 @@ class EventQueue:
         *,
         workers: int = 4,
         max_pending: int = 20_000,
-        max_delay: float = 60.0,
-        settle: float = 1.0,
+        # Longer than a burst's writes take: a first sync of 10,000 runs writes for about a minute, and Events
+        # released meanwhile compete with its last statuses for the API server.
+        max_delay: float = 120.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.kube = kube
         self.writes_in_flight = writes_in_flight
         self.max_pending = max_pending
         self.max_delay = max_delay
-        self.settle = settle
         self.clock = clock
-        self._settled_at = float("-inf")  # when the writer's in-flight status writes last reached zero
-        self._flushing = False
         # (enqueued at, object, Event, its time): one FIFO per worker, chosen by the object, keeps its order.
         self._queues: list[collections.deque[tuple[float, ObjectRef, Event, datetime]]] = [
             collections.deque() for _ in range(workers)
@@ -75,18 +71,8 @@ class EventQueue:
             self._tasks = [asyncio.get_running_loop().create_task(self._work(i)) for i in range(len(self._queues))]
 
     def writes_settled(self) -> None:
-        """The writer's in-flight status writes reached zero: Events held for them may go once it stays so."""
-        self._settled_at = self.clock()
+        """The writer's in-flight status writes reached zero: Events held for them may go."""
         self._quiet.set()
-
-    def _hold(self, waited: float) -> float:
-        """Seconds the oldest queued Event, queued ``waited`` seconds ago, is held yet (0: post it now)."""
-        if self._flushing or waited >= self.max_delay:
-            return 0.0
-        if self.writes_in_flight() > 0:
-            return min(1.0, self.max_delay - waited)
-        calm = self.clock() - self._settled_at
-        return min(self.settle - calm, self.max_delay - waited) if calm < self.settle else 0.0
 
     async def post(self, ref: ObjectRef, events: list[Event], now: datetime) -> None:
         if not events:
@@ -108,12 +94,12 @@ class EventQueue:
                 await ready.wait()
                 continue
             enqueued, ref, event, at = queue[0]
-            hold = self._hold(self.clock() - enqueued)
-            if hold > 0:
-                # Statuses first: wait until the writes in flight are done and stay so, or this Event is due anyway.
+            waited = self.clock() - enqueued
+            if self.writes_in_flight() > 0 and waited < self.max_delay:
+                # Statuses first: wait until the writes in flight are done, or this Event is due anyway.
                 self._quiet.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._quiet.wait(), hold)
+                    await asyncio.wait_for(self._quiet.wait(), min(1.0, self.max_delay - waited))
                 continue
             queue.popleft()
             if self.pending < self.max_pending:
@@ -133,7 +119,6 @@ class EventQueue:
 
     async def stop(self, flush: float = 5.0) -> None:
         """Posts what is queued for at most ``flush`` seconds (the writes are over by then), then stops."""
-        self._flushing = True
         self.writes_settled()
         if self._tasks:
             with contextlib.suppress(TimeoutError):
