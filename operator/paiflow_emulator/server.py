@@ -35,6 +35,8 @@ Control API (test tool, no signature, never a PAI action), all JSON:
 - POST   /_emulator/runs                   run or {"runs": [run, ...]} -> {"runs": [{"id": ...}, ...]}
 - GET    /_emulator/runs/{id}              -> GetPipelineRun body (verbose) plus "IsDeleted"
 - POST   /_emulator/runs/{id}/transition   {"timeline": [...]} -> {"id", "Status"}: history kept, course changed
+- POST   /_emulator/transitions            {"transitions": [{"id", "timeline"}, ...]} -> {"transitions": [{"id",
+                                            "Status"}, ...], "at": epoch}: many at one instant (all or none)
 - GET    /_emulator/runs?name=N            -> {"runs": [GetPipelineRun body, ...]} (exact name; test lookups)
 - POST   /_emulator/pipelines              {"id", "workspaceId", "manifest"?, "timeline"?} -> {"id"}
 - POST   /_emulator/workspaces             {"ids": [...]}: once any is registered, others are unknown
@@ -81,7 +83,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -324,6 +326,16 @@ class Emulator:
             run = self._runs[run_id]
             run.timeline = run.timeline.cut(self.clock.now() - run.created_at).then(*steps)
         return run
+
+    def transition_many(self, changes: Sequence[tuple[str, Sequence[Step | Phase]]]) -> tuple[float, list[Run]]:
+        """Changes many runs' course at one instant of the run clock (a mass change, as thousands of runs ending
+        at once); raises KeyError, changing none, if one is unknown."""
+        with self._lock:
+            runs = [self._runs[run_id] for run_id, _ in changes]
+            now = self.clock.now()
+            for run, (_, steps) in zip(runs, changes, strict=True):
+                run.timeline = run.timeline.cut(now - run.created_at).then(*steps)
+        return now, runs
 
     def delete_run(self, run_id: str, *, purge: bool = False) -> bool:
         with self._lock:
@@ -783,6 +795,7 @@ class Emulator:
             ("GET", f"{p}/runs/{{run_id}}", self._c_get_run),
             ("DELETE", f"{p}/runs/{{run_id}}", self._c_delete_run),
             ("POST", f"{p}/runs/{{run_id}}/transition", self._c_transition),
+            ("POST", f"{p}/transitions", self._c_transitions),
             ("GET", f"{p}/runs", self._c_find_runs),
             ("POST", f"{p}/pipelines", self._c_add_pipeline),
             ("POST", f"{p}/workspaces", self._c_add_workspaces),
@@ -860,6 +873,20 @@ class Emulator:
         data = await request.json()
         run = self.transition(run_id, *Timeline.from_json(data["timeline"]).phases)
         return web.json_response({"id": run_id, "Status": run.state(self.clock.now()).status})
+
+    async def _c_transitions(self, request: web.Request) -> web.StreamResponse:
+        data = await request.json()
+        changes = [(item["id"], Timeline.from_json(item["timeline"]).phases) for item in data["transitions"]]
+        try:
+            at, runs = self.transition_many(changes)
+        except KeyError as exc:
+            return web.json_response({"error": f"no such run: {exc.args[0]}"}, status=404)
+        return web.json_response(
+            {
+                "transitions": [{"id": run.run_id, "Status": run.state(at).status} for run in runs],
+                "at": at,  # the run clock (epoch seconds, plus any advance)
+            }
+        )
 
     async def _c_add_faults(self, request: web.Request) -> web.StreamResponse:
         data = await request.json()

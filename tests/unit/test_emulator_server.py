@@ -407,6 +407,22 @@ async def test_control_api_runs_faults_and_transitions(emu: Emulator, http: aioh
     _, body, _ = await get_run(http, emu, "flow-c1")
     assert (body["Status"], body["Message"], body["FinishedAt"]) == ("Terminated", "bye", iso_utc(T0))
 
+    # Many at one instant: all or none (an unknown id changes nothing).
+    async with http.post(f"{base}/runs", json={"runs": [{"id": f"flow-m{i}", "age": 5} for i in range(3)]}) as resp:
+        assert resp.status == 201
+    ends = [{"id": f"flow-m{i}", "timeline": [["Failed", None, "stopped"]]} for i in range(3)]
+    unknown = {"id": "flow-nope", "timeline": [["Failed", None]]}
+    async with http.post(f"{base}/transitions", json={"transitions": [*ends, unknown]}) as r:
+        assert r.status == 404 and "flow-nope" in (await r.json())["error"]
+    assert (await get_run(http, emu, "flow-m0"))[1]["Status"] != "Failed"
+    async with http.post(f"{base}/transitions", json={"transitions": ends}) as resp:
+        answer = await resp.json()
+    assert [(t["id"], t["Status"]) for t in answer["transitions"]] == [(f"flow-m{i}", "Failed") for i in range(3)]
+    assert answer["at"] == T0
+    for i in range(3):
+        _, body, _ = await get_run(http, emu, f"flow-m{i}")
+        assert (body["Status"], body["Message"], body["FinishedAt"]) == ("Failed", "stopped", iso_utc(T0))
+
     async with http.post(f"{base}/faults", json={"kind": "unavailable", "runId": "flow-c1", "count": 1}) as resp:
         fault_id = (await resp.json())["ids"][0]
     async with http.get(f"{base}/faults") as resp:
