@@ -72,3 +72,44 @@ async def test_a_steady_stream_of_writes_does_not_hold_events_past_their_max_del
         await asyncio.sleep(0.02)
     assert kube.posted == [("r", "Ended")]
     await queue.stop(flush=1)
+
+
+async def test_after_a_wave_of_writes_events_wait_for_them_to_stay_settled_not_for_a_gap_between_waves() -> None:
+    kube, in_flight = Kube(), [1]
+    queue = EventQueue(kube, lambda: in_flight[0], workers=1, max_delay=3600, settle=1.0, wave=50)
+    queue.start()
+    await queue.post(ref("r"), [Event("Normal", "Ended", "m")], NOW)
+    in_flight[0] = 0
+    queue.writes_settled(300)  # one workspace scan's rows are written...
+    await asyncio.sleep(0.1)
+    assert kube.posted == []
+    in_flight[0] = 1  # ...and the next scan's come
+    await asyncio.sleep(0.2)
+    assert kube.posted == []
+    in_flight[0] = 0
+    queue.writes_settled(300)
+    settled = asyncio.get_running_loop().time()
+    for _ in range(300):
+        if kube.posted:
+            break
+        await asyncio.sleep(0.02)
+    assert kube.posted == [("r", "Ended")]
+    assert asyncio.get_running_loop().time() - settled >= 0.9
+    await queue.stop(flush=1)
+
+
+async def test_in_a_trickle_of_writes_events_go_as_soon_as_none_is_in_flight() -> None:
+    kube, in_flight = Kube(), [1]
+    queue = EventQueue(kube, lambda: in_flight[0], workers=1, max_delay=3600, settle=5.0, wave=50)
+    queue.start()
+    await queue.post(ref("r"), [Event("Normal", "Ended", "m")], NOW)
+    await spin()
+    assert kube.posted == []
+    in_flight[0] = 0
+    queue.writes_settled(2)  # a steady state's few writes: no burst to make way for
+    for _ in range(100):
+        if kube.posted:
+            break
+        await asyncio.sleep(0.01)
+    assert kube.posted == [("r", "Ended")]
+    await queue.stop(flush=1)

@@ -42,6 +42,7 @@ class RunWriter:
         # With a queue, Events go after the status writes in flight (events.py); without one, inline.
         self.events = events
         self.in_flight = 0
+        self._wave = 0  # writes since in_flight was last zero: how large this wave of writes is
         # Told of every status written, without waiting (set by handlers.py: runs/notify.py's completion events).
         self.on_written: Callable[[Mapping[str, Any]], None] | None = None
 
@@ -53,6 +54,7 @@ class RunWriter:
         of the API server itself."""
         was = tracked.status.get("runStatus")  # read before the await: the watch may echo our write first
         self.in_flight += 1
+        self._wave += 1
         tracked.writing = str(patch.get("runStatus") or was or "")
         try:
             # The run's key tells the gate whose write failed: one object's refusals never hold the others'.
@@ -70,8 +72,10 @@ class RunWriter:
         finally:
             tracked.writing = None
             self.in_flight -= 1
-            if self.in_flight == 0 and self.events is not None:
-                self.events.writes_settled()
+            if self.in_flight == 0:
+                if self.events is not None:
+                    self.events.writes_settled(self._wave)
+                self._wave = 0
         metrics.KUBE_WRITES.labels("status").inc()
         after = written.get("status") or {}
         if after.get("runStatus") != was and after.get("runStatus") in metrics.ENDED:
