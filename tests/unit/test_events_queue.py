@@ -30,6 +30,14 @@ async def spin(turns: int = 200) -> None:
         await asyncio.sleep(0)
 
 
+async def until_posted(kube: Kube, within: float) -> None:
+    """Until something is posted, for at most ``within`` seconds."""
+    for _ in range(int(within / 0.01)):
+        if kube.posted:
+            return
+        await asyncio.sleep(0.01)
+
+
 async def test_events_wait_while_status_writes_are_in_flight_then_go_in_order() -> None:
     kube, in_flight = Kube(), [3]
     queue = EventQueue(kube, lambda: in_flight[0], workers=3, max_delay=3600)
@@ -66,10 +74,7 @@ async def test_a_steady_stream_of_writes_does_not_hold_events_past_their_max_del
     queue = EventQueue(kube, lambda: 1, workers=1, max_delay=0.05)  # writes never settle
     queue.start()
     await queue.post(ref("r"), [Event("Normal", "Ended", "m")], NOW)
-    for _ in range(100):
-        if kube.posted:
-            break
-        await asyncio.sleep(0.02)
+    await until_posted(kube, 2.0)
     assert kube.posted == [("r", "Ended")]
     await queue.stop(flush=1)
 
@@ -89,10 +94,7 @@ async def test_after_a_wave_of_writes_events_wait_for_them_to_stay_settled_not_f
     in_flight[0] = 0
     queue.writes_settled(300)
     settled = asyncio.get_running_loop().time()
-    for _ in range(300):
-        if kube.posted:
-            break
-        await asyncio.sleep(0.02)
+    await until_posted(kube, 6.0)
     assert kube.posted == [("r", "Ended")]
     assert asyncio.get_running_loop().time() - settled >= 0.9
     await queue.stop(flush=1)
@@ -107,9 +109,6 @@ async def test_in_a_trickle_of_writes_events_go_as_soon_as_none_is_in_flight() -
     assert kube.posted == []
     in_flight[0] = 0
     queue.writes_settled(2)  # a steady state's few writes: no burst to make way for
-    for _ in range(100):
-        if kube.posted:
-            break
-        await asyncio.sleep(0.01)
+    await until_posted(kube, 1.0)
     assert kube.posted == [("r", "Ended")]
     await queue.stop(flush=1)
