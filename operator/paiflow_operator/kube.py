@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import enum
 import json
 import logging
 import socket
@@ -41,6 +42,10 @@ MAX_EVENT_MESSAGE = 1024
 LEASES = "/apis/coordination.k8s.io/v1"
 # Lease renewals have connections of their own: a late renewal costs the membership.
 LEASE_CONNECTIONS = 2
+# So do the few other requests (Secret reads, workspace, schedule and policy status, imports, finalizers): a
+# workspace scan waited ~20 s for its status write behind a first sync's thousands of run writes, and a Secret
+# read for a PAI call would wait as long.
+CONTROL_CONNECTIONS = 4
 # Seconds a bearer token is used before the configuration is asked for it again (ServiceAccount tokens are
 # reread every minute by the kubernetes client's own hook).
 TOKEN_RECHECK = 5.0
@@ -103,6 +108,31 @@ def proxy_for(configuration: kubernetes.client.Configuration) -> str | None:
     return proxy
 
 
+class Lane(enum.Enum):
+    """Requests queue per lane, so that a burst in one never delays the others."""
+
+    RUNS = "runs"  # run status patches and Events: thousands at once in a first sync or a mass finish
+    LEASES = "leases"  # membership renewals
+    CONTROL = "control"  # everything else, a few at a time
+
+
+def lane_of(method: str, path: str) -> Lane:
+    """The lane of a request by its path (create_event names its own: a run's Events go with run writes)."""
+    if path.startswith(LEASES):
+        return Lane.LEASES
+    if method == "PATCH" and f"/{runs_api.PLURAL}/" in path and path.split("?", 1)[0].endswith("/status"):
+        return Lane.RUNS
+    return Lane.CONTROL
+
+
+@dataclass
+class _LaneState:
+    session: aiohttp.ClientSession
+    # Requests wait for a turn here, not in the connector: aiohttp counts a wait for a pooled connection
+    # against the request's connect timeout, and a burst of thousands of writes would time out queueing.
+    turns: asyncio.Semaphore
+
+
 class KubeApi:
     def __init__(self, configuration: kubernetes.client.Configuration, concurrency: int = 8) -> None:
         self._configuration = configuration
@@ -111,13 +141,8 @@ class KubeApi:
         self._proxy = proxy_for(configuration)
         self._server_hostname = getattr(configuration, "tls_server_name", None) or None
         self._concurrency = concurrency
-        # Made in the event loop at the first request (aiohttp binds its sessions to one loop).
-        self._session: aiohttp.ClientSession | None = None
-        self._lease_session: aiohttp.ClientSession | None = None
-        # Requests wait for a turn here, not in the connector: aiohttp counts a wait for a pooled connection
-        # against the request's connect timeout, and a burst of thousands of writes would time out queueing.
-        self._turns: asyncio.Semaphore | None = None
-        self._lease_turns: asyncio.Semaphore | None = None
+        # Per lane, made in the event loop at its first request (aiohttp binds its sessions to one loop).
+        self._lanes: dict[Lane, _LaneState] = {}
         self._instance = socket.gethostname()
         self._token: str | None = None
         self._token_checked: float | None = None
@@ -127,23 +152,16 @@ class KubeApi:
         # trust_env off: the proxy is the one the kubernetes configuration names (proxy_for), nothing else.
         return aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=True)
 
-    def _session_for(self, path: str) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
-        if path.startswith(LEASES):
-            if self._lease_session is None or self._lease_session.closed:
-                self._lease_session = self._new_session(LEASE_CONNECTIONS)
-                self._lease_turns = asyncio.Semaphore(LEASE_CONNECTIONS)
-            assert self._lease_turns is not None
-            return self._lease_session, self._lease_turns
-        if self._session is None or self._session.closed:
-            self._session = self._new_session(self._concurrency)
-            self._turns = asyncio.Semaphore(self._concurrency)
-        assert self._turns is not None
-        return self._session, self._turns
+    def _lane(self, lane: Lane) -> _LaneState:
+        state = self._lanes.get(lane)
+        if state is None or state.session.closed:
+            limit = {Lane.RUNS: self._concurrency, Lane.LEASES: LEASE_CONNECTIONS}.get(lane, CONTROL_CONNECTIONS)
+            state = self._lanes[lane] = _LaneState(self._new_session(limit), asyncio.Semaphore(limit))
+        return state
 
     async def aclose(self) -> None:
-        for session in (self._session, self._lease_session):
-            if session is not None:
-                await session.close()
+        for state in self._lanes.values():
+            await state.session.close()
 
     def _headers(self, content_type: str | None) -> dict[str, str]:
         headers = {"Accept": "application/json"}
@@ -175,17 +193,18 @@ class KubeApi:
         content_type: str | None = None,
         query: list[tuple[str, str]] | None = None,
         request_timeout: float = 30.0,
+        lane: Lane | None = None,
     ) -> Any:
         url = self._base + path + (("&" if "?" in path else "?") + urlencode(query) if query else "")
         data = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
         if data is not None and content_type is None:
             content_type = "application/json"
-        session, turns = self._session_for(path)
+        state = self._lane(lane or lane_of(method, path))
         try:
-            async with turns:
+            async with state.turns:
                 # The request's own time only: the turn above is taken before the clock starts.
                 timeout = aiohttp.ClientTimeout(total=request_timeout, sock_connect=min(5.0, request_timeout))
-                async with session.request(
+                async with state.session.request(
                     method,
                     url,
                     data=data,
@@ -273,7 +292,9 @@ class KubeApi:
             "lastTimestamp": timestamp(now),
             "count": 1,
         }
-        await self._call("POST", f"/api/v1/namespaces/{ref.namespace}/events", body)
+        # A run's Events are as many as its status writes in a burst; a workspace's or a schedule's go ahead.
+        lane = Lane.RUNS if ref.kind == runs_api.KIND else Lane.CONTROL
+        await self._call("POST", f"/api/v1/namespaces/{ref.namespace}/events", body, lane=lane)
 
     async def create_run(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         """Creates a PaiPipelineRun (an imported run); a name already taken raises KubeError 409."""

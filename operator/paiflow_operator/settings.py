@@ -78,7 +78,11 @@ class Settings(BaseSettings):
     burst: int = Field(default=20, ge=1)
     concurrency: int = Field(default=32, ge=1, description="PAI calls in flight at most.")
     # 16: the operator's writes then go as fast as a lean client's with 16 in flight (bench/ceiling.py).
-    kube_concurrency: int = Field(default=16, ge=1, description="Kubernetes writes in flight at most.")
+    kube_concurrency: int = Field(
+        default=16,
+        ge=1,
+        description="Run status writes and Events in flight at most (other requests have lanes of their own).",
+    )
     # PAI documents no maximum; a batch it refuses as a bad request falls back to one call per run.
     batch_size: int = Field(default=200, ge=1, le=1000, description="Run ids per ListPipelineRunsStatus.")
     batch_status: bool = True
