@@ -160,36 +160,3 @@ async def test_a_row_saying_what_the_write_in_flight_writes_costs_no_pai_call(ha
     await h.settle()
     assert h.kube.status[key]["runStatus"] == "Succeeded" and h.pai.calls == []
     assert h.tracked(key).writing is None
-
-
-async def test_thousands_of_rows_wait_in_a_queue_not_in_a_task_each_and_are_applied_in_order(
-    harness: HarnessFactory,
-) -> None:
-    """A first sync's scans hand over every run's row within seconds while writes go at the API server's pace:
-    a task per row held ~30 MiB more at 10,000 runs. A few appliers take the rows in the order they came."""
-    h = await harness(kube_concurrency=4, workspace_safety_net_interval="5m")
-    h.sched.scans.begin_scan(KEY, 30)
-    keys = [h.create(f"r{i}", f"flow-{i}", workspaceId="ws-1") for i in range(300)]
-    held = asyncio.Event()
-    entered: list[tuple[str, str]] = []
-    patch_status = h.kube.patch_status
-
-    async def slow_patch(namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        entered.append((namespace, name))
-        await held.wait()
-        return await patch_status(namespace, name, patch)
-
-    h.kube.patch_status = slow_patch  # type: ignore[method-assign]
-    rows = {f"flow-{i}": row(f"flow-{i}", "Running") for i in range(300)}
-    assert h.sched.scans.apply_rows(KEY, rows) == 300
-    for _ in range(50):
-        await asyncio.sleep(0)
-    assert len(h.sched.sync.tasks) <= 8 and len(entered) == 8  # twice the write lane's width
-    assert len(h.sched.sync.rows) == 300 - 8
-    held.set()
-    await h.settle()
-    assert all(h.kube.status[k]["runStatus"] == "Running" for k in keys)
-    # In the order the rows came, give or take the eight applied at once.
-    assert sorted(entered) == sorted(keys)
-    assert all(abs(entered.index(k) - i) < 8 for i, k in enumerate(keys))
-    assert h.sched.sync.row_appliers == 0 and not h.sched.sync.rows
