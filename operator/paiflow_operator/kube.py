@@ -42,10 +42,9 @@ MAX_EVENT_MESSAGE = 1024
 LEASES = "/apis/coordination.k8s.io/v1"
 # Lease renewals have connections of their own: a late renewal costs the membership.
 LEASE_CONNECTIONS = 2
-# So do the few other requests (Secret reads, workspace, schedule and policy status, imports, finalizers): a
-# workspace scan waited ~20 s for its status write behind a first sync's thousands of run writes, and a Secret
-# read for a PAI call would wait as long.
-CONTROL_CONNECTIONS = 4
+# So do reads (Secrets for PAI calls, a launch's manifest ConfigMap, lists): one tenant's Secret read waited
+# behind a burst of thousands of status writes, and its PAI calls with it.
+READ_CONNECTIONS = 4
 # Seconds a bearer token is used before the configuration is asked for it again (ServiceAccount tokens are
 # reread every minute by the kubernetes client's own hook).
 TOKEN_RECHECK = 5.0
@@ -111,18 +110,17 @@ def proxy_for(configuration: kubernetes.client.Configuration) -> str | None:
 class Lane(enum.Enum):
     """Requests queue per lane, so that a burst in one never delays the others."""
 
-    RUNS = "runs"  # run status patches and Events: thousands at once in a first sync or a mass finish
+    WRITES = "writes"  # status patches, Events, creates: thousands at once in a first sync or a mass finish
+    READS = "reads"  # a few at a time, each holding back a PAI call or a launch
     LEASES = "leases"  # membership renewals
-    CONTROL = "control"  # everything else, a few at a time
 
 
 def lane_of(method: str, path: str) -> Lane:
-    """The lane of a request by its path (create_event names its own: a run's Events go with run writes)."""
     if path.startswith(LEASES):
         return Lane.LEASES
-    if method == "PATCH" and f"/{runs_api.PLURAL}/" in path and path.split("?", 1)[0].endswith("/status"):
-        return Lane.RUNS
-    return Lane.CONTROL
+    # Writes stay in one queue, in order: a workspace's status write waiting behind its runs' writes also
+    # paces its scans during a burst (an experiment that let them go ahead is in the README, issue 22).
+    return Lane.READS if method == "GET" else Lane.WRITES
 
 
 @dataclass
@@ -155,7 +153,7 @@ class KubeApi:
     def _lane(self, lane: Lane) -> _LaneState:
         state = self._lanes.get(lane)
         if state is None or state.session.closed:
-            limit = {Lane.RUNS: self._concurrency, Lane.LEASES: LEASE_CONNECTIONS}.get(lane, CONTROL_CONNECTIONS)
+            limit = {Lane.WRITES: self._concurrency, Lane.LEASES: LEASE_CONNECTIONS}.get(lane, READ_CONNECTIONS)
             state = self._lanes[lane] = _LaneState(self._new_session(limit), asyncio.Semaphore(limit))
         return state
 
@@ -193,13 +191,12 @@ class KubeApi:
         content_type: str | None = None,
         query: list[tuple[str, str]] | None = None,
         request_timeout: float = 30.0,
-        lane: Lane | None = None,
     ) -> Any:
         url = self._base + path + (("&" if "?" in path else "?") + urlencode(query) if query else "")
         data = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
         if data is not None and content_type is None:
             content_type = "application/json"
-        state = self._lane(lane or lane_of(method, path))
+        state = self._lane(lane_of(method, path))
         try:
             async with state.turns:
                 # The request's own time only: the turn above is taken before the clock starts.
@@ -292,9 +289,7 @@ class KubeApi:
             "lastTimestamp": timestamp(now),
             "count": 1,
         }
-        # A run's Events are as many as its status writes in a burst; a workspace's or a schedule's go ahead.
-        lane = Lane.RUNS if ref.kind == runs_api.KIND else Lane.CONTROL
-        await self._call("POST", f"/api/v1/namespaces/{ref.namespace}/events", body, lane=lane)
+        await self._call("POST", f"/api/v1/namespaces/{ref.namespace}/events", body)
 
     async def create_run(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         """Creates a PaiPipelineRun (an imported run); a name already taken raises KubeError 409."""

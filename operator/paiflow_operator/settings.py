@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     kube_concurrency: int = Field(
         default=16,
         ge=1,
-        description="Run status writes and Events in flight at most (other requests have lanes of their own).",
+        description="Kubernetes writes in flight at most (reads and Lease renewals have lanes of their own).",
     )
     # PAI documents no maximum; a batch it refuses as a bad request falls back to one call per run.
     batch_size: int = Field(default=200, ge=1, le=1000, description="Run ids per ListPipelineRunsStatus.")
