@@ -92,7 +92,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     ownership: KeyOwnership = membership or StaticShards(config.shard_count, config.shard_index)
     # Every status write and Event of a run, polled or launched, through one write gate.
     # Events of runs go after the status writes in flight (statuses first during a burst: runs/events.py).
-    events = EventQueue(kube, lambda: writer.in_flight)
+    # Scan rows waiting for a write (runs/sync.py) are writes to come: called only once runs are synced.
+    events = EventQueue(kube, lambda: writer.in_flight + len(scheduler.sync.rows))
     writer = RunWriter(kube, events=events)
     events.start()
     memo.events = events

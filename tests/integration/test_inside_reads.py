@@ -49,7 +49,10 @@ class Harness:
         )
         self.runs: dict[Key, Tracked] = {}
         self.writes: list[tuple[Key, dict[str, Any], list[Event]]] = []
-        self.reader = InsideReader(settings, self.access, self.runs.get, self.write, workers=2)
+        self.backlog = 0  # status writes still to come, as the runs' sync reports them
+        self.reader = InsideReader(
+            settings, self.access, self.runs.get, self.write, workers=2, backlog=lambda: self.backlog
+        )
 
     async def write(self, tracked: Tracked, patch: dict[str, Any], events: list[Event]) -> None:
         self.writes.append((tracked.key, patch, events))
@@ -216,3 +219,20 @@ async def test_the_budget_holds_however_many_runs_are_active(
     priced = emulator.counters.snapshot().actions.get("GetPipelineRunNode", 0)
     assert 0 < priced <= 2 + 4 * elapsed + 1  # burst + rate x time (+1: a call in flight at the edge)
     assert h.reader.oldest_progress_age() is not None
+
+
+async def test_reads_wait_while_status_writes_are_still_to_come(
+    emulator: Emulator, harness: Callable[..., Harness]
+) -> None:
+    """Statuses first: while a burst's rows wait for their writes, no read inside a run goes to PAI (its write
+    and Events would queue among the statuses); once the backlog is written, the end read goes as usual."""
+    nodes = [dict(NODES[0]), {**NODES[1], "fail": False}]
+    add(emulator, "flow-held", 100, ["Succeeded", None], nodes=nodes)
+    h = harness()
+    h.backlog = 5_000
+    h.track("held", "flow-held", "Succeeded")
+    await asyncio.sleep(1.2)  # two looks at the backlog
+    assert emulator.counters.snapshot().total == 0 and h.writes == []
+    h.backlog = 0
+    await h.until(lambda: h.writes)
+    assert h.writes[0][1]["nodes"]["final"] is True

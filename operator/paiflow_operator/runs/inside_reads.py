@@ -41,6 +41,7 @@ Writer = Callable[[Tracked, dict[str, Any], list[Event]], Awaitable[None]]
 
 END, PROGRESS = 0, 1  # read kinds, in order of priority
 MAX_END_ATTEMPTS = 5
+BACKLOG_POLL = 0.5  # seconds between two looks at the status backlog while it holds the reads
 REASON_NODE_FAILED = "NodeFailed"
 ACTIVE = frozenset({RunStatus.RUNNING, RunStatus.SUSPENDED, RunStatus.TERMINATING})
 
@@ -84,6 +85,7 @@ class InsideReader:
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
         workers: int = 2,
+        backlog: Callable[[], int] = lambda: 0,
     ) -> None:
         self.settings = settings
         self.access = access
@@ -92,6 +94,8 @@ class InsideReader:
         self.clock = clock
         self.wallclock = wallclock
         self.workers = workers
+        # Status writes still to come (a scan's rows waiting for their turn): reads wait for them.
+        self.backlog = backlog
         self.interval = settings.progress_interval.total_seconds()
         self._heap: list[tuple[int, float, int, Key]] = []
         self._queued: dict[Key, tuple[int, float]] = {}
@@ -185,6 +189,12 @@ class InsideReader:
 
     async def _work(self) -> None:
         while True:
+            if self.backlog():
+                # Statuses first: while a burst's rows wait for their writes, a read's write and Events would
+                # queue among them, and its priced calls go on runs whose end is not shown yet (measured at
+                # 10,000 runs: 515 reads and their writes inside a first sync that needs none of them).
+                await asyncio.sleep(BACKLOG_POLL)
+                continue
             picked = self._next()
             if not isinstance(picked, tuple):
                 self._wake.clear()

@@ -77,6 +77,8 @@ class Registry:
         self.runs: dict[Key, Tracked] = {}
         # Puts a finished run's conditions back from its runStatus, no PAI call (sync.Sync.restore_conditions).
         self.restore_conditions: Callable[[Tracked], None] = lambda tracked: None
+        # Hands a new run its workspace's last scan row, if there is one (scan_feed.ScanFeed.feed_new).
+        self.first_row: Callable[[Tracked], bool] = lambda tracked: False
 
     def observe(self, body: Mapping[str, Any], event_type: str | None) -> None:
         """Called for every watch event (kopf.on.event): keeps the registry and the heap current."""
@@ -115,6 +117,7 @@ class Registry:
             if not is_finished(status, generation) or spec.suspend or pending:
                 jitter = self.rng.uniform(0, self.settings.initial_jitter.total_seconds())
                 self.due.schedule(tracked, self.clock() + jitter + self.first_sync_wait(tracked))
+                self.first_row(tracked)
             elif conditions_edited_by_others(meta):
                 self.restore_conditions(tracked)  # edited while the operator was down
             return

@@ -84,6 +84,10 @@ class ScanFeed:
         self.take_row = take_row
         self.clock = clock
         self.rng = rng
+        # Per scan key, the last scan's rows no run here took, and when (feed_new).
+        self.kept: dict[ScanKey, tuple[float, dict[str, PipelineRun]]] = {}
+        # Brings the scan of a key forward (workspaces/scanner.py): a new run its last scan has no row for.
+        self.hurry: Callable[[ScanKey], None] = lambda key: None
 
     def observe(self, body: Mapping[str, Any], event_type: str | None) -> None:
         """A run the scanner just created: tracked at once, before the watch brings it."""
@@ -105,6 +109,7 @@ class ScanFeed:
 
     def end_scan(self, key: ScanKey) -> None:
         """The scan stopped (workspace deleted, suspended, handed over): its runs go back to their own polls."""
+        self.kept.pop(key, None)
         if self.scans.intervals.pop(key, None) is None:
             return
         for tracked in list(self.registry.runs.values()):
@@ -115,17 +120,16 @@ class ScanFeed:
                     self.due.schedule(tracked, self.clock() + self.rng.uniform(0, window))
 
     def unsynced(self, key: ScanKey) -> int:
-        """Runs of this scan key never read from PAI yet: the scan then reads the whole import window."""
+        """Runs of this scan key never read from PAI yet and not being read or written now: the scan then reads
+        the whole import window. (A run handed a row waits for its write: another full scan would not help.)"""
         return sum(
-            1
-            for t in self.registry.runs.values()
-            # Never answered at all (an error writes conditions): a run PAI does not know stops counting.
-            if t.status.get("runStatus") is None and not t.status.get("conditions") and self.scans.scan_key(t) == key
+            1 for t in self.registry.runs.values() if unsynced(t) and not t.busy and self.scans.scan_key(t) == key
         )
 
     def apply_rows(self, key: ScanKey, rows: Mapping[str, PipelineRun]) -> int:
         """Feeds one scan's rows (run id -> ListPipelineRuns row) to the runs of that scan key, through the same
-        reconcile as a poll. Returns how many runs were handed a row."""
+        reconcile as a poll. Returns how many runs were handed a row. Rows no run here took are kept until the
+        next scan of the key, for runs the watch brings meanwhile (``feed_new``)."""
         by_run: dict[str, list[Tracked]] = defaultdict(list)
         for tracked in self.registry.runs.values():
             if tracked.run_id in rows:
@@ -135,39 +139,76 @@ class ScanFeed:
         # One decision per namespace and Secret within one scan: a policy names neither runs nor run ids.
         decisions: dict[tuple[str, IdentityKey], bool] = {}
         for run_id, members in by_run.items():
-            row = rows[run_id]
             for tracked in members:
-                spec = tracked.spec
-                if spec.suspend or spec.tokenSecretRef is not None or self.scans.scan_key(tracked) != key:
-                    continue
-                decision_key = (tracked.namespace, identity_key(tracked.namespace, spec.credentialsSecretRef))
-                allowed = decisions.get(decision_key)
-                if allowed is None:
-                    who = caller(tracked, Action.FOLLOW, key[0])
-                    allowed = decisions[decision_key] = isinstance(self.scans.access.decide(who, key[1]), Allowed)
-                if not allowed:
-                    continue  # the scan may import, this run may not be followed: its own poll shows why
-                if tracked.busy:
-                    # A poll or a write is in flight. Dropping a row that says something else would leave the
-                    # change to the safety net: this scan's cut-off moves past it, and the next scan never reads
-                    # it again. Look again as soon as the run is free (a rare, batched call). A row saying what
-                    # the write in flight writes is no news (a burst's writes wait their turn while the next scan
-                    # reads the same rows again): looking again would cost a GetPipelineRun each.
-                    shown = tracked.writing or tracked.status.get("runStatus")
-                    if (row.raw_status or row.status.value) != shown:
-                        tracked.rerun = True
-                    continue
-                tracked.scan_seen = now
-                if is_finished(tracked.status, tracked.generation):
-                    continue  # a finished run costs nothing
-                if spec.verbose:
-                    # Manifest, Arguments and Options come from GetPipelineRun only: a change fetches them now.
-                    if (row.raw_status or row.status.value) != tracked.status.get("runStatus"):
-                        self.due.schedule(tracked, now)
-                    continue
-                tracked.busy = True
-                self.due.void(tracked)
-                tracked.last_detail = now  # a row carries everything a non-verbose GetPipelineRun does
-                fed += 1
-                self.take_row(tracked, row)
+                fed += self._feed(key, tracked, rows[run_id], decisions, now)
+        self.kept[key] = (now, {run_id: row for run_id, row in rows.items() if run_id not in by_run})
         return fed
+
+    def feed_new(self, tracked: Tracked) -> bool:
+        """A run the watch just brought, never read from PAI, takes its row from its workspace's last scan if
+        that scan is recent (at most one interval old, as fresh as a row of the next scan would be when its
+        write gets its turn). A first sync of 10,000 runs: kopf lists them over tens of seconds, and the scans
+        run when a few thousand are known; without this the rest waited for the next scan, which waits for
+        its own status write behind the burst's. Returns whether the run was handed a row."""
+        if not unsynced(tracked) or self.scans.first_sync_wait(tracked) == 0:
+            return False
+        key = self.scans.scan_key(tracked)
+        assert key is not None  # first_sync_wait: a live scan answers for it
+        kept = self.kept.get(key)
+        now = self.clock()
+        row = kept[1].get(tracked.run_id) if kept is not None and now - kept[0] <= self.scans.intervals[key] else None
+        if row is None or not self._feed(key, tracked, row, {}, now):
+            # Newer than the last scan (or that scan is old): the next one, brought forward a little, answers.
+            self.hurry(key)
+            return False
+        return True
+
+    def set_hurry(self, hurry: Callable[[ScanKey], None]) -> None:
+        self.hurry = hurry
+
+    def _feed(
+        self,
+        key: ScanKey,
+        tracked: Tracked,
+        row: PipelineRun,
+        decisions: dict[tuple[str, IdentityKey], bool],
+        now: float,
+    ) -> int:
+        spec = tracked.spec
+        if spec.suspend or spec.tokenSecretRef is not None or self.scans.scan_key(tracked) != key:
+            return 0
+        decision_key = (tracked.namespace, identity_key(tracked.namespace, spec.credentialsSecretRef))
+        allowed = decisions.get(decision_key)
+        if allowed is None:
+            who = caller(tracked, Action.FOLLOW, key[0])
+            allowed = decisions[decision_key] = isinstance(self.scans.access.decide(who, key[1]), Allowed)
+        if not allowed:
+            return 0  # the scan may import, this run may not be followed: its own poll shows why
+        if tracked.busy:
+            # A poll or a write is in flight. Dropping a row that says something else would leave the
+            # change to the safety net: this scan's cut-off moves past it, and the next scan never reads
+            # it again. Look again as soon as the run is free (a rare, batched call). A row saying what
+            # the write in flight writes is no news (a burst's writes wait their turn while the next scan
+            # reads the same rows again): looking again would cost a GetPipelineRun each.
+            shown = tracked.writing or tracked.status.get("runStatus")
+            if (row.raw_status or row.status.value) != shown:
+                tracked.rerun = True
+            return 0
+        tracked.scan_seen = now
+        if is_finished(tracked.status, tracked.generation):
+            return 0  # a finished run costs nothing
+        if spec.verbose:
+            # Manifest, Arguments and Options come from GetPipelineRun only: a change fetches them now.
+            if (row.raw_status or row.status.value) != tracked.status.get("runStatus"):
+                self.due.schedule(tracked, now)
+            return 0
+        tracked.busy = True
+        self.due.void(tracked)
+        tracked.last_detail = now  # a row carries everything a non-verbose GetPipelineRun does
+        self.take_row(tracked, row)
+        return 1
+
+
+def unsynced(tracked: Tracked) -> bool:
+    """Never answered at all (an error writes conditions): a run PAI does not know stops counting."""
+    return tracked.status.get("runStatus") is None and not tracked.status.get("conditions")

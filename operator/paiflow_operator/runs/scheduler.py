@@ -89,9 +89,16 @@ class Scheduler:
         self.registry.restore_conditions = self.sync.restore_conditions
         # The workspace scanner's entry (workspaces/scanner.py).
         self.scans = ScanFeed(settings, scans, self.registry, self.due, self.sync.take_row, clock=clock, rng=rng)
+        self.registry.first_row = self.scans.feed_new
         self.writer = writer
         self.inside = InsideReader(
-            settings, access, self.runs.get, self._write_inside, clock=clock, wallclock=wallclock
+            settings,
+            access,
+            self.runs.get,
+            self._write_inside,
+            clock=clock,
+            wallclock=wallclock,
+            backlog=lambda: len(self.sync.rows),
         )
 
     async def _write_inside(self, tracked: Tracked, patch: dict[str, Any], events: list[Event]) -> None:

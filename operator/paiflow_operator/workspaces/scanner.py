@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from paiflow_operator import metrics
 from paiflow_operator.access.policy import ACCESS_REASONS, Allowed
-from paiflow_operator.api.runs import CredentialsSecretRef, parse_duration
+from paiflow_operator.api.runs import parse_duration
 from paiflow_operator.api.workspaces import PaiWorkspaceSpec
 from paiflow_operator.conditions import Event, find_condition
 from paiflow_operator.guards.ratelimit import TokenBucket
@@ -56,6 +56,8 @@ class RunFeed(Protocol):
     def end_scan(self, key: ScanKey) -> None: ...
 
     def unsynced(self, key: ScanKey) -> int: ...
+
+    def set_hurry(self, hurry: Callable[[ScanKey], None]) -> None: ...
 
     def apply_rows(self, key: ScanKey, rows: Mapping[str, PipelineRun]) -> int: ...
 
@@ -138,6 +140,7 @@ class WorkspaceScanner:
         self.index = RunIndex()
         self.workspaces: dict[tuple[str, str], Watched] = {}
         self.creates = TokenBucket(settings.workspace_create_qps, settings.workspace_create_burst, clock)
+        runs.set_hurry(self.hurry)
 
     def _cap(self, ws: Watched) -> int:
         """Imported runs the workspace's namespace may hold: the operator's hard ceiling, or its access policy's
@@ -151,30 +154,11 @@ class WorkspaceScanner:
 
     def observe_run(self, body: Mapping[str, Any], event_type: str | None) -> None:
         self.index.observe(body, event_type)
-        if event_type != "DELETED" and not (body.get("status") or {}).get("runStatus"):
-            self._hurry_for(body)
 
-    def _hurry_for(self, body: Mapping[str, Any]) -> None:
-        """A hand-written run that has never been read from PAI brings its workspace's next scan forward (by
-        a second, so that a burst of new runs shares one scan): its first status then comes from a row."""
-        meta, spec = body.get("metadata") or {}, body.get("spec") or {}
-        if not self.workspaces or not spec.get("workspaceId") or spec.get("verbose") or spec.get("tokenSecretRef"):
-            return
-        if any(ref.get("kind") == "PaiWorkspace" for ref in meta.get("ownerReferences") or []):
-            return  # imported: its first status came with its creation
-        try:
-            ref = (
-                CredentialsSecretRef.model_validate(spec["credentialsSecretRef"])
-                if spec.get("credentialsSecretRef")
-                else None
-            )
-        except ValueError:
-            return
-        key = (
-            self.access.region(spec.get("regionId")),
-            spec["workspaceId"],
-            identity_key(meta.get("namespace", ""), ref),
-        )
+    def hurry(self, key: ScanKey) -> None:
+        """A hand-written run this replica tracks, never read from PAI, that the last scan of its workspace had
+        no row for (runs/scan_feed.py) brings the next scan forward (by a second, so that a burst of new runs
+        shares one scan): its first status then comes from a row."""
         for ws in self.workspaces.values():
             if ws.key == key and not ws.hurried:
                 ws.hurried = True
