@@ -5,6 +5,7 @@ Follow, a Secret's own authority; and the live view and the policies' status."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -327,7 +328,8 @@ async def test_a_namespaces_import_cap_is_its_policys_below_the_operators_ceilin
     )
     access, _, _, kube, _ = door(view)
     access.settings = Settings(max_imported_runs_per_namespace=300)
-    scanner = WorkspaceScanner(access.settings, access, kube, None, None)  # type: ignore[arg-type]
+    runs = SimpleNamespace(set_hurry=lambda hurry: None)  # the cap needs nothing of the runs
+    scanner = WorkspaceScanner(access.settings, access, kube, runs, None)  # type: ignore[arg-type]
 
     def watched(namespace: str) -> Watched:
         spec = PaiWorkspaceSpec(workspaceId="ws-1", maxRuns=100_000)

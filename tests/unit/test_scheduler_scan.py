@@ -247,3 +247,32 @@ async def test_a_run_handed_a_row_no_longer_calls_for_full_scans_while_its_write
     held.set()
     await h.settle()
     assert h.kube.status[key]["runStatus"] == "Running" and h.sched.scans.unsynced(KEY) == 0
+
+
+async def test_a_change_the_safety_net_sees_first_is_left_to_the_scan_then_asked_for_if_it_never_comes(
+    harness: HarnessFactory,
+) -> None:
+    """In a mass finish the safety net's batched query can see thousands of runs end before their workspace
+    scan comes round: a GetPipelineRun each (582 in one run at 10,000) while the scan brings the same change
+    with its details within an interval. The batch leaves it to the scan; if no row brings it, it asks."""
+    h = await harness(workspace_safety_net_interval="5m", workspace_scan_interval="30s")
+    h.sched.scans.begin_scan(KEY, 30)
+    keys = {}
+    for name in ("a", "b", "c"):
+        h.pai.add(f"flow-{name}", "Running")
+        keys[name] = h.create(name, f"flow-{name}", workspaceId="ws-1")
+    h.sched.scans.apply_rows(KEY, {f"flow-{n}": row(f"flow-{n}", "Running") for n in keys})
+    await h.settle()
+    assert all(h.kube.status[k]["runStatus"] == "Running" for k in keys.values())
+    for name in keys:
+        h.pai.add(f"flow-{name}", "Succeeded")
+    await h.advance_in_steps(460, 10)  # the safety net's batch comes round: it sees all three ended
+    assert h.pai.lists() and h.pai.gets() == []
+    assert all(h.kube.status[k]["runStatus"] == "Running" for k in keys.values())
+    # The scan brings a's end; b's row is older than the batch's answer; c gets no row at all.
+    h.sched.scans.apply_rows(KEY, {"flow-a": row("flow-a", "Succeeded"), "flow-b": row("flow-b", "Running")})
+    await h.settle()
+    assert h.kube.status[keys["a"]]["runStatus"] == "Succeeded" and h.pai.gets() == []
+    await h.advance_in_steps(60, 5)  # past 1.5 scan intervals: b and c are asked for, once each
+    assert sorted(c.run_ids for c in h.pai.gets()) == [("flow-b",), ("flow-c",)]
+    assert all(h.kube.status[k]["runStatus"] == "Succeeded" for k in keys.values())

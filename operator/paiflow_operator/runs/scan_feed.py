@@ -202,7 +202,10 @@ class ScanFeed:
             if (row.raw_status or row.status.value) != tracked.status.get("runStatus"):
                 self.due.schedule(tracked, now)
             return 0
+        if tracked.change_seen is not None and (row.raw_status or row.status.value) == tracked.status.get("runStatus"):
+            return 0  # a batched query saw a change this row does not show yet: its own look (sync.py) stands
         tracked.busy = True
+        tracked.change_seen = None
         self.due.void(tracked)
         tracked.last_detail = now  # a row carries everything a non-verbose GetPipelineRun does
         self.take_row(tracked, row)

@@ -43,6 +43,9 @@ class Tracked:
     rerun: bool = False
     # A workspace scan last answered for this run at this clock time (scan_feed.py): polled slowly.
     scan_seen: float | None = None
+    # A batched status query saw this run change before its workspace scan did, at this clock time: the scan
+    # brings the change with its details; a GetPipelineRun only if it has not within a while (sync.py).
+    change_seen: float | None = None
     # Monotonic time of the first of the retryable PAI failures in a row, None while calls succeed.
     failing_since: float | None = None
     # The resourceVersion whose terminal status was last confirmed with PAI (registry._needs_confirmation).
