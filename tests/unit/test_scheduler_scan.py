@@ -276,3 +276,28 @@ async def test_a_change_the_safety_net_sees_first_is_left_to_the_scan_then_asked
     await h.advance_in_steps(60, 5)  # past 1.5 scan intervals: b and c are asked for, once each
     assert sorted(c.run_ids for c in h.pai.gets()) == [("flow-b",), ("flow-c",)]
     assert all(h.kube.status[k]["runStatus"] == "Succeeded" for k in keys.values())
+
+
+async def test_a_scan_can_wait_for_the_rows_it_handed_over_to_be_written(harness: HarnessFactory) -> None:
+    """Scans are paced by the writes (workspaces/scanner.py): in a burst the next scan would only find the rows
+    still waiting for their turn, and cost a page read and a workspace status write each time."""
+    h = await harness(kube_concurrency=2)
+    h.sched.scans.begin_scan(KEY, 30)
+    keys = [h.create(f"r{i}", f"flow-{i}", workspaceId="ws-1") for i in range(10)]
+    await h.sched.scans.rows_applied()  # nothing handed over: at once
+    held = asyncio.Event()
+    patch_status = h.kube.patch_status
+
+    async def slow_patch(namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        await held.wait()
+        return await patch_status(namespace, name, patch)
+
+    h.kube.patch_status = slow_patch  # type: ignore[method-assign]
+    h.sched.scans.apply_rows(KEY, {f"flow-{i}": row(f"flow-{i}", "Running") for i in range(10)})
+    waiting = asyncio.ensure_future(h.sched.scans.rows_applied())
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    held.set()
+    await asyncio.wait_for(waiting, 1)
+    assert all(h.kube.status[k]["runStatus"] == "Running" for k in keys)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from paiflow_operator.access.policy import Allowed
@@ -73,6 +73,7 @@ class ScanFeed:
         registry: Registry,
         due: DueQueue,
         take_row: Callable[[Tracked, PipelineRun], None],
+        rows_applied: Callable[[], Awaitable[None]],
         *,
         clock: Callable[[], float],
         rng: random.Random,
@@ -82,6 +83,8 @@ class ScanFeed:
         self.registry = registry
         self.due = due
         self.take_row = take_row
+        # Waits until every row handed over so far is applied (sync.Sync.rows_applied).
+        self.rows_applied = rows_applied
         self.clock = clock
         self.rng = rng
         # Per scan key, the last scan's rows no run here took, and when (feed_new).

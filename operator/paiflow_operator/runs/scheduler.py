@@ -88,7 +88,16 @@ class Scheduler:
         )
         self.registry.restore_conditions = self.sync.restore_conditions
         # The workspace scanner's entry (workspaces/scanner.py).
-        self.scans = ScanFeed(settings, scans, self.registry, self.due, self.sync.take_row, clock=clock, rng=rng)
+        self.scans = ScanFeed(
+            settings,
+            scans,
+            self.registry,
+            self.due,
+            self.sync.take_row,
+            self.sync.rows_applied,
+            clock=clock,
+            rng=rng,
+        )
         self.registry.first_row = self.scans.feed_new
         self.writer = writer
         self.inside = InsideReader(

@@ -8,6 +8,8 @@ reconcile core, writes what changed (writes.py), and puts the run back in the he
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import random
 from collections import defaultdict, deque
@@ -91,6 +93,11 @@ class Sync:
         self.rows: deque[tuple[Tracked, PipelineRun]] = deque()
         self.row_appliers = 0
         self.max_row_appliers = 2 * settings.kube_concurrency
+        # Rows ever queued and ever applied, and who waits for a count applied (rows_applied).
+        self.rows_in = 0
+        self.rows_out = 0
+        self._row_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiter_seq = itertools.count()
 
     # ---- the loop ---------------------------------------------------------------------------------
 
@@ -140,6 +147,10 @@ class Sync:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.rows.clear()
+        for _, _, waiter in self._row_waiters:
+            if not waiter.done():
+                waiter.cancel()
+        self._row_waiters.clear()
 
     def region(self, spec: PaiPipelineRunSpec) -> str:
         return self.access.region(spec.regionId)
@@ -287,6 +298,7 @@ class Sync:
         the order the rows came, by a few appliers. Not a task per row: a first sync's scans hand over 10,000
         rows at once, and 10,000 tasks waiting for a write turn held ~30 MiB more at the peak than a queue."""
         self.rows.append((tracked, row))
+        self.rows_in += 1
         # What a scan's next row is compared with while this one waits (scan_feed.apply_rows), as for a write.
         tracked.writing = row.raw_status or row.status.value
         while self.row_appliers < self.max_row_appliers and self.row_appliers < len(self.rows):
@@ -301,8 +313,25 @@ class Sync:
                     await self._finish_guarded(tracked, row)
                 finally:
                     tracked.writing = None  # also when the row changed nothing and no write was made
+                    self.rows_out += 1
+                    self._wake_row_waiters()
         finally:
             self.row_appliers -= 1
+
+    async def rows_applied(self) -> None:
+        """Returns once every row queued so far has been applied (written, or found to change nothing)."""
+        target = self.rows_in
+        if self.rows_out >= target:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._row_waiters, (target, next(self._waiter_seq), waiter))
+        await waiter
+
+    def _wake_row_waiters(self) -> None:
+        while self._row_waiters and self._row_waiters[0][0] <= self.rows_out:
+            _, _, waiter = heapq.heappop(self._row_waiters)
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def _finish_guarded(self, tracked: Tracked, row: PipelineRun) -> None:
         try:

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -60,6 +60,8 @@ class RunFeed(Protocol):
     def set_hurry(self, hurry: Callable[[ScanKey], None]) -> None: ...
 
     def apply_rows(self, key: ScanKey, rows: Mapping[str, PipelineRun]) -> int: ...
+
+    def rows_applied(self) -> Awaitable[None]: ...
 
 
 class WorkspaceKube(Protocol):
@@ -300,6 +302,10 @@ class WorkspaceScanner:
         )
         created = await self._create(ws, key, plan.creates, rows)
         await self._delete(ws, plan.deletes)  # counted in ws.deleted
+        # Paced by the writes: the next scan only after the rows handed over so far are written (in a burst,
+        # thousands wait their turn). A scan meanwhile finds those same rows again, and costs a page read and
+        # this workspace's status write for each, in the API server's busiest moments.
+        await self.runs.rows_applied()
         counts = workspace_plan.counts_after(plan, (rows[r].raw_status or rows[r].status.value for r in created))
         desired = workspace_status.scanned(
             ws.status, ws.generation, ws.spec, plan, counts, ws.imported, ws.deleted, now
