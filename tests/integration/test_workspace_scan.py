@@ -22,7 +22,7 @@ from paiflow_operator.pai_access import PaiAccess
 from paiflow_operator.runs.scheduler import Scheduler
 from paiflow_operator.runs.writes import RunWriter
 from paiflow_operator.settings import Settings
-from paiflow_operator.workspaces.scanner import WorkspaceScanner
+from paiflow_operator.workspaces.scanner import WorkspaceScanner, next_slot
 
 # Unit tests of the door and what uses it: every namespace allowed (policies: tests/unit/test_access_*.py).
 ALLOW_ALL = AccessView(allow_all=True)
@@ -357,3 +357,21 @@ async def test_new_hand_written_runs_take_the_last_scans_row_or_bring_the_next_s
         await scanner.stop()
         await scheduler.stop()
         await client.aclose()
+
+
+def test_workspaces_scan_at_their_own_phase_of_the_interval() -> None:
+    """Workspaces listed together scanned in step for good: a mass change then reached the writes all at once,
+    once per interval (nothing shown for the first 20 s of a mass finish at 10,000 runs). Each scans at its own
+    phase, at least half an interval after the last scan and at most one and a half."""
+    interval = 30.0
+    phases = set()
+    for i in range(200):
+        uid = f"uid-{i}"
+        for now in (0.0, 7.5, 29.9, 1234.5):
+            wait = next_slot(now, interval, uid)
+            assert interval / 2 <= wait < 1.5 * interval
+        phases.add(round((1234.5 + next_slot(1234.5, interval, uid)) % interval))
+        # The same phase whenever it is asked: a hurried scan does not move it.
+        apart = ((100.0 + next_slot(100.0, interval, uid)) - (3.0 + next_slot(3.0, interval, uid))) / interval
+        assert apart == pytest.approx(round(apart))
+    assert len(phases) >= 25  # spread over the interval, not in step

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -100,6 +102,16 @@ class RunIndex:
 
 
 # ---- one workspace -----------------------------------------------------------------------------------------
+
+
+def next_slot(now: float, interval: float, uid: str) -> float:
+    """Seconds until this workspace's next scan: at its own phase of the interval (from its uid), at least half
+    an interval away. Workspaces listed together (a start, a first sync that paced them all alike) otherwise
+    scan in step for good, and a mass change then reaches the writes all at once, once per interval, rather
+    than spread over it: measured at 10,000 runs, nothing shown for the first 20 s of a mass finish."""
+    phase = zlib.crc32(uid.encode()) / 2**32 * interval
+    slot = phase + interval * math.ceil((now + interval / 2 - phase) / interval)
+    return slot - now
 
 
 @dataclass
@@ -264,7 +276,7 @@ class WorkspaceScanner:
                         ws, workspace_status.suspended(ws.status, ws.generation, self.wallclock())
                     )  # writes only a change
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ws.wake.wait(), interval)
+                await asyncio.wait_for(ws.wake.wait(), next_slot(self.clock(), interval, ws.ref.uid))
 
     async def scan_once(self, ws: Watched) -> None:
         s = self.settings
