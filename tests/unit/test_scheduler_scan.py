@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-from tests.unit.test_scheduler import SAMPLE_PATH, HarnessFactory, harness
+from tests.unit.test_scheduler import SAMPLE_PATH, Harness, HarnessFactory, harness
 
 from paiflow_operator.pai.models import PipelineRun
 
@@ -20,6 +20,21 @@ def row(run_id: str, status: str, **extra: Any) -> PipelineRun:
     wire.update(PipelineRunId=run_id, Status=status, WorkspaceId="ws-1", **extra)
     wire.pop("Manifest", None)
     return PipelineRun.from_wire(wire)
+
+
+def hold_writes(h: Harness, entered: list[tuple[str, str]] | None = None) -> asyncio.Event:
+    """Status writes wait (as behind a burst) until the returned event is set; ``entered`` lists who began one."""
+    held = asyncio.Event()
+    patch_status = h.kube.patch_status
+
+    async def slow_patch(namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        if entered is not None:
+            entered.append((namespace, name))
+        await held.wait()
+        return await patch_status(namespace, name, patch)
+
+    h.kube.patch_status = slow_patch  # type: ignore[method-assign]
+    return held
 
 
 async def test_rows_update_status_without_a_pai_call_and_unchanged_rows_write_nothing(
@@ -136,14 +151,7 @@ async def test_a_row_saying_what_the_write_in_flight_writes_costs_no_pai_call(ha
     h = await harness(workspace_safety_net_interval="5m")
     h.sched.scans.begin_scan(KEY, 30)
     key = h.create("a", "flow-a", workspaceId="ws-1", status={"runStatus": "Running"})
-    held = asyncio.Event()
-    patch_status = h.kube.patch_status
-
-    async def slow_patch(namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        await held.wait()
-        return await patch_status(namespace, name, patch)
-
-    h.kube.patch_status = slow_patch  # type: ignore[method-assign]
+    held = hold_writes(h)
     assert h.sched.scans.apply_rows(KEY, {"flow-a": row("flow-a", "Succeeded")}) == 1
     for _ in range(20):
         await asyncio.sleep(0)
@@ -170,16 +178,8 @@ async def test_thousands_of_rows_wait_in_a_queue_not_in_a_task_each_and_are_appl
     h = await harness(kube_concurrency=4, workspace_safety_net_interval="5m")
     h.sched.scans.begin_scan(KEY, 30)
     keys = [h.create(f"r{i}", f"flow-{i}", workspaceId="ws-1") for i in range(300)]
-    held = asyncio.Event()
     entered: list[tuple[str, str]] = []
-    patch_status = h.kube.patch_status
-
-    async def slow_patch(namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        entered.append((namespace, name))
-        await held.wait()
-        return await patch_status(namespace, name, patch)
-
-    h.kube.patch_status = slow_patch  # type: ignore[method-assign]
+    held = hold_writes(h, entered)
     rows = {f"flow-{i}": row(f"flow-{i}", "Running") for i in range(300)}
     assert h.sched.scans.apply_rows(KEY, rows) == 300
     for _ in range(50):
@@ -232,14 +232,7 @@ async def test_a_run_handed_a_row_no_longer_calls_for_full_scans_while_its_write
     h.sched.scans.begin_scan(KEY, 30)
     key = h.create("a", "flow-a", workspaceId="ws-1")
     assert h.sched.scans.unsynced(KEY) == 1
-    held = asyncio.Event()
-    patch_status = h.kube.patch_status
-
-    async def slow_patch(namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        await held.wait()
-        return await patch_status(namespace, name, patch)
-
-    h.kube.patch_status = slow_patch  # type: ignore[method-assign]
+    held = hold_writes(h)
     h.sched.scans.apply_rows(KEY, {"flow-a": row("flow-a", "Running")})
     for _ in range(20):
         await asyncio.sleep(0)
@@ -285,14 +278,7 @@ async def test_a_scan_can_wait_for_the_rows_it_handed_over_to_be_written(harness
     h.sched.scans.begin_scan(KEY, 30)
     keys = [h.create(f"r{i}", f"flow-{i}", workspaceId="ws-1") for i in range(10)]
     await h.sched.scans.rows_applied()  # nothing handed over: at once
-    held = asyncio.Event()
-    patch_status = h.kube.patch_status
-
-    async def slow_patch(namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        await held.wait()
-        return await patch_status(namespace, name, patch)
-
-    h.kube.patch_status = slow_patch  # type: ignore[method-assign]
+    held = hold_writes(h)
     h.sched.scans.apply_rows(KEY, {f"flow-{i}": row(f"flow-{i}", "Running") for i in range(10)})
     waiting = asyncio.ensure_future(h.sched.scans.rows_applied())
     for _ in range(50):
