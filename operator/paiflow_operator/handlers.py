@@ -1,7 +1,9 @@
 """The kopf layer and composition root: builds each object once (the door to PAI, the run writer, the launcher,
-the scheduler, the workspace scanner) and feeds them from kopf's watches; probes and cleanup.
+the scheduler, the workspace scanner) and feeds them from the watches (kopf's, and the runs' own); probes and
+cleanup.
 
-Only `kopf.on.event` is used: it needs no finalizer and no annotations. The operator writes status patches
+Only `kopf.on.event` is used: it needs no finalizer and no annotations. PaiPipelineRuns, the many, are watched
+by the operator's own reflector (watching.py), fed to the same objects. The operator writes status patches
 and Events; its one finalizer (launched runs with deletionPolicy Terminate only) is its own, see
 runs/launcher.py.
 """
@@ -10,14 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import kopf
 import prometheus_client
 
-from paiflow_operator import metrics, process_memory
+from paiflow_operator import metrics, process_memory, watching
 from paiflow_operator.access.status import PolicyStatusWriter
 from paiflow_operator.access.view import AccessView
 from paiflow_operator.api import policies as policies_api
@@ -27,7 +29,7 @@ from paiflow_operator.api import workspaces as workspaces_api
 from paiflow_operator.kube import KubeApi, load_client_configuration
 from paiflow_operator.pai_access import PaiAccess
 from paiflow_operator.replicas.handover import Handover
-from paiflow_operator.replicas.joining import Listing, join_when_listed
+from paiflow_operator.replicas.joining import join_when_listed
 from paiflow_operator.replicas.membership import LeaseMembership, default_identity, group_for
 from paiflow_operator.replicas.sharding import KeyOwnership, StaticShards
 from paiflow_operator.runs.events import EventQueue
@@ -37,6 +39,7 @@ from paiflow_operator.runs.scheduler import Scheduler
 from paiflow_operator.runs.writes import RunWriter
 from paiflow_operator.schedules.controller import ScheduleController
 from paiflow_operator.settings import Settings, get_settings
+from paiflow_operator.watching import Feed, Scope, Watch
 from paiflow_operator.workspaces.scanner import WorkspaceScanner
 
 log = logging.getLogger(__name__)
@@ -64,8 +67,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # kopf would otherwise turn its own log lines into Kubernetes Events: writes nobody asked for.
     settings.posting.enabled = False
     settings.persistence.diffbase_storage = NoDiffBase()
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
+    settings.watching.server_timeout = watching.SERVER_TIMEOUT
+    settings.watching.client_timeout = watching.CLIENT_TIMEOUT
     settings.networking.request_timeout = 60
     # List in pages: one unpaged list of 10,000 objects is a memory spike the process keeps for its life.
     settings.watching.chunk_size = config.list_chunk_size
@@ -120,12 +123,13 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         memo.feed = handover.observe
         # Before kopf starts watching: the first events already know the members.
         await membership.start()
-        # Joins once the watch has fed every run there was (replicas/joining.py).
-        memo.listing = Listing()
-        memo.join_task = asyncio.get_running_loop().create_task(
-            join_when_listed(membership, memo.listing, kube, config.namespaces)
-        )
     loop = asyncio.get_running_loop()
+    # Runs are watched by the operator itself, not kopf (watching.py says why); started last, as kopf would.
+    scope = Scope.of(f"/apis/{runs_api.GROUP}/{runs_api.VERSION}", runs_api.PLURAL, config.namespaces)
+    memo.runs_watch = runs_watch = Watch(kube, scope, _feed_run(memo), page_size=config.list_chunk_size)
+    if membership is not None:
+        # Joins once the watch has fed every run there was (replicas/joining.py).
+        memo.join_task = loop.create_task(join_when_listed(membership, lambda: runs_watch.listed))
     memo.scheduler_task = loop.create_task(scheduler.run(), name="paiflow-scheduler")
     memo.notifier_task = loop.create_task(notifier.run(), name="paiflow-notifier")
     freezer = process_memory.GcFreezer(config.gc_thaw_interval.total_seconds()) if config.gc_freeze else None
@@ -134,6 +138,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo.freezer = freezer
     memo.trim_task = loop.create_task(process_memory.upkeep(freezer), name="paiflow-memory-upkeep")
     metrics.register_runs_collector(scheduler.snapshot)
+    memo.runs_watch.start()
     if config.metrics_port:
         prometheus_client.start_http_server(config.metrics_port)
     log.info(
@@ -151,19 +156,19 @@ def _sharing(config: Settings, membership: LeaseMembership | None) -> str:
     return f"shard={config.shard_index}/{config.shard_count}"
 
 
-@kopf.on.event(runs_api.GROUP, runs_api.VERSION, runs_api.PLURAL)
-async def watch(event: kopf.RawEvent, uid: str | None, memo: kopf.Memo, **_: Any) -> None:
-    # async on purpose: kopf runs sync handlers in a thread pool, and the scheduler's heap and wake-up event
-    # belong to the event loop.
-    memo.feed(event["object"], event["type"])
-    metrics.namespace_seen(event["object"].get("metadata", {}).get("namespace", ""))
-    memo.scanner.observe_run(event["object"], event["type"])
-    memo.schedules.observe_run(event["object"], event["type"])
-    memo.notifier.offer(event["object"], event["type"])  # after a restart: ended runs whose event is still owed
-    membership: LeaseMembership | None = memo.membership
-    if membership is not None and membership.joining:
-        listing: Listing = memo.listing
-        listing.fed.add(uid)
+def _feed_run(memo: kopf.Memo) -> Feed:
+    """What every event of a run is given to, from the runs' own watch (watching.py)."""
+    feed, scanner, schedules, notifier = memo.feed, memo.scanner, memo.schedules, memo.notifier
+
+    def observe(body: Mapping[str, Any], event_type: str | None) -> None:
+        feed(body, event_type)
+        meta = body.get("metadata") or {}
+        metrics.namespace_seen(meta.get("namespace", ""))
+        scanner.observe_run(body, event_type)
+        schedules.observe_run(body, event_type)
+        notifier.offer(body, event_type)  # after a restart: ended runs whose event is still owed
+
+    return observe
 
 
 @dataclass
@@ -239,6 +244,9 @@ def tracked_runs(memo: kopf.Memo, **_: Any) -> int:
     task: asyncio.Task[None] = memo.scheduler_task
     if task.done():
         raise kopf.PermanentError("the poll scheduler has stopped")
+    runs_watch: Watch = memo.runs_watch
+    if runs_watch.task is None or runs_watch.task.done():
+        raise kopf.PermanentError("the watch of PaiPipelineRuns has stopped")
     return len(memo.scheduler.runs)
 
 
@@ -252,6 +260,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         # The others notice at their next round and poll what they took within the initial jitter.
         drain = config.lease_renew_interval + config.initial_jitter + config.batch_window
         await membership.leave(drain.total_seconds())
+    await memo.runs_watch.stop()
     await memo.scanner.stop()
     await memo.schedules.stop()
     await memo.scheduler.stop()

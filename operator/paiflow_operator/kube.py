@@ -1,7 +1,8 @@
 """The few Kubernetes calls the operator makes itself: status patches, Events, Secret reads, membership Leases,
 and for launched runs its finalizer and a manifest ConfigMap read.
 
-kopf owns the watch; these requests go out on aiohttp (which kopf brings) from the event loop, with the
+kopf watches the other kinds, the runs' own watch (watching.py) lists and watches through here; these requests
+go out on aiohttp (which kopf brings) from the event loop, with the
 connection, TLS and credentials of the `kubernetes` client's configuration (kubeconfig or ServiceAccount, its
 token refreshed as that client refreshes it). Not the `kubernetes` client's own blocking calls on a thread
 pool: a status write cost the operator 2-3 times the CPU that way (`python -m bench.ceiling`), CPU the API
@@ -19,6 +20,7 @@ import socket
 import ssl
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +47,8 @@ LEASE_CONNECTIONS = 2
 # So do reads (Secrets for PAI calls, a launch's manifest ConfigMap, lists): one tenant's Secret read waited
 # behind a burst of thousands of status writes, and its PAI calls with it.
 READ_CONNECTIONS = 4
+# List pages of the runs' watch at a time (its streams hold connections of their own, unlimited).
+LIST_CONNECTIONS = 4
 # Seconds a bearer token is used before the configuration is asked for it again (ServiceAccount tokens are
 # reread every minute by the kubernetes client's own hook).
 TOKEN_RECHECK = 5.0
@@ -113,6 +117,7 @@ class Lane(enum.Enum):
     WRITES = "writes"  # status patches, Events, creates: thousands at once in a first sync or a mass finish
     READS = "reads"  # a few at a time, each holding back a PAI call or a launch
     LEASES = "leases"  # membership renewals
+    WATCH = "watch"  # the runs' list pages and watch streams (watching.py): long requests of their own
 
 
 def lane_of(method: str, path: str) -> Lane:
@@ -146,6 +151,7 @@ class KubeApi:
         self._token_checked: float | None = None
 
     def _new_session(self, limit: int) -> aiohttp.ClientSession:
+        # limit 0: no limit (the watch lane: one stream per namespace watched, each held for minutes).
         connector = aiohttp.TCPConnector(limit=limit, ssl=self._tls if self._tls is not None else False)
         # trust_env off: the proxy is the one the kubernetes configuration names (proxy_for), nothing else.
         return aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=True)
@@ -153,8 +159,13 @@ class KubeApi:
     def _lane(self, lane: Lane) -> _LaneState:
         state = self._lanes.get(lane)
         if state is None or state.session.closed:
-            limit = {Lane.WRITES: self._concurrency, Lane.LEASES: LEASE_CONNECTIONS}.get(lane, READ_CONNECTIONS)
-            state = self._lanes[lane] = _LaneState(self._new_session(limit), asyncio.Semaphore(limit))
+            limit = {
+                Lane.WRITES: self._concurrency,
+                Lane.LEASES: LEASE_CONNECTIONS,
+                Lane.WATCH: LIST_CONNECTIONS,
+            }.get(lane, READ_CONNECTIONS)
+            session = self._new_session(0 if lane is Lane.WATCH else limit)
+            state = self._lanes[lane] = _LaneState(session, asyncio.Semaphore(limit))
         return state
 
     async def aclose(self) -> None:
@@ -191,12 +202,13 @@ class KubeApi:
         content_type: str | None = None,
         query: list[tuple[str, str]] | None = None,
         request_timeout: float = 30.0,
+        lane: Lane | None = None,
     ) -> Any:
-        url = self._base + path + (("&" if "?" in path else "?") + urlencode(query) if query else "")
+        url = self._url(path, query)
         data = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
         if data is not None and content_type is None:
             content_type = "application/json"
-        state = self._lane(lane_of(method, path))
+        state = self._lane(lane or lane_of(method, path))
         try:
             async with state.turns:
                 # The request's own time only: the turn above is taken before the clock starts.
@@ -221,6 +233,45 @@ class KubeApi:
         if status >= 400:
             raise self._error(status, raw)
         return json.loads(raw) if raw else None
+
+    def _url(self, path: str, query: list[tuple[str, str]] | None) -> str:
+        return self._base + path + (("&" if "?" in path else "?") + urlencode(query) if query else "")
+
+    async def list_page(self, path: str, query: list[tuple[str, str]], request_timeout: float = 60.0) -> Any:
+        """One page of a list, for the runs' watch (watching.py): in the watch lane, not ahead of Secret reads."""
+        return await self._call("GET", path, query=query, request_timeout=request_timeout, lane=Lane.WATCH)
+
+    async def watch_events(
+        self, path: str, query: list[tuple[str, str]], read_timeout: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The events of one watch request, decoded, until the server ends it. Lines are split here rather than
+        by aiohttp's readline, whose 64 KiB line limit a run with a large status would pass."""
+        state = self._lane(Lane.WATCH)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=read_timeout)
+        try:
+            async with state.session.get(
+                self._url(path, query),
+                headers=self._headers(None),
+                timeout=timeout,
+                proxy=self._proxy,
+                server_hostname=self._server_hostname,
+            ) as response:
+                if response.status == 401:
+                    self._token_checked = None
+                if response.status >= 400:
+                    raise self._error(response.status, await response.read())
+                pending = bytearray()
+                async for chunk in response.content.iter_any():
+                    pending += chunk
+                    start = 0
+                    while (end := pending.find(b"\n", start)) >= 0:
+                        if end > start:
+                            yield json.loads(pending[start:end])
+                        start = end + 1
+                    del pending[:start]
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            # As _call: the error's type only, never a library's text.
+            raise KubeError(0, type(exc).__name__, "the API server could not be reached") from None
 
     @staticmethod
     def _error(status: int, body: Any) -> KubeError:
@@ -338,22 +389,6 @@ class KubeApi:
             "PATCH", path, {"status": patch}, content_type="application/merge-patch+json"
         )
         return result
-
-    async def count_runs(self, namespaces: list[str]) -> int | None:
-        """How many PaiPipelineRuns exist (in `namespaces`, or all): one `limit=1` list each, read from the
-        API server's remainingItemCount. None when the server does not say."""
-        base = f"/apis/{runs_api.GROUP}/{runs_api.VERSION}"
-        paths = [f"{base}/namespaces/{ns}/{runs_api.PLURAL}" for ns in namespaces] or [f"{base}/{runs_api.PLURAL}"]
-        total = 0
-        for path in paths:
-            data = await self._call("GET", path, query=[("limit", "1")])
-            meta = data.get("metadata") or {}
-            items = len(data.get("items") or [])
-            remaining = meta.get("remainingItemCount")
-            if remaining is None and meta.get("continue"):
-                return None
-            total += items + int(remaining or 0)
-        return total
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes]:
         data = await self._call("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")

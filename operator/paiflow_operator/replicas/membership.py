@@ -203,7 +203,7 @@ class LeaseMembership:
         return self._joining
 
     def ready(self) -> None:
-        """This replica has seen every run (kopf's initial list is over): it takes its share now, and the others
+        """This replica has seen every run (the runs' first list is over): it takes its share now, and the others
         release it when they see the `joining` mark gone (at the next renewal)."""
         if self._joining:
             self._joining = False

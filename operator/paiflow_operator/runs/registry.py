@@ -1,4 +1,4 @@
-"""What is tracked: the runs this replica owns, kept current from kopf's watch; forget, rebalance, snapshot.
+"""What is tracked: the runs this replica owns, kept current from the runs' watch; forget, rebalance, snapshot.
 
 A new run is scheduled for its first look (spread by a jitter, after a workspace scan that can answer for it);
 a changed spec earns one fresh look, also at a finished run; a terminal status this operator did not write is
@@ -81,7 +81,7 @@ class Registry:
         self.first_row: Callable[[Tracked], bool] = lambda tracked: False
 
     def observe(self, body: Mapping[str, Any], event_type: str | None) -> None:
-        """Called for every watch event (kopf.on.event): keeps the registry and the heap current."""
+        """Called for every watch event (watching.py): keeps the registry and the heap current."""
         meta = body.get("metadata", {})
         key: Key = (meta.get("namespace", ""), meta.get("name", ""))
         finalizers = tuple(meta.get("finalizers") or ())
