@@ -148,7 +148,9 @@ class Settings(BaseSettings):
     # recently: turning a sink on must not replay a year of history.
     notify_window: Duration = timedelta(hours=24)
 
-    list_chunk_size: int = Field(default=500, ge=1, description="Objects per page of the initial lists (the runs' own watch and kopf's).")
+    list_chunk_size: int = Field(
+        default=500, ge=1, description="Objects per page of the initial lists (the runs' own watch and kopf's)."
+    )
     watch_idle_timeout: Duration = Field(
         default=timedelta(milliseconds=500),
         description="How long kopf keeps an object's worker (and its last event) waiting for more events.",
