@@ -160,7 +160,11 @@ def test_a_run_another_replica_owns_or_no_sink() -> None:
     sink = Sink([])
     config = Settings(notify_sink="http://127.0.0.1:9/")
     n = Notifier(
-        config, FakeKube(), lambda uid: False, client=httpx.AsyncClient(transport=httpx.MockTransport(sink.handler))
+        config,
+        FakeKube(),
+        lambda uid: False,
+        client=httpx.AsyncClient(transport=httpx.MockTransport(sink.handler)),
+        wallclock=lambda: NOW,
     )
     n.offer(body())
     assert not n.pending
@@ -193,6 +197,7 @@ def test_a_run_of_another_replica_waits_until_it_is_ours() -> None:
         FakeKube(),
         lambda uid: uid in mine,
         client=httpx.AsyncClient(transport=httpx.MockTransport(Sink([]).handler)),
+        wallclock=lambda: NOW,
     )
     n.offer(body())
     assert not n.pending and "u-1" in n.others
@@ -269,7 +274,7 @@ async def test_an_https_sink_with_an_untrusted_certificate_gets_nothing(tmp_path
             notify_backoff_max="20ms",
         )
         kube = FakeKube()
-        n = Notifier(config, kube, lambda uid: True)
+        n = Notifier(config, kube, lambda uid: True, wallclock=lambda: NOW)
         n.offer(body())
         await settle(n, lambda: n.pending["u-1"].attempts >= 3)
         assert not posted and not kube.patches and n.pending["u-1"].delivered_at is None
@@ -325,6 +330,7 @@ async def test_the_chosen_sink_gets_the_event_and_is_recorded() -> None:
         lambda uid: True,
         client=httpx.AsyncClient(transport=httpx.MockTransport(sink.handler)),
         sinks=Chosen(),
+        wallclock=lambda: NOW,
     )
     b = body()
     b["spec"] = {"notify": {"sink": "serving"}}
