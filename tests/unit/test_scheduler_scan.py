@@ -287,3 +287,30 @@ async def test_a_scan_can_wait_for_the_rows_it_handed_over_to_be_written(harness
     held.set()
     await asyncio.wait_for(waiting, 1)
     assert all(h.kube.status[k]["runStatus"] == "Running" for k in keys)
+
+
+async def test_a_page_feeds_only_runs_never_shown_and_keeps_rows_for_runs_not_listed_yet(
+    harness: HarnessFactory,
+) -> None:
+    """A first sync's writes start after one page per workspace: runs never read from PAI take their row as
+    the page arrives. A run already shown waits for the whole scan (its newest row may come on the re-read page
+    1), and a row for a run the watch has not brought yet is kept for it (feed_new)."""
+    h = await harness()
+    h.sched.scans.begin_scan(KEY, 30)
+    fresh = h.create("a", "flow-a", workspaceId="ws-1")
+    shown = h.create("b", "flow-b", workspaceId="ws-1")
+    assert h.sched.scans.apply_rows(KEY, {"flow-b": row("flow-b", "Running")}) == 1
+    await h.settle()
+    assert h.kube.status[shown]["runStatus"] == "Running"
+    writes = len(h.kube.patches)
+    page = {rid: row(rid, "Succeeded") for rid in ("flow-a", "flow-b", "flow-c")}
+    taken = h.sched.scans.apply_page(KEY, page)
+    assert taken == {"flow-a": page["flow-a"]}
+    await h.settle()
+    assert h.kube.status[fresh]["runStatus"] == "Succeeded"
+    assert h.kube.status[shown]["runStatus"] == "Running"  # not from a page: from the scan's end
+    assert len(h.kube.patches) == writes + 1
+    listed_later = h.create("c", "flow-c", workspaceId="ws-1")
+    await h.settle()
+    assert h.kube.status[listed_later]["runStatus"] == "Succeeded"
+    assert h.pai.calls == []

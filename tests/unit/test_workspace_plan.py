@@ -316,3 +316,30 @@ def test_counts_after_the_creates_add_up_to_the_runs_that_exist() -> None:
     p = Plan(owned=2, counts={"Running": 4}, owned_counts={"Running": 1, "Unknown": 1})
     # Two creates were planned (counted in p.counts); one failed: only the one made is a run.
     assert counts_after(p, ["Running"]) == {"Running": 2, "Unknown": 1}
+
+
+async def test_each_page_hands_on_the_rows_that_are_newest_so_far_as_it_arrives() -> None:
+    table = [row(f"flow-{i:02d}", modified_ago=100 + i) for i in range(12)]
+
+    def finish_flow_07(pages: ShiftingPages) -> None:
+        pages.rows = [r for r in pages.rows if r.pipeline_run_id != "flow-07"]
+        pages.rows.append(row("flow-07", status="Succeeded", modified_ago=0))
+
+    fetch = ShiftingPages(table, page_size=5)
+    fetch.between[2] = finish_flow_07
+    handed: list[dict[str, str]] = []
+
+    def on_page(rows: dict[str, PipelineRun]) -> None:
+        handed.append({rid: r.status.value for rid, r in rows.items()})
+        assert len(fetch.calls) == len(handed)  # as each page arrives, not at the end
+
+    out = await scan_pages(fetch, None, page_size=5, max_pages=100, on_page=on_page)
+    # flow-07's move pushed flow-04 onto page 2 as well: no news, not handed on twice.
+    assert [sorted(h) for h in handed[:3]] == [
+        [f"flow-{i:02d}" for i in range(5)],
+        ["flow-05", "flow-06", "flow-08", "flow-09"],
+        ["flow-10", "flow-11"],
+    ]
+    # The re-read page 1 hands on only what is newer than what came before: flow-07's end.
+    assert handed[-1] == {"flow-07": "Succeeded"}
+    assert out.rows["flow-07"].status.value == "Succeeded"

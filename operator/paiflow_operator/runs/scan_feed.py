@@ -147,6 +147,29 @@ class ScanFeed:
         self.kept[key] = (now, {run_id: row for run_id, row in rows.items() if run_id not in by_run})
         return fed
 
+    def apply_page(self, key: ScanKey, rows: Mapping[str, PipelineRun]) -> dict[str, PipelineRun]:
+        """One page of a scan, as it arrives: runs never read from PAI take their row at once, so a first sync
+        of thousands of runs starts writing after one page per workspace, not after every page of every
+        workspace. A run already shown waits for the whole scan (``apply_rows``), whose newest row of it wins:
+        rows shift while we page, and a row from page 3 may be older than the same run's on the re-read page 1.
+        Rows of runs not tracked here yet are kept for the watch's arrivals (``feed_new``). Returns the rows
+        taken, by run id, for the scan's end to skip."""
+        taken: dict[str, PipelineRun] = {}
+        known: set[str] = set()
+        decisions: dict[tuple[str, IdentityKey], bool] = {}
+        now = self.clock()
+        for tracked in self.registry.runs.values():
+            row = rows.get(tracked.run_id)
+            if row is None:
+                continue
+            known.add(tracked.run_id)
+            if unsynced(tracked) and not tracked.busy and self._feed(key, tracked, row, decisions, now):
+                taken[tracked.run_id] = row
+        since, kept = self.kept.get(key) or (now, {})
+        kept.update((run_id, row) for run_id, row in rows.items() if run_id not in known)
+        self.kept[key] = (since, kept)
+        return taken
+
     def feed_new(self, tracked: Tracked) -> bool:
         """A run the watch just brought, never read from PAI, takes its row from its workspace's last scan if
         that scan is recent (at most one interval old, as fresh as a row of the next scan would be when its

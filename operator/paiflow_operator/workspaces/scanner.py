@@ -63,6 +63,8 @@ class RunFeed(Protocol):
 
     def apply_rows(self, key: ScanKey, rows: Mapping[str, PipelineRun]) -> int: ...
 
+    def apply_page(self, key: ScanKey, rows: Mapping[str, PipelineRun]) -> dict[str, PipelineRun]: ...
+
     def rows_applied(self) -> Awaitable[None]: ...
 
 
@@ -290,10 +292,19 @@ class WorkspaceScanner:
             or self.runs.unsynced(key) > 0
         )
         cutoff = window_start if full or ws.cutoff is None else ws.cutoff
+        taken: dict[str, PipelineRun] = {}  # rows runs never shown took as their page arrived
+
+        def first_rows(page_rows: dict[str, PipelineRun]) -> None:
+            taken.update(self.runs.apply_page(key, page_rows))
+
         try:
             who = self.caller(ws)
             pages = await scan_pages(
-                lambda page: self._fetch(ws, who, page), cutoff, s.workspace_page_size, s.workspace_max_pages
+                lambda page: self._fetch(ws, who, page),
+                cutoff,
+                s.workspace_page_size,
+                s.workspace_max_pages,
+                on_page=first_rows,
             )
         except PaiError as exc:
             metrics.SYNC_ERRORS.labels(exc.kind.value).inc()
@@ -307,8 +318,9 @@ class WorkspaceScanner:
         if full:
             ws.last_full = self.clock()
         rows = pages.rows
-        # Runs this replica already tracks (hand-written or imported) take their rows first.
-        self.runs.apply_rows(key, rows)
+        # Runs this replica already tracks (hand-written or imported) take their rows first; a row a run took
+        # as its page arrived is not handed to it twice (a newer row of it, from the re-read page 1, is).
+        self.runs.apply_rows(key, {run_id: row for run_id, row in rows.items() if taken.get(run_id) is not row})
         plan = workspace_plan.plan(
             ws.ref, ws.spec, rows.values(), self.index.in_namespace(ws.ref.namespace), now, self._cap(ws)
         )
