@@ -149,6 +149,43 @@ async def test_import_creates_and_writes_first_status_from_rows(
     assert kube.writes[before:] == []
 
 
+async def test_a_first_scan_writes_each_pages_runs_before_it_reads_the_next_page_and_each_once(
+    parts: tuple[Emulator, FakeKube, Scheduler, WorkspaceScanner],
+) -> None:
+    """A first sync of thousands of hand-written runs starts writing after one page per workspace: runs never
+    shown take their row as its page arrives, and the scan's end does not hand them the same row again."""
+    emu, kube, scheduler, scanner = parts
+    for i in range(25):
+        emu.add_run(Timeline.running_forever(), age=60 + i, workspace_id="ws-1", run_id=f"flow-{i:03d}")
+        body = {
+            "metadata": {"namespace": "team-a", "name": f"mine-{i}", "uid": f"uid-mine-{i}", "generation": 1},
+            "spec": {"pipelineRunId": f"flow-{i:03d}", "workspaceId": "ws-1"},
+        }
+        kube.objects[("team-a", f"mine-{i}")] = body
+        scheduler.observe(body, "ADDED")
+    emu.reset_counters()
+    written_at_fetch: list[int] = []
+    list_pipeline_runs = scanner.access.list_pipeline_runs
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.05)  # a page's round trip: the rows handed over meanwhile are written
+        written_at_fetch.append(kube.count("status"))
+        return await list_pipeline_runs(*args, **kwargs)
+
+    scanner.access.list_pipeline_runs = counting  # type: ignore[method-assign]
+    scanner.observe_workspace(workspace(maxRuns=0), "ADDED")
+    watched = scanner.workspaces[("team-a", "prod")]
+    assert watched.task is not None
+    watched.task.cancel()  # driven by hand below
+    await scanner.scan_once(watched)
+    await settle(scheduler)
+    # Pages 1-3 of 10 and page 1 again; the first page's ten runs were written before page 3 was asked for.
+    assert emu.counters.snapshot(include_runs=False).to_json()["actions"] == {"ListPipelineRuns": 4}
+    assert written_at_fetch[0] == 0 and written_at_fetch[2] >= 10
+    assert kube.count("status") == 25
+    assert all(o["status"]["runStatus"] == "Running" for o in kube.objects.values())
+
+
 @pytest.mark.parametrize("mode", ["transition", "read"])
 async def test_changes_reach_runs_through_the_scan_without_get_pipeline_run(
     parts: tuple[Emulator, FakeKube, Scheduler, WorkspaceScanner], mode: str

@@ -304,7 +304,9 @@ class WorkspaceScanner:
                 cutoff,
                 s.workspace_page_size,
                 s.workspace_max_pages,
-                on_page=first_rows,
+                # Only a full scan can meet runs never shown (a first one, or one for runs not read yet): an
+                # incremental scan in a burst costs no look through every tracked run per page.
+                on_page=first_rows if full else None,
             )
         except PaiError as exc:
             metrics.SYNC_ERRORS.labels(exc.kind.value).inc()
