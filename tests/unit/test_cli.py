@@ -113,3 +113,20 @@ def test_invalid_settings_are_one_line_naming_the_variable(tmp_path: Path) -> No
     assert result.stderr.strip().splitlines() == [
         "paiflow-operator: invalid settings: PAIFLOW_QPS: Input should be greater than 0"
     ]
+
+
+def test_the_operator_runs_on_uvloop_where_it_is_installed_and_on_asyncio_without_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    import uvloop
+
+    from paiflow_operator.__main__ import event_loop_factory
+
+    factory = event_loop_factory()
+    assert factory is uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        assert isinstance(runner.get_loop(), uvloop.Loop)
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as on a platform without it: import fails
+    assert event_loop_factory() is None
