@@ -257,16 +257,21 @@ async def test_paging_stops_past_the_cutoff() -> None:
     assert all(r.request_id for r in out.rows.values())
 
 
-async def test_a_run_changing_between_two_pages_is_still_seen() -> None:
-    table = [row(f"flow-{i:02d}", modified_ago=100 + i) for i in range(12)]
+def flow_07_ends_before_page_2() -> ShiftingPages:
+    """Twelve runs in pages of 5; flow-07 sits on page 2, and just before page 2 is read it ends and jumps to
+    the top (page 1)."""
 
     def finish_flow_07(pages: ShiftingPages) -> None:
-        # flow-07 sits on page 2; just before page 2 is read it ends and jumps to the top (page 1).
         pages.rows = [r for r in pages.rows if r.pipeline_run_id != "flow-07"]
         pages.rows.append(row("flow-07", status="Succeeded", modified_ago=0))
 
-    fetch = ShiftingPages(table, page_size=5)
+    fetch = ShiftingPages([row(f"flow-{i:02d}", modified_ago=100 + i) for i in range(12)], page_size=5)
     fetch.between[2] = finish_flow_07
+    return fetch
+
+
+async def test_a_run_changing_between_two_pages_is_still_seen() -> None:
+    fetch = flow_07_ends_before_page_2()
     out = await scan_pages(fetch, None, page_size=5, max_pages=100)
     assert out.rows["flow-07"].status.value == "Succeeded"
     assert len(out.rows) == 12
@@ -319,14 +324,7 @@ def test_counts_after_the_creates_add_up_to_the_runs_that_exist() -> None:
 
 
 async def test_each_page_hands_on_the_rows_that_are_newest_so_far_as_it_arrives() -> None:
-    table = [row(f"flow-{i:02d}", modified_ago=100 + i) for i in range(12)]
-
-    def finish_flow_07(pages: ShiftingPages) -> None:
-        pages.rows = [r for r in pages.rows if r.pipeline_run_id != "flow-07"]
-        pages.rows.append(row("flow-07", status="Succeeded", modified_ago=0))
-
-    fetch = ShiftingPages(table, page_size=5)
-    fetch.between[2] = finish_flow_07
+    fetch = flow_07_ends_before_page_2()
     handed: list[dict[str, str]] = []
 
     def on_page(rows: dict[str, PipelineRun]) -> None:
