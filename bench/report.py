@@ -281,8 +281,9 @@ def ceiling_table(doc: dict[str, Any]) -> list[str]:
         " | control plane ms CPU per status write: ceiling / burst"
         " | ended | our status writes/s: busiest 10 s (whole burst) | ratio, busiest 10 s (goal >= 0.8) (whole burst)"
         " | lag p99 / goal (interval + ended / ceiling) | max / goal x 2 | late"
-        " | cores: control plane / operator / emulator / benchmark |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " | cores: control plane / operator / emulator / benchmark"
+        " | control plane quota, cores (periods throttled: ceiling / burst) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n in sorted(doc["sizes"], key=int):
         for variant, v in doc["sizes"][n].items():
@@ -294,6 +295,11 @@ def ceiling_table(doc: dict[str, Any]) -> list[str]:
             # what a lean client's patch cost it: the part of a ratio below 1 the operator's CPU does not explain.
             cores, rate = m.get("control_plane_cpu_mean"), m.get("status_writes_per_second")
             burst_ms = 1000 * cores / rate if cores and rate else None
+            # Throttled in most periods of both phases: the control plane was at its quota in both, so the ratio
+            # compares two clients feeding a control plane of one size (bench/cpu_share.py).
+            quota = v.get("control_plane_cpus")
+            throttled = [(x.get("control_plane_throttling") or {}).get("throttled_share") for x in (c, m)]
+            share = f"{_f(quota, 2)} ({_f(throttled[0], 2)} / {_f(throttled[1], 2)})" if quota else "none"
             rows.append(
                 f"| {n} | {variant} | {_f(c['status_patches_per_second'])} "
                 f"({_f(c.get('first_status_patches_per_second'))})"
@@ -303,7 +309,7 @@ def ceiling_table(doc: dict[str, Any]) -> list[str]:
                 f"| {_f(m.get('ceiling_ratio'), 2)} ({_f(m.get('mean_ceiling_ratio'), 2)}) "
                 f"| {_f(lag.get('p99'))} / {_f(goal)} | {_f(lag.get('max'))} / {_f(2 * goal if goal else None)} "
                 f"| {lag.get('late', 0)} | {_f(m.get('control_plane_cpu_mean'), 2)} / {_f(m.get('cpu_mean'), 2)} "
-                f"/ {_f(m.get('emulator_cpu_mean'), 2)} / {_f(m.get('bench_cpu_mean'), 2)} |"
+                f"/ {_f(m.get('emulator_cpu_mean'), 2)} / {_f(m.get('bench_cpu_mean'), 2)} | {share} |"
             )
     return rows if len(rows) > 2 else []
 

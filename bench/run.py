@@ -49,6 +49,7 @@ from tests.support.operator_process import free_port
 from tests.support.policies import install_test_policy
 
 from bench import ceiling, report
+from bench.cpu_share import CpuShare, try_share
 from bench.emulator import EmulatorProcess
 from bench.observe import (
     RESOURCE_PATH,
@@ -102,6 +103,9 @@ class Config:
     trace_memory: bool = False
     # Settings for the operator under test (--set PAIFLOW_X=V): to try a setting beside the shipped defaults.
     operator_env: tuple[tuple[str, str], ...] = ()
+    # Cores of CPU quota for etcd + kube-apiserver + kube-controller-manager in the operator runs (0: none), so
+    # the ceiling and the mass finish are measured on a control plane of the same size (bench/cpu_share.py).
+    control_plane_cpus: float = 1.5
 
 
 def log(message: str) -> None:
@@ -130,6 +134,26 @@ def start_cluster(stack: contextlib.ExitStack) -> ControlPlane:
     ]
     cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": namespaces}))
     return cp
+
+
+def share_control_plane(
+    cfg: Config, cp: ControlPlane, stack: contextlib.ExitStack, result: dict[str, Any]
+) -> CpuShare | None:
+    """The control plane's processes held to cfg.control_plane_cpus cores, when this machine lets us."""
+    if not cfg.control_plane_cpus:
+        result["control_plane_cpus"] = None
+        return None
+    share, why_not = try_share(cfg.control_plane_cpus)
+    if share is None:
+        log(f"no CPU quota for the control plane ({why_not}): the ratio includes the CPU the operator takes")
+        result["control_plane_cpus"] = None
+        result["control_plane_cpus_unavailable"] = why_not
+        return None
+    stack.callback(share.close)
+    for pid in cp.pids.values():
+        share.add(pid)
+    result["control_plane_cpus"] = share.cores
+    return share
 
 
 async def _create_all(cp: ControlPlane, runs: list[BenchRun]) -> None:
@@ -345,10 +369,14 @@ def run_variant(cfg: Config, n: int, variant: str) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         log(f"N={n} {variant}: control plane, emulator, {n} resources")
         cp = start_cluster(stack)
+        share = share_control_plane(cfg, cp, stack, result) if variant != NAIVE else None
         if variant != NAIVE and cfg.ceiling:
             # The limit beside us, on the same control plane, before the operator adds anything to it.
             log(f"N={n} {variant}: the API server's status-write ceiling with a lean client")
+            throttled_before = share.throttling() if share else None
             result["ceiling"] = ceiling.measure(cp, min(3000, max(1000, n)))
+            if share and throttled_before:
+                result["ceiling"]["control_plane_throttling"] = share.throttling().since(throttled_before)
             log(f"N={n} {variant}: ceiling {result['ceiling']}")
         # The baseline's kopf timers need a finalizer on every object, which the operator's RBAC does not
         # grant (it never writes metadata): the baseline runs as admin, the operator as its ServiceAccount.
@@ -434,9 +462,12 @@ def run_variant(cfg: Config, n: int, variant: str) -> dict[str, Any]:
         before_finish = point(api, counters)
         cp_cpu_start, emulator_cpu_start = control_plane_cpu_seconds(cp), _cpu_of(emulator.child.pid)
         bench_cpu_start = time.process_time()  # this process: the benchmark's watch, sampler and bookkeeping
+        throttled_before = share.throttling() if share else None
         result["mass_finish"] = mass_finish(cfg, runs, by_key, watch, emulator, operator, n, variant)
         after_finish = point(api, counters)
         span = after_finish.mono - before_finish.mono
+        if share and throttled_before:
+            result["mass_finish"]["control_plane_throttling"] = share.throttling().since(throttled_before)
         result["mass_finish"].update(
             # Cores used meanwhile by etcd + kube-apiserver and by the emulator, beside the operator's own.
             control_plane_cpu_mean=round((control_plane_cpu_seconds(cp) - cp_cpu_start) / span, 3),
@@ -1025,6 +1056,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
         "--no-ceiling", action="store_true", help="skip measuring the API server's status-write ceiling first"
     )
     parser.add_argument(
+        "--control-plane-cpus",
+        type=float,
+        default=1.5,
+        help="CPU quota in cores for the control plane in the operator runs, as if it had its own nodes"
+        " (default 1.5; 0: none; needs root and a writable cgroup tree, else runs without)",
+    )
+    parser.add_argument(
         "--trace-memory", action="store_true", help="run the operator under tracemalloc (memory only; slower)"
     )
     parser.add_argument(
@@ -1065,6 +1103,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         import_n=import_n,
         ceiling=not args.no_ceiling,
         trace_memory=args.trace_memory,
+        control_plane_cpus=args.control_plane_cpus,
         operator_env=tuple(_setting(item) for item in args.operator_env),
         rate_limit_seconds=args.rate_limit_seconds,
         restart_window=args.restart_window or 2 * args.interval,
