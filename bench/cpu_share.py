@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,13 +57,25 @@ class CpuShare:
             if "cpu" not in controllers:
                 (ROOT / "cgroup.subtree_control").write_text("+cpu")
         self.path.mkdir()
-        quota = int(self.cores * PERIOD_US)
+        self._set_quota(None)
+        return self
+
+    def _set_quota(self, cores: float | None) -> None:
+        quota = str(int(cores * PERIOD_US)) if cores else ("max" if self._v2 else "-1")
         if self._v2:
             (self.path / "cpu.max").write_text(f"{quota} {PERIOD_US}")
         else:
             (self.path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
-            (self.path / "cpu.cfs_quota_us").write_text(str(quota))
-        return self
+            (self.path / "cpu.cfs_quota_us").write_text(quota)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """The quota in force for the block: only the phases compared with each other run under it."""
+        self._set_quota(self.cores)
+        try:
+            yield
+        finally:
+            self._set_quota(None)
 
     def add(self, pid: int) -> None:
         # cgroup.procs moves every thread of the process; its children, started later, are born inside.
