@@ -42,14 +42,18 @@ class Throttling:
 
 
 class CpuShare:
-    """A cgroup with a CPU quota of `cores` cores that processes are moved into, removed on close."""
+    """A cgroup with a quota of `cores` cores that the added processes are in only while it is held.
+
+    Outside the held phases the processes are back in their own cgroups: a cgroup of its own would weigh the
+    whole control plane as one task against every thread outside it, which slows it even without a quota.
+    """
 
     def __init__(self, cores: float, name: str = f"paiflow-bench-{os.getpid()}") -> None:
         self.cores = cores
         self._v2 = (ROOT / "cgroup.controllers").exists()
-        self.path = ROOT / name if self._v2 else ROOT / "cpu" / name
-        self._root_procs = (ROOT if self._v2 else ROOT / "cpu") / "cgroup.procs"
-        self._members: list[int] = []
+        self._tree = ROOT if self._v2 else ROOT / "cpu"
+        self.path = self._tree / name
+        self._homes: dict[int, Path] = {}  # pid -> the cgroup it came from
 
     def open(self) -> CpuShare:
         if self._v2:
@@ -57,30 +61,39 @@ class CpuShare:
             if "cpu" not in controllers:
                 (ROOT / "cgroup.subtree_control").write_text("+cpu")
         self.path.mkdir()
-        self._set_quota(None)
-        return self
-
-    def _set_quota(self, cores: float | None) -> None:
-        quota = str(int(cores * PERIOD_US)) if cores else ("max" if self._v2 else "-1")
+        quota = int(self.cores * PERIOD_US)
         if self._v2:
             (self.path / "cpu.max").write_text(f"{quota} {PERIOD_US}")
         else:
             (self.path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
-            (self.path / "cpu.cfs_quota_us").write_text(quota)
+            (self.path / "cpu.cfs_quota_us").write_text(str(quota))
+        return self
+
+    def add(self, pid: int) -> None:
+        self._homes[pid] = self._home_of(pid)
+
+    def _home_of(self, pid: int) -> Path:
+        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if (self._v2 and controllers == "") or (not self._v2 and "cpu" in controllers.split(",")):
+                return self._tree / path.lstrip("/")
+        raise OSError(f"no cpu cgroup for pid {pid}")
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
-        """The quota in force for the block: only the phases compared with each other run under it."""
-        self._set_quota(self.cores)
+        """The added processes under the quota for the block: only the phases compared with each other."""
+        # cgroup.procs moves every thread of a process at once.
+        for pid in self._homes:
+            (self.path / "cgroup.procs").write_text(str(pid))
         try:
             yield
         finally:
-            self._set_quota(None)
+            self._send_home()
 
-    def add(self, pid: int) -> None:
-        # cgroup.procs moves every thread of the process; its children, started later, are born inside.
-        (self.path / "cgroup.procs").write_text(str(pid))
-        self._members.append(pid)
+    def _send_home(self) -> None:
+        for pid, home in self._homes.items():
+            with contextlib.suppress(OSError):  # already gone
+                (home / "cgroup.procs").write_text(str(pid))
 
     def throttling(self) -> Throttling:
         stat = dict(line.split() for line in (self.path / "cpu.stat").read_text().splitlines() if line.strip())
@@ -88,9 +101,7 @@ class CpuShare:
         return Throttling(int(stat["nr_periods"]), int(stat["nr_throttled"]), throttled)
 
     def close(self) -> None:
-        for pid in self._members:
-            with contextlib.suppress(OSError):  # already gone
-                self._root_procs.write_text(str(pid))
+        self._send_home()
         with contextlib.suppress(OSError):
             self.path.rmdir()
 

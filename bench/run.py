@@ -19,6 +19,10 @@ For each N and each operator, in this order, on a fresh control plane and a fres
 5. Restart with N resources present, most finished: time to steady state and PAI calls, also for finished
    runs.
 
+Before the operator starts, the API server's status-write ceiling is measured with a lean client
+(bench/ceiling.py); the mass finish is reported against it. While those two are measured the control plane
+is held to one CPU quota (--control-plane-cpus, bench/cpu_share.py), so both see a control plane of one size.
+
 Everything started is stopped at the end, also on failure or Ctrl-C. Results go to bench/results/.
 """
 
