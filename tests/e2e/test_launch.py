@@ -277,8 +277,12 @@ def test_launch_is_immutable(runs: Runs) -> None:
     base["spec"]["launch"]["pipelineId"] = "q"  # type: ignore[index]
     out = runs.cp.kubectl("apply", "-f", "-", input=json.dumps(base), check=False)
     assert out.returncode != 0 and "spec.launch is immutable" in out.stderr, out.stderr
-    switched = {**base, "spec": {"pipelineRunId": "flow-abc"}}
-    out = runs.cp.kubectl("replace", "-f", "-", input=json.dumps(switched), check=False)
+    # A merge patch, not `kubectl replace`: replace reads the resourceVersion first, and the operator's own
+    # status writes in between turn the answer into a Conflict instead of the rule's message.
+    switched = {"spec": {"launch": None, "suspend": None, "pipelineRunId": "flow-abc"}}
+    out = runs.cp.kubectl(
+        "patch", "ppr", "fixed", "-n", runs.namespace, "--type=merge", "-p", json.dumps(switched), check=False
+    )
     assert out.returncode != 0 and "cannot be added to or removed" in out.stderr, out.stderr
 
 
