@@ -20,7 +20,9 @@ COPY hack/uv-requirements.txt hack/build-requirements.txt /tmp/
 # uv into a throw-away venv; from here on uv does the work, so no pip ever reaches /opt/venv.
 RUN python -m venv /opt/uv \
  && /opt/uv/bin/pip install --no-cache-dir --disable-pip-version-check --require-hashes -r /tmp/uv-requirements.txt
-ENV UV=/opt/uv/bin/uv UV_NO_CACHE=1 UV_PYTHON_DOWNLOADS=never
+# Bytecode compiled at build: the running image cannot write it (read-only root, PYTHONDONTWRITEBYTECODE), and
+# without it every start compiled the operator and its libraries again (2.2 s of CPU against 0.85 s).
+ENV UV=/opt/uv/bin/uv UV_NO_CACHE=1 UV_PYTHON_DOWNLOADS=never UV_COMPILE_BYTECODE=1
 COPY pyproject.toml uv.lock README.md ./
 # uv.lock pins every version and hash; --no-emit-project leaves the operator itself to the wheel below. An sdist
 # among them is built with the backend pinned (with hashes) in build-requirements.txt, never an unpinned one.
