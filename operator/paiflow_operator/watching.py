@@ -1,6 +1,6 @@
 """The runs' own list-then-watch, as client-go's reflector does it: pages fed as they arrive, then one watch
 from the list's resourceVersion, resumed where it stopped, listed again only when the server has forgotten that
-version (410 Gone), and then every run gone meanwhile is fed as deleted.
+version (410 Gone) or after an unforeseen error, and then every run gone meanwhile is fed as deleted.
 
 Why not kopf's watch for runs, as for the other kinds: kopf gives every event of every object its own worker,
 Body, Patch, loggers and handler bookkeeping. The operator's own status writes come back as events, one per
@@ -15,8 +15,10 @@ import asyncio
 import fnmatch
 import logging
 import random
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any, Protocol
 
 from paiflow_operator.kube import KubeError
@@ -67,6 +69,14 @@ class Scope:
         return included and not any(fnmatch.fnmatchcase(namespace, p) for p in excludes)
 
 
+def where(exc: BaseException) -> str:
+    """An exception's type and the file and line it was raised at, without its message."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return type(exc).__name__
+    return f"{type(exc).__name__} at {PurePath(frames[-1].filename).name}:{frames[-1].lineno}"
+
+
 class Reflector:
     """One path's list-then-watch, fed to `feed(body, event_type)` with kopf.on.event's types: None for a
     listed object, then ADDED, MODIFIED, DELETED."""
@@ -108,10 +118,23 @@ class Reflector:
                 self.resource_version = None
             except KubeError as exc:
                 failures += 1
-                delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (failures - 1)) * (0.5 + self.rng() / 2)
+                delay = self._backoff(failures)
                 level = logging.WARNING if failures > 1 or exc.status else logging.INFO
                 log.log(level, "watch of %s: %s %s; again in %.1f s", self.path, exc.status, exc.reason, delay)
                 await self.sleep(delay)
+            except Exception as exc:
+                # Anything unforeseen (an undecodable line from a proxy, a bug): as client-go's reflector, the
+                # watch starts over from a new list after the backoff, rather than ending and leaving every
+                # run unwatched until the liveness probe restarts the pod. The error's type and place only: a
+                # library's text is not trusted to be clean.
+                failures += 1
+                delay = self._backoff(failures)
+                log.error("watch of %s failed (%s); listing again in %.1f s", self.path, where(exc), delay)
+                self.resource_version = None
+                await self.sleep(delay)
+
+    def _backoff(self, failures: int) -> float:
+        return min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** (failures - 1)) * (0.5 + self.rng() / 2)
 
     async def _list(self) -> None:
         seen: dict[str, tuple[str, str]] = {}

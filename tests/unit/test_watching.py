@@ -5,6 +5,7 @@ tests/e2e/test_runs_watch.py."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -20,8 +21,8 @@ def run(name: str, rv: str, namespace: str = "team-a") -> dict[str, Any]:
     return {"metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}", "resourceVersion": rv}}
 
 
-class Stop(Exception):
-    """Ends the reflector's loop when the script runs out."""
+class Stop(BaseException):
+    """Ends the reflector's loop when the script runs out (not an Exception: the reflector outlives those)."""
 
 
 class ScriptedApi:
@@ -145,6 +146,27 @@ async def test_a_lost_connection_resumes_the_watch_after_a_growing_backoff_witho
     assert [q["resourceVersion"] for q in api.watch_queries] == ["5", "6", "6", "8"]
     assert reflector.slept == [1.0, 2.0]  # type: ignore[attr-defined]
     assert fed.events == [(None, "a"), ("MODIFIED", "a"), ("MODIFIED", "a")]
+
+
+async def test_an_unforeseen_error_lists_again_after_the_backoff_and_logs_no_library_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # An undecodable line (a proxy cutting a stream) raised ValueError out of the watch: the whole runs' watch
+    # ended until the liveness probe restarted the pod.
+    garbled = ValueError("Expecting value near token=sk-LEAKED")
+    api = ScriptedApi(
+        [page([run("a", "1"), run("b", "2")], rv="5"), page([run("a", "7")], rv="9")],
+        [[{"type": "MODIFIED", "object": run("a", "6")}, garbled], [{"type": "MODIFIED", "object": run("a", "10")}]],
+    )
+    fed = Fed()
+    with caplog.at_level(logging.DEBUG):
+        reflector = await drive(api, fed)
+    assert reflector.lists == 2 and reflector.slept == [1.0]  # type: ignore[attr-defined]
+    assert [q["resourceVersion"] for q in api.watch_queries] == ["5", "9", "10"]
+    # b went while nobody watched: the new list tells, and it is fed as deleted once.
+    assert fed.events == [(None, "a"), (None, "b"), ("MODIFIED", "a"), (None, "a"), ("DELETED", "b"), ("MODIFIED", "a")]
+    assert "ValueError at test_watching.py:" in caplog.text
+    assert "LEAKED" not in caplog.text and "Expecting" not in caplog.text
 
 
 async def test_an_expired_continue_token_starts_the_list_over() -> None:
