@@ -21,7 +21,7 @@ COPY hack/uv-requirements.txt hack/build-requirements.txt /tmp/
 RUN python -m venv /opt/uv \
  && /opt/uv/bin/pip install --no-cache-dir --disable-pip-version-check --require-hashes -r /tmp/uv-requirements.txt
 # Bytecode compiled at build: the running image cannot write it (read-only root, PYTHONDONTWRITEBYTECODE), and
-# without it every start compiled the operator and its libraries again (2.2 s of CPU against 0.85 s).
+# without it every start compiled the operator and its libraries again (1.65 s of CPU to import, 0.57 s with it).
 ENV UV=/opt/uv/bin/uv UV_NO_CACHE=1 UV_PYTHON_DOWNLOADS=never UV_COMPILE_BYTECODE=1
 COPY pyproject.toml uv.lock README.md ./
 # uv.lock pins every version and hash; --no-emit-project leaves the operator itself to the wheel below. An sdist
